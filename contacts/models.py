@@ -1,0 +1,158 @@
+from django.db import models
+from django.db.models.functions import Lower
+from django.utils.translation import gettext_lazy as _
+
+from integrations.backends import validate_crm_name, verbose_crm_name
+
+
+class LowercaseEmailField(models.EmailField):
+    """An email stored and looked up lower-cased, so uniqueness ignores case."""
+
+    def get_prep_value(self, value):
+        value = super().get_prep_value(value)
+        return value.strip().lower() if isinstance(value, str) else value
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class Contact(models.Model):
+    email = LowercaseEmailField(_("email"), max_length=254, unique=True)
+    first_name = models.CharField(_("first name"), max_length=150, blank=True)
+    last_name = models.CharField(_("last name"), max_length=150, blank=True)
+    phone = models.CharField(_("phone"), max_length=50, blank=True)
+    company = models.CharField(_("company"), max_length=255, blank=True)
+    website = models.URLField(_("website"), max_length=500, blank=True)
+    source_url = models.URLField(_("source URL"), max_length=2000, blank=True)
+    attributes = models.JSONField(_("attributes"), default=dict, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # With this, the plain unique index on email is also case-insensitive,
+            # whatever path (ORM, bulk insert, raw SQL) wrote the row.
+            models.CheckConstraint(
+                condition=models.Q(email=Lower("email")), name="contact_email_lowercase"
+            ),
+        ]
+
+    def __str__(self):
+        return self.email
+
+    @property
+    def full_name(self):
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
+
+class SyncStatus(models.TextChoices):
+    """What staff decided for a contact and a CRM."""
+
+    NEW = "new", _("New")
+    SELECTED = "selected", _("Selected")
+    COMPLETE = "complete", _("Complete")
+    ERROR = "error", _("Error")
+    SKIPPED = "skipped", _("Skipped")
+
+
+class ProcessingStatus(models.TextChoices):
+    """Where the work for a contact and a CRM stands."""
+
+    NONE = "", _("(none)")
+    QUEUED = "queued", _("Queued")
+    PROCESSING = "processing", _("Processing")
+    COMPLETE = "complete", _("Complete")
+    ERROR = "error", _("Error")
+
+
+class ContactSync(models.Model):
+    """The dual status of one contact for one CRM. Only contacts.selection (staff)
+    and integrations.engine (worker) write its status fields."""
+
+    contact = models.ForeignKey(
+        Contact, on_delete=models.CASCADE, related_name="syncs", verbose_name=_("contact")
+    )
+    crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
+    sync_status = models.CharField(
+        _("sync status"), max_length=16, choices=SyncStatus.choices, default=SyncStatus.NEW
+    )
+    processing_status = models.CharField(
+        _("processing status"),
+        max_length=16,
+        choices=ProcessingStatus.choices,
+        default=ProcessingStatus.NONE,
+        blank=True,
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    lease_expires_at = models.DateTimeField(_("lease expires at"), null=True, blank=True)
+    claim_token = models.UUIDField(_("claim token"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    external_id = models.CharField(_("ID in the CRM"), max_length=100, blank=True)
+    synced_at = models.DateTimeField(_("synced at"), null=True, blank=True)
+    synced_hash = models.CharField(_("hash of the synced payload"), max_length=64, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("contact sync")
+        verbose_name_plural = _("contact syncs")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["contact", "crm"], name="contactsync_unique_contact_crm"
+            ),
+        ]
+        indexes = [
+            # The claim query reads due rows for one CRM; only queued rows are due,
+            # so the index stays small however many rows are complete.
+            models.Index(
+                fields=["crm", "next_attempt_at"],
+                condition=models.Q(processing_status=ProcessingStatus.QUEUED),
+                name="contactsync_due_queued",
+            ),
+        ]
+
+    def __str__(self):
+        return "%s for %s" % (self.contact_id, self.crm_label)
+
+    @property
+    def crm_label(self):
+        return verbose_crm_name(self.crm)
+
+
+class AttemptOutcome(models.TextChoices):
+    ACCEPTED = "accepted", _("Accepted")
+    RETRY = "retry", _("Retry scheduled")
+    FAILED = "failed", _("Failed")
+
+
+class SyncAttempt(models.Model):
+    """One push of one contact to one CRM: the history behind ContactSync."""
+
+    contact = models.ForeignKey(
+        Contact, on_delete=models.CASCADE, related_name="sync_attempts", verbose_name=_("contact")
+    )
+    crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
+    attempted_at = models.DateTimeField(_("attempted at"), db_index=True)
+    outcome = models.CharField(_("outcome"), max_length=16, choices=AttemptOutcome.choices)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(_("duration (ms)"), default=0)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("sync attempt")
+        verbose_name_plural = _("sync attempts")
+        ordering = ["-attempted_at", "-id"]
+        indexes = [
+            models.Index(fields=["contact", "-attempted_at"], name="syncattempt_contact_recent"),
+        ]
+
+    def __str__(self):
+        return "%s to %s at %s: %s" % (
+            self.contact_id,
+            verbose_crm_name(self.crm),
+            self.attempted_at,
+            self.outcome,
+        )

@@ -1,0 +1,6 @@
+from .base import CRMBackend
+
+
+class BrevoBackend(CRMBackend):
+    name = "brevo"
+    verbose_name = "Brevo"

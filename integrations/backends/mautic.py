@@ -1,0 +1,6 @@
+from .base import CRMBackend
+
+
+class MauticBackend(CRMBackend):
+    name = "mautic"
+    verbose_name = "Mautic"
