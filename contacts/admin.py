@@ -1,0 +1,299 @@
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.db.models import Prefetch
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator, get_text_list
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from integrations.backends import crm_choices, verbose_crm_name
+
+from . import selection
+from .admin_filters import (
+    ContactCRMFilter,
+    ContactProcessingStatusFilter,
+    ContactSyncStatusFilter,
+    SyncCRMFilter,
+)
+from .forms import CRMChoiceForm
+from .models import Contact, ContactSync, SyncAttempt, SyncStatus
+
+RECENT_ATTEMPTS_SHOWN = 20
+
+
+def crm_list(crms):
+    return get_text_list([verbose_crm_name(crm) for crm in crms], _("and"))
+
+
+def sync_badge(sync, crm):
+    """A small coloured label for one CRM; the tooltip says where things stand."""
+    if sync is None:
+        css, tooltip = SyncStatus.NEW, "%s: %s" % (verbose_crm_name(crm), SyncStatus.NEW.label)
+    else:
+        css = sync.sync_status
+        tooltip = "%s: %s" % (verbose_crm_name(crm), sync.get_sync_status_display())
+        if sync.processing_status:
+            tooltip += " / %s" % sync.get_processing_status_display()
+        if sync.attempts:
+            tooltip += " (%s)" % ngettext("%d attempt", "%d attempts", sync.attempts) % sync.attempts
+        if sync.last_error:
+            tooltip += "\n%s" % Truncator(sync.last_error).chars(300)
+    return format_html(
+        '<span class="crm-badge crm-badge--{}" title="{}">{}</span>',
+        css,
+        tooltip,
+        verbose_crm_name(crm),
+    )
+
+
+class ContactSyncInline(admin.TabularInline):
+    model = ContactSync
+    extra = 0
+    can_delete = False
+    fields = (
+        "crm_label",
+        "sync_status",
+        "processing_status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "external_id",
+        "synced_at",
+    )
+    readonly_fields = fields
+    verbose_name_plural = _("CRM sync status")
+
+    @admin.display(description=_("CRM"))
+    def crm_label(self, obj):
+        return obj.crm_label
+
+    def has_add_permission(self, request, obj=None):
+        # Rows come from the actions, which follow the state machine.
+        return False
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ("email", "full_name", "company", "crm_status", "created_at")
+    list_filter = (ContactCRMFilter, ContactSyncStatusFilter, ContactProcessingStatusFilter)
+    search_fields = ("email", "first_name", "last_name", "company")
+    show_full_result_count = False
+    actions = ("queue_for_crm", "skip_for_crm", "retry_failed")
+    inlines = (ContactSyncInline,)
+    readonly_fields = ("created_at", "updated_at", "recent_attempts")
+    fieldsets = (
+        (None, {"fields": ("email", "first_name", "last_name", "phone", "company")}),
+        (_("Web"), {"fields": ("website", "source_url")}),
+        (_("Other attributes"), {"fields": ("attributes",)}),
+        (_("History"), {"fields": ("created_at", "updated_at", "recent_attempts")}),
+    )
+
+    class Media:
+        css = {"all": ("contacts/admin.css",)}
+
+    def get_queryset(self, request):
+        syncs = ContactSync.objects.only(
+            "contact_id", "crm", "sync_status", "processing_status", "attempts", "last_error"
+        )
+        return super().get_queryset(request).prefetch_related(Prefetch("syncs", queryset=syncs))
+
+    @admin.display(description=_("name"), ordering="last_name")
+    def full_name(self, obj):
+        return obj.full_name
+
+    @admin.display(description=_("CRM sync"))
+    def crm_status(self, obj):
+        by_crm = {sync.crm: sync for sync in obj.syncs.all()}
+        badges = format_html_join(
+            " ", "{}", ((sync_badge(by_crm.get(crm), crm),) for crm, _label in crm_choices())
+        )
+        return format_html('<span class="crm-badges">{}</span>', badges)
+
+    @admin.display(description=_("recent sync attempts"))
+    def recent_attempts(self, obj):
+        attempts = obj.sync_attempts.all()[:RECENT_ATTEMPTS_SHOWN] if obj.pk else []
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    attempt.attempted_at,
+                    verbose_crm_name(attempt.crm),
+                    attempt.get_outcome_display(),
+                    attempt.http_status or "",
+                    attempt.error,
+                )
+                for attempt in attempts
+            ),
+        )
+        if not rows:
+            return _("No attempts yet.")
+        return format_html(
+            '<table class="crm-attempts"><thead><tr><th>{}</th><th>{}</th><th>{}</th>'
+            "<th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody></table>",
+            _("When"),
+            _("CRM"),
+            _("Outcome"),
+            _("HTTP"),
+            _("Error"),
+            rows,
+        )
+
+    @admin.action(description=_("Queue for CRM sync…"), permissions=["change"])
+    def queue_for_crm(self, request, queryset):
+        return self._apply_to_crms(
+            request,
+            queryset,
+            action="queue_for_crm",
+            title=_("Queue contacts for CRM sync"),
+            apply=selection.select,
+            done=lambda n, crms: ngettext(
+                "%(count)s contact queued for %(crms)s.",
+                "%(count)s contacts queued for %(crms)s.",
+                n,
+            )
+            % {"count": n, "crms": crm_list(crms)},
+        )
+
+    @admin.action(description=_("Skip for CRM…"), permissions=["change"])
+    def skip_for_crm(self, request, queryset):
+        return self._apply_to_crms(
+            request,
+            queryset,
+            action="skip_for_crm",
+            title=_("Skip contacts for CRMs"),
+            apply=selection.skip,
+            done=lambda n, crms: ngettext(
+                "%(count)s contact will be skipped for %(crms)s.",
+                "%(count)s contacts will be skipped for %(crms)s.",
+                n,
+            )
+            % {"count": n, "crms": crm_list(crms)},
+        )
+
+    @admin.action(description=_("Retry failed syncs"), permissions=["change"])
+    def retry_failed(self, request, queryset):
+        count = selection.retry_failed(queryset, [crm for crm, _label in crm_choices()])
+        if count:
+            self.message_user(
+                request,
+                ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count)
+                % count,
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(
+                request, _("None of the selected contacts has a failed sync."), messages.WARNING
+            )
+
+    def _apply_to_crms(self, request, queryset, *, action, title, apply, done):
+        """Django's confirmation-page pattern: the first POST shows the CRM choice,
+        the second (with `post`) applies it and returns to the list."""
+        form = CRMChoiceForm(request.POST if request.POST.get("post") else None)
+        contact_count = queryset.count()
+        if form.is_bound and form.is_valid():
+            crms = form.cleaned_data["crms"]
+            changed = apply(queryset, crms)
+            self.message_user(request, done(contact_count, crms), messages.SUCCESS)
+            left = contact_count * len(crms) - changed
+            if left > 0:
+                self.message_user(
+                    request,
+                    ngettext(
+                        "%d sync is being processed right now and was left to finish.",
+                        "%d syncs are being processed right now and were left to finish.",
+                        left,
+                    )
+                    % left,
+                    messages.WARNING,
+                )
+            return None
+        select_across = request.POST.get("select_across") == "1"
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "subtitle": None,
+            "opts": self.model._meta,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "select_across": select_across,
+            "selected_ids": [] if select_across else request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "contact_count": contact_count,
+            "sample_contacts": queryset[:10],
+            "changelist_url": request.get_full_path(),
+            "media": self.media,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/contacts/contact/crm_action_confirmation.html", context)
+
+
+@admin.register(ContactSync)
+class ContactSyncAdmin(admin.ModelAdmin):
+    list_display = (
+        "contact_link",
+        "crm_label",
+        "sync_status",
+        "processing_status",
+        "attempts",
+        "next_attempt_at",
+        "short_error",
+        "synced_at",
+    )
+    list_filter = (SyncCRMFilter, "sync_status", "processing_status")
+    search_fields = ("contact__email", "last_error", "external_id")
+    search_help_text = _("Search by contact email, error text or ID in the CRM.")
+    list_select_related = ("contact",)
+    show_full_result_count = False
+    actions = ("retry_failed_syncs",)
+    readonly_fields = [field.name for field in ContactSync._meta.fields]
+
+    @admin.display(description=_("contact"), ordering="contact__email")
+    def contact_link(self, obj):
+        url = reverse("admin:contacts_contact_change", args=[obj.contact_id])
+        return format_html('<a href="{}">{}</a>', url, obj.contact.email)
+
+    @admin.display(description=_("CRM"), ordering="crm")
+    def crm_label(self, obj):
+        return obj.crm_label
+
+    @admin.display(description=_("last error"))
+    def short_error(self, obj):
+        return Truncator(obj.last_error).chars(80)
+
+    @admin.action(description=_("Retry failed syncs"), permissions=["change"])
+    def retry_failed_syncs(self, request, queryset):
+        count = selection.retry_syncs(queryset)
+        self.message_user(
+            request,
+            ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count)
+            % count,
+            messages.SUCCESS if count else messages.WARNING,
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SyncAttempt)
+class SyncAttemptAdmin(admin.ModelAdmin):
+    list_display = ("attempted_at", "contact", "crm", "outcome", "http_status", "duration_ms", "error")
+    list_filter = (SyncCRMFilter, "outcome")
+    search_fields = ("contact__email", "error")
+    list_select_related = ("contact",)
+    show_full_result_count = False
+    date_hierarchy = "attempted_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
