@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.db import models
 from django.db.models import Prefetch
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -80,6 +81,7 @@ class ContactAdmin(admin.ModelAdmin):
     list_filter = (ContactCRMFilter, ContactSyncStatusFilter, ContactProcessingStatusFilter)
     search_fields = ("email", "first_name", "last_name", "company")
     show_full_result_count = False
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     actions = ("queue_for_crm", "skip_for_crm", "retry_failed")
     inlines = (ContactSyncInline,)
     readonly_fields = ("created_at", "updated_at", "recent_attempts")
@@ -220,7 +222,9 @@ class ContactAdmin(admin.ModelAdmin):
             "action": action,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "select_across": select_across,
-            "selected_ids": [] if select_across else request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            # Django runs an action only when row ids are posted, even with
+            # select_across; the browser sends those of the page it showed.
+            "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "contact_count": contact_count,
             "sample_contacts": queryset[:10],
             "changelist_url": request.get_full_path(),

@@ -14,6 +14,7 @@ from integrations.backends import crm_choices
 from .models import ContactSync, ProcessingStatus, SyncStatus
 
 CRM_PARAMETER = "crm"
+STATUS_PARAMETERS = ("sync_status", "processing_status")
 
 
 def _syncs_of_contact(request):
@@ -33,15 +34,16 @@ class ContactCRMFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         # On its own, a CRM narrows to contacts staff have decided something about
-        # for it; the status filters below do the rest.
-        if self.value():
-            return queryset.filter(Exists(_syncs_of_contact(request)))
-        return queryset
+        # for it. With a status chosen, the status filter applies the CRM itself
+        # (and "New" must include contacts with no row at all).
+        if not self.value() or any(name in request.GET for name in STATUS_PARAMETERS):
+            return queryset
+        return queryset.filter(Exists(_syncs_of_contact(request)))
 
 
 class ContactSyncStatusFilter(admin.SimpleListFilter):
     title = _("sync status")
-    parameter_name = "sync_status"
+    parameter_name = STATUS_PARAMETERS[0]
 
     def lookups(self, request, model_admin):
         return SyncStatus.choices
@@ -59,7 +61,7 @@ class ContactSyncStatusFilter(admin.SimpleListFilter):
 
 class ContactProcessingStatusFilter(admin.SimpleListFilter):
     title = _("processing status")
-    parameter_name = "processing_status"
+    parameter_name = STATUS_PARAMETERS[1]
 
     def lookups(self, request, model_admin):
         return [choice for choice in ProcessingStatus.choices if choice[0]]

@@ -48,7 +48,8 @@ def _staff_user(username, *codenames):
 def staff_client(client, db):
     """A logged-in staff user who may view and change contacts."""
     client.force_login(
-        _staff_user("staff", "view_contact", "change_contact", "view_contactsync", "change_contactsync")
+        _staff_user("staff", "view_contact", "change_contact", "view_contactsync", "change_contactsync",
+                     "view_syncattempt")
     )
     return client
 
