@@ -1,5 +1,6 @@
 """Django settings for crmsync. Every value comes from the environment or `.env`."""
 
+import os
 from pathlib import Path
 
 import environ
@@ -8,7 +9,8 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")
+# Values already in the environment win over the file.
+environ.Env.read_env(os.environ.get("ENV_FILE", BASE_DIR / ".env"))
 
 DEBUG = env.bool("DEBUG", default=False)
 
