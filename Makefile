@@ -27,6 +27,7 @@ superuser: migrate
 	$(BIN)/python manage.py ensure_dev_superuser
 
 run: superuser
+	$(BIN)/python manage.py demo_contacts --if-empty
 	bin/run-dev
 
 test: install

@@ -45,3 +45,14 @@ def test_refused_when_debug_is_off(tmp_path, settings):
     with pytest.raises(CommandError, match="only runs with DEBUG=true"):
         run(tmp_path)
     assert not User.objects.exists()
+
+
+@pytest.mark.django_db
+def test_demo_contacts_fill_an_empty_database_once(settings):
+    from contacts.models import Contact
+
+    settings.DEBUG = True
+    call_command("demo_contacts", "--count", "25", "--if-empty", stdout=StringIO())
+    call_command("demo_contacts", "--count", "25", "--if-empty", stdout=StringIO())
+    assert Contact.objects.count() == 25
+    assert all(email.endswith("@example.com") for email in Contact.objects.values_list("email", flat=True))
