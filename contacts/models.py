@@ -112,6 +112,13 @@ class ContactSync(models.Model):
                 condition=models.Q(processing_status=ProcessingStatus.QUEUED),
                 name="contactsync_due_queued",
             ),
+            # Rows whose worker died are found by their lease; few rows are
+            # processing at any time, so this index stays tiny too.
+            models.Index(
+                fields=["crm", "lease_expires_at"],
+                condition=models.Q(processing_status=ProcessingStatus.PROCESSING),
+                name="contactsync_leased",
+            ),
         ]
 
     def __str__(self):
