@@ -12,12 +12,13 @@ import hashlib
 import json
 import logging
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Case, CharField, DateTimeField, F, Q, TextField, Value, When
 from django.utils import timezone
 
@@ -440,3 +441,33 @@ def _per_row(values_by_pk, output_field, default=None):
 def _clip(message):
     message = message or ""
     return message if len(message) <= ERROR_MAX_LENGTH else message[: ERROR_MAX_LENGTH - 1] + "…"
+
+
+def run_workers(backend_class, workers=1, *, engine_options=None, **run_options):
+    """Run `workers` claim loops for one CRM side by side and add up their results.
+
+    Each loop has its own thread, backend and database connection; SKIP LOCKED
+    (or the compare-and-set claim on SQLite) keeps them from taking the same rows.
+    """
+    engine_options = engine_options or {}
+    if workers <= 1:
+        return SyncEngine(backend_class(), **engine_options).run(**run_options)
+    results = []
+
+    def loop():
+        try:
+            results.append(SyncEngine(backend_class(), **engine_options).run(**run_options))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=loop, name="crmsync-%s-%d" % (backend_class.name, i)) for i in range(workers)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    total = RunResult(backend_class.name)
+    for result in results:
+        total.add(result)
+    total.seconds = time.monotonic() - started
+    return total

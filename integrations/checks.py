@@ -1,0 +1,54 @@
+"""System checks for CRM configuration mistakes (run by `manage.py check`,
+`runserver`, `migrate` and every command that asks for checks)."""
+
+from django.core.checks import Error, Warning
+
+from .conf import SyncPolicy, attempt_retention_days
+from .exceptions import CRMConfigurationError
+
+
+def check_crm_configuration(app_configs=None, **kwargs):
+    from .backends import backend_classes
+
+    try:
+        classes = backend_classes()
+    except CRMConfigurationError as exc:
+        return [Error(str(exc), hint="Fix or remove the entry.", id="integrations.E001")]
+    messages = []
+    for backend_class in classes:
+        messages += _half_configured(backend_class)
+        messages += _invalid_numbers(backend_class)
+    try:
+        attempt_retention_days()
+    except CRMConfigurationError as exc:
+        messages.append(Warning(str(exc), hint="The default is 30.", id="integrations.W002"))
+    return messages
+
+
+def _half_configured(backend_class):
+    present, missing = backend_class.present_settings(), backend_class.missing_settings()
+    if not present or not missing or not backend_class.required_settings:
+        return []
+    return [
+        Warning(
+            "%s is half-configured: %s set but %s missing, so it will not sync."
+            % (backend_class.verbose_name, ", ".join(present), ", ".join(missing)),
+            hint="Set %s, or unset %s." % (" and ".join(missing), ", ".join(present)),
+            id="integrations.W001",
+        )
+    ]
+
+
+def _invalid_numbers(backend_class):
+    try:
+        SyncPolicy.for_backend(backend_class)
+    except CRMConfigurationError as exc:
+        return [
+            Warning(
+                "%s: %s" % (backend_class.verbose_name, exc),
+                hint="Fix the value in the environment or .env; until then %s will not sync."
+                % backend_class.verbose_name,
+                id="integrations.W002",
+            )
+        ]
+    return []

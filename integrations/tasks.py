@@ -1,0 +1,52 @@
+"""django-q2 entry points, referenced by dotted path from the schedules."""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from contacts.models import SyncAttempt
+
+from .backends import get_enabled_backend_class
+from .conf import SyncPolicy, attempt_retention_days
+from .engine import run_workers
+
+logger = logging.getLogger(__name__)
+
+PRUNE_CHUNK = 10_000
+
+
+def task_budget_seconds():
+    """A tick must end well before django-q2's timeout kills it mid-batch."""
+    timeout = settings.Q_CLUSTER.get("timeout") or 600
+    return max(5, timeout - max(30, timeout // 10))
+
+
+def sync_crm_task(crm):
+    """One scheduled tick for one CRM: its claim loops, side by side, within the budget."""
+    backend_class = get_enabled_backend_class(crm)
+    policy = SyncPolicy.for_backend(backend_class)
+    result = run_workers(backend_class, policy.max_instances, budget_seconds=task_budget_seconds())
+    return {
+        "crm": crm,
+        "claimed": result.claimed,
+        "accepted": result.accepted,
+        "retry_scheduled": result.retry_scheduled,
+        "failed": result.failed,
+        "seconds": round(result.seconds, 2),
+    }
+
+
+def prune_sync_attempts():
+    """Delete attempt history older than CRMSYNC_ATTEMPT_RETENTION_DAYS, in chunks
+    so that no single statement holds locks for long."""
+    cutoff = timezone.now() - timedelta(days=attempt_retention_days())
+    deleted = 0
+    while True:
+        ids = list(SyncAttempt.objects.filter(attempted_at__lt=cutoff).values_list("pk", flat=True)[:PRUNE_CHUNK])
+        if not ids:
+            break
+        deleted += SyncAttempt.objects.filter(pk__in=ids).delete()[0]
+    logger.info("pruned %d sync attempts older than %s", deleted, cutoff.isoformat())
+    return deleted
