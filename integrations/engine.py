@@ -282,7 +282,12 @@ class SyncEngine:
             written += self._record_retry(guard, retry, attempts_by_key, now)
             written += self._record_failed(guard, failed, attempts_by_key, now)
             written += self._record_released(guard, released, now)
-            SyncAttempt.objects.bulk_create(self._attempt_rows(batch, attempts_by_key, now))
+            decided = {
+                **{o.key: AttemptOutcome.ACCEPTED for o in accepted},
+                **{o.key: AttemptOutcome.RETRY for o in retry + released},
+                **{o.key: AttemptOutcome.FAILED for o in failed},
+            }
+            SyncAttempt.objects.bulk_create(self._attempt_rows(batch, decided, now))
         result.accepted, result.retry_scheduled = len(accepted), len(retry)
         result.failed, result.released = len(failed), len(released)
         result.discarded = len(batch.outcomes) - written
@@ -364,20 +369,14 @@ class SyncEngine:
             return "Gave up after %d attempts. Last error: %s" % (attempts, outcome.message)
         return outcome.message
 
-    def _attempt_rows(self, batch, attempts_by_key, now):
-        kinds = {
-            OutcomeKind.ACCEPTED: AttemptOutcome.ACCEPTED,
-            OutcomeKind.RETRY: AttemptOutcome.RETRY,
-            OutcomeKind.RATE_LIMITED: AttemptOutcome.RETRY,
-            OutcomeKind.PERMANENT: AttemptOutcome.FAILED,
-        }
+    def _attempt_rows(self, batch, decided, now):
         contacts = {row.pk: row.contact_id for row in batch.rows}
         return [
             SyncAttempt(
                 contact_id=contacts[o.key],
                 crm=self.crm,
                 attempted_at=now,
-                outcome=kinds[o.kind],
+                outcome=decided[o.key],
                 http_status=o.http_status,
                 duration_ms=batch.duration_ms,
                 error=_clip(o.message),
