@@ -3,7 +3,7 @@
 
 from django.core.checks import Error, Warning
 
-from .conf import SyncPolicy, attempt_retention_days
+from .conf import SyncPolicy, check_global_settings
 from .exceptions import CRMConfigurationError
 
 
@@ -14,14 +14,15 @@ def check_crm_configuration(app_configs=None, **kwargs):
         classes = backend_classes()
     except CRMConfigurationError as exc:
         return [Error(str(exc), hint="Fix or remove the entry.", id="integrations.E001")]
+    try:
+        check_global_settings()
+    except CRMConfigurationError as exc:
+        # Every CRM would fail on it too; one message says it.
+        return [Warning(str(exc), hint="Fix the value in the environment or .env.", id="integrations.W002")]
     messages = []
     for backend_class in classes:
         messages += _half_configured(backend_class)
         messages += _invalid_numbers(backend_class)
-    try:
-        attempt_retention_days()
-    except CRMConfigurationError as exc:
-        messages.append(Warning(str(exc), hint="The default is 30.", id="integrations.W002"))
     return messages
 
 

@@ -115,21 +115,27 @@ class SyncPolicy:
                     "%s must be at least %d; it is %d."
                     % (setting_name(self.crm, name), minimum, value)
                 )
-        if self.lease_seconds < 10:
-            raise CRMConfigurationError(
-                "CRMSYNC_LEASE_SECONDS must be at least 10; it is %d." % self.lease_seconds
-            )
-        if self.retry_max_delay_minutes < 1:
-            raise CRMConfigurationError(
-                "CRMSYNC_RETRY_MAX_DELAY_MINUTES must be at least 1; it is %d."
-                % self.retry_max_delay_minutes
-            )
+        _at_least("CRMSYNC_LEASE_SECONDS", self.lease_seconds, 10)
+        _at_least("CRMSYNC_RETRY_MAX_DELAY_MINUTES", self.retry_max_delay_minutes, 1)
+
+
+def _at_least(key, value, minimum):
+    if value < minimum:
+        raise CRMConfigurationError("%s must be at least %d; it is %d." % (key, minimum, value))
+
+
+def check_global_settings():
+    """Raise CRMConfigurationError for the first invalid setting shared by all CRMs."""
+    _at_least("CRMSYNC_LEASE_SECONDS", get_setting("CRMSYNC_LEASE_SECONDS", 300, cast=int), 10)
+    _at_least(
+        "CRMSYNC_RETRY_MAX_DELAY_MINUTES",
+        get_setting("CRMSYNC_RETRY_MAX_DELAY_MINUTES", 24 * 60, cast=int),
+        1,
+    )
+    attempt_retention_days()
 
 
 def attempt_retention_days():
     days = get_setting("CRMSYNC_ATTEMPT_RETENTION_DAYS", 30, cast=int)
-    if days < 1:
-        raise CRMConfigurationError(
-            "CRMSYNC_ATTEMPT_RETENTION_DAYS must be at least 1; it is %d." % days
-        )
+    _at_least("CRMSYNC_ATTEMPT_RETENTION_DAYS", days, 1)
     return days

@@ -222,6 +222,10 @@ class SyncEngine:
             except InvalidContact as exc:
                 batch.outcomes.append(Outcome.permanent(item, exc.message))
                 continue
+            except Exception:
+                logger.exception("crm=%s building the payload of contact %s failed", self.crm, row.contact_id)
+                batch.outcomes.append(Outcome.retry(item, self._unexpected_error_message()))
+                continue
             batch.items.append(SyncItem(key=row.pk, contact=row.contact, payload=payload))
         if batch.items:
             started = time.monotonic()
@@ -247,9 +251,12 @@ class SyncEngine:
             return [Outcome.permanent(item, str(exc), http_status=exc.status_code) for item in items]
         except Exception:
             logger.exception("crm=%s the backend failed unexpectedly", self.crm)
-            message = "Unexpected error in the %s backend; see the worker log." % self.backend.verbose_name
-            return [Outcome.retry(item, message) for item in items]
+            return [Outcome.retry(item, self._unexpected_error_message()) for item in items]
         return self._one_outcome_per_item(items, outcomes)
+
+    def _unexpected_error_message(self):
+        # The exception's own text may hold anything, secrets included; it goes to the log only.
+        return "Unexpected error in the %s backend; see the worker log." % self.backend.verbose_name
 
     def _one_outcome_per_item(self, items, outcomes):
         by_key = {outcome.key: outcome for outcome in outcomes}
@@ -451,11 +458,14 @@ def run_workers(backend_class, workers=1, *, engine_options=None, **run_options)
     engine_options = engine_options or {}
     if workers <= 1:
         return SyncEngine(backend_class(), **engine_options).run(**run_options)
-    results = []
+    results, errors = [], []
 
     def loop():
         try:
             results.append(SyncEngine(backend_class(), **engine_options).run(**run_options))
+        except Exception as exc:
+            logger.exception("crm=%s a claim loop failed", backend_class.name)
+            errors.append(exc)
         finally:
             connections.close_all()
 
@@ -465,6 +475,8 @@ def run_workers(backend_class, workers=1, *, engine_options=None, **run_options)
         thread.start()
     for thread in threads:
         thread.join()
+    if errors:
+        raise errors[0]
     total = RunResult(backend_class.name)
     for result in results:
         total.add(result)

@@ -197,6 +197,22 @@ class TestFailures:
         }
         assert "the backend failed unexpectedly" in caplog.text
 
+    def test_a_crash_while_building_one_payload_retries_that_contact_only(self, queued, policy, clock, monkeypatch):
+        queued(2)
+        original = ScriptedBackend.build_payload
+
+        def build(self, contact):
+            if contact.email == "c0@example.com":
+                raise ValueError("api-key=scripted-secret-key")
+            return original(self, contact)
+
+        monkeypatch.setattr(ScriptedBackend, "build_payload", build)
+        engine(policy, clock).run()
+        crashed = rows().get(contact__email="c0@example.com")
+        assert (crashed.processing_status, crashed.attempts) == (P.QUEUED, 1)
+        assert "scripted-secret-key" not in crashed.last_error
+        assert rows().get(contact__email="c1@example.com").sync_status == S.COMPLETE
+
     def test_a_contact_the_backend_forgot_is_retried(self, queued, policy, clock):
         queued(2)
         engine(policy, clock, lambda items: [Outcome.accepted(items[0])]).run()
