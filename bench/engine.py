@@ -1,0 +1,170 @@
+"""Engine overhead with a backend that accepts everything at once (no HTTP).
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/crmsync .venv/bin/python bench/engine.py
+
+Runs in a throwaway database (test_<name>). Prints contacts/s of claim + record at
+batch 100 for 1 and 4 workers (processes, as qcluster runs them), and the claim
+latency per batch with 10,000 and with 1,000,000 rows in the table.
+Targets: at least 5,000 contacts/s for one worker; claim latency at 1,000,000
+rows within 1.5x of 10,000.
+"""
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crmsync_project.settings")
+os.environ.setdefault("DEBUG", "true")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.db import connection, connections  # noqa: E402
+from django.test.utils import setup_databases, setup_test_environment, teardown_databases  # noqa: E402
+
+from contacts.models import ContactSync  # noqa: E402
+from integrations.backends.base import CRMBackend, Outcome  # noqa: E402
+from integrations.conf import SyncPolicy  # noqa: E402
+from integrations.engine import RunResult, SyncEngine, _Batch  # noqa: E402
+
+CRM = "brevo"  # rows need a registered CRM name; the backend below never calls Brevo
+
+
+class NoopBackend(CRMBackend):
+    name = CRM
+    verbose_name = "No-op"
+
+    def build_payload(self, contact):
+        return {"email": contact.email}
+
+    def push(self, items):
+        return [Outcome.accepted(item, external_id=str(item.key)) for item in items]
+
+
+POLICY = SyncPolicy(
+    crm=CRM,
+    interval_minutes=5,
+    batch_size=100,
+    max_instances=1,
+    max_retries=3,
+    retry_delay_minutes=5,
+    retry_exponential=True,
+    retry_max_delay_minutes=1440,
+    lease_seconds=300,
+)
+
+
+def fill(total, queued, scattered=True):
+    """`total` contacts with a Brevo row each, `queued` of them due now, the rest
+    Complete. Scattered: the due rows are spread evenly through the table (staff
+    re-selected old contacts); otherwise they are the newest rows (new contacts)."""
+    due = "id %%%% %d = 0" % (total // queued) if scattered else "id > %d" % (total - queued)
+    with connection.cursor() as cursor:
+        cursor.execute("TRUNCATE contacts_syncattempt, contacts_contactsync, contacts_contact, integrations_crmstate")
+        cursor.execute(
+            "INSERT INTO contacts_contact (email, first_name, last_name, phone, company, website, source_url,"
+            " attributes, created_at, updated_at) SELECT 'c' || i || '@example.com', 'F', 'L', '', '', '', '',"
+            " '{}', now(), now() FROM generate_series(1, %s) i",
+            [total],
+        )
+        cursor.execute(
+            "INSERT INTO contacts_contactsync (contact_id, crm, sync_status, processing_status, attempts,"
+            " next_attempt_at, last_error, external_id, synced_hash, created_at, updated_at)"
+            " SELECT id, %s, CASE WHEN {due} THEN 'selected' ELSE 'complete' END,"
+            " CASE WHEN {due} THEN 'queued' ELSE 'complete' END, 0,"
+            " CASE WHEN {due} THEN now() - interval '1 minute' ELSE NULL END, '', '', '', now(), now()"
+            " FROM contacts_contact".format(due=due),
+            [CRM],
+        )
+        cursor.execute("ANALYZE")
+
+
+def worker_process(args):
+    budget_contacts, = args
+    connections.close_all()
+    result = SyncEngine(NoopBackend(), POLICY).run(max_contacts=budget_contacts)
+    connections.close_all()
+    return result.claimed
+
+
+def throughput(workers, queued):
+    fill(queued, queued)
+    started = time.perf_counter()
+    if workers == 1:
+        claimed = SyncEngine(NoopBackend(), POLICY).run().claimed
+    else:
+        connections.close_all()
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            claimed = sum(pool.map(worker_process, [(None,)] * workers))
+    seconds = time.perf_counter() - started
+    complete = ContactSync.objects.filter(processing_status="complete").count()
+    assert claimed == queued == complete, (claimed, queued, complete)
+    return claimed / seconds, seconds
+
+
+def claim_latency(total, queued, scattered, batches=40):
+    """Median milliseconds per batch of 100: the claim transaction alone, and the
+    claim with the rows and their contacts loaded (what a worker waits for)."""
+    fill(total, queued, scattered)
+    engine = SyncEngine(NoopBackend(), POLICY)
+    transaction_ms, loaded_ms = [], []
+    for _ in range(batches):
+        started = time.perf_counter()
+        token, ids = engine.claim_ids(100)
+        claimed = time.perf_counter()
+        rows = list(ContactSync.objects.filter(pk__in=ids, claim_token=token).select_related("contact"))
+        loaded = time.perf_counter()
+        transaction_ms.append((claimed - started) * 1000)
+        loaded_ms.append((loaded - started) * 1000)
+        assert len(rows) == 100
+        batch = _Batch(token=token, rows=rows)
+        engine.push(batch)
+        engine.record(batch, RunResult(CRM))
+    return statistics.median(transaction_ms), statistics.median(loaded_ms)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=20_000, help="queued contacts for the throughput runs")
+    parser.add_argument("--large", type=int, default=1_000_000, help="rows in the large table")
+    parser.add_argument("--repeats", type=int, default=5, help="throughput runs per worker count")
+    args = parser.parse_args()
+    setup_test_environment()
+    old_config = setup_databases(verbosity=0, interactive=False)
+    try:
+        if connection.vendor != "postgresql":
+            sys.exit("bench/engine.py measures PostgreSQL; set DATABASE_URL=postgres://...")
+        print("database: PostgreSQL %s, %d cores" % (connection.pg_version, os.cpu_count()))
+        # The database shares two cores with the workers: runs vary, so take the median.
+        for workers in (1, 4):
+            rates = sorted(throughput(workers, args.contacts)[0] for _ in range(args.repeats))
+            print(
+                "claim+record, batch 100, %d worker%s: median %6.0f contacts/s over %d runs of %d (%s)"
+                % (workers, "s" if workers > 1 else " ", statistics.median(rates), args.repeats,
+                   args.contacts, ", ".join("%.0f" % rate for rate in rates))
+            )
+            if workers == 1:
+                one = statistics.median(rates)
+        print("target 1 worker >= 5,000 contacts/s: %s" % ("met" if one >= 5000 else "NOT met"))
+        for scattered, layout in ((False, "due rows newest"), (True, "due rows scattered")):
+            small = claim_latency(10_000, 5_000, scattered)
+            large = claim_latency(args.large, 5_000, scattered)
+            print("median ms per batch of 100, %s: claim transaction / claim + load contacts" % layout)
+            print("  %9s rows: %6.2f / %6.2f" % ("10,000", *small))
+            print("  %9s rows: %6.2f / %6.2f" % (format(args.large, ","), *large))
+            ratio = large[0] / small[0]
+            print("  claim ratio %.2fx (target <= 1.5x: %s); with load %.2fx"
+                  % (ratio, "met" if ratio <= 1.5 else "NOT met", large[1] / small[1]))
+    finally:
+        connections.close_all()
+        teardown_databases(old_config, verbosity=0)
+
+
+if __name__ == "__main__":
+    main()
