@@ -264,3 +264,14 @@ class TestContactPage:
 def test_admin_pages_load(staff_client, url, make_contact, make_sync):
     make_sync(make_contact())
     assert staff_client.get(url).status_code == 200
+
+
+def test_crm_state_page_shows_a_pause_and_its_reason(admin_client):
+    from integrations.models import CRMState
+
+    CRMState.objects.create(
+        crm="brevo", paused_until=timezone.now() + timedelta(minutes=5), pause_reason="Brevo: too many requests"
+    )
+    html = admin_client.get(reverse("admin:integrations_crmstate_changelist")).content.decode()
+    assert "Brevo: too many requests" in html
+    assert 'alt="True"' in html

@@ -1,4 +1,3 @@
-import pytest
 from django.core.checks import Warning
 
 from integrations.checks import check_crm_configuration

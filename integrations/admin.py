@@ -1,0 +1,26 @@
+from django.contrib import admin
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .models import CRMState
+
+
+@admin.register(CRMState)
+class CRMStateAdmin(admin.ModelAdmin):
+    """Read-only: the engine writes these rows; staff see pauses and runs here."""
+
+    list_display = ("__str__", "is_paused", "paused_until", "pause_reason", "last_run_at", "last_success_at")
+    readonly_fields = ("crm", "paused_until", "pause_reason", "last_run_at", "last_success_at", "updated_at")
+
+    @admin.display(description=_("paused"), boolean=True)
+    def is_paused(self, obj):
+        return bool(obj.paused_until and obj.paused_until > timezone.now())
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
