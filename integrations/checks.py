@@ -19,11 +19,26 @@ def check_crm_configuration(app_configs=None, **kwargs):
     except CRMConfigurationError as exc:
         # Every CRM would fail on it too; one message says it.
         return [Warning(str(exc), hint="Fix the value in the environment or .env.", id="integrations.W002")]
-    messages = []
+    messages = _sandbox_mode()
     for backend_class in classes:
         messages += _half_configured(backend_class)
         messages += _invalid_numbers(backend_class)
     return messages
+
+
+def _sandbox_mode():
+    from .backends.base_requests import sandbox_url
+
+    if not sandbox_url():
+        return []
+    return [
+        Warning(
+            "Sandbox mode: CRMSYNC_SANDBOX_URL is set, so every CRM is the local sandbox at %s "
+            "and no contact reaches a real CRM." % sandbox_url(),
+            hint="Unset CRMSYNC_SANDBOX_URL and set each CRM's credentials to use real CRMs.",
+            id="integrations.W003",
+        )
+    ]
 
 
 def _half_configured(backend_class):

@@ -242,7 +242,7 @@ class SyncEngine:
                 logger.exception("crm=%s building the payload of contact %s failed", self.crm, row.contact_id)
                 batch.outcomes.append(Outcome.retry(item, self._unexpected_error_message()))
                 continue
-            batch.items.append(SyncItem(key=row.pk, contact=row.contact, payload=payload))
+            batch.items.append(SyncItem(key=row.pk, contact=row.contact, payload=payload, external_id=row.external_id))
         if batch.items:
             started = time.monotonic()
             batch.outcomes += self._call_backend(batch.items)
@@ -254,9 +254,13 @@ class SyncEngine:
         except RateLimited as exc:
             return [Outcome.rate_limited(item, str(exc), retry_after=exc.retry_after) for item in items]
         except (CRMUnavailable, CRMConfigurationError) as exc:
-            # Nothing will succeed until someone acts: pause, spend no attempt.
+            # Nothing will succeed until someone acts: pause every worker.
             pause = getattr(exc, "pause_seconds", None) or DEFAULT_UNAVAILABLE_PAUSE
             status = getattr(exc, "status_code", None)
+            logger.error("crm=%s unavailable, pausing %d s: %s", self.crm, pause, exc)
+            self.pause(self.clock() + timedelta(seconds=pause), str(exc))
+            if getattr(exc, "fail_contacts", False):
+                return [Outcome.permanent(item, str(exc), http_status=status) for item in items]
             return [Outcome.rate_limited(item, str(exc), retry_after=pause, http_status=status) for item in items]
         except RetryableError as exc:
             return [

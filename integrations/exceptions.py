@@ -58,11 +58,14 @@ class InvalidContact(PermanentError):
 
 class CRMUnavailable(SyncError):
     """Nothing will succeed until someone acts (bad credentials, inactive workflow).
-    The CRM is paused; contacts keep their attempts."""
+    The CRM is paused for every worker. The contacts of the batch keep their
+    attempts, unless `fail_contacts` is set: then they end in Error with this
+    message, so that staff see on each one what to fix before retrying."""
 
-    def __init__(self, message, *, pause_seconds=None, **kwargs):
+    def __init__(self, message, *, pause_seconds=None, fail_contacts=False, **kwargs):
         super().__init__(message, **kwargs)
         self.pause_seconds = pause_seconds
+        self.fail_contacts = fail_contacts
 
 
 class CRMConfigurationError(ImproperlyConfigured):

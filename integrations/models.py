@@ -14,6 +14,8 @@ class CRMState(models.Model):
     pause_reason = models.TextField(_("why it is paused"), blank=True)
     last_run_at = models.DateTimeField(_("last run"), null=True, blank=True)
     last_success_at = models.DateTimeField(_("last run that synced a contact"), null=True, blank=True)
+    # The next moment a request to this CRM may start, for every worker: see ratelimit.py.
+    next_request_at = models.DateTimeField(_("next request slot"), null=True, blank=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:

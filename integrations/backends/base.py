@@ -20,11 +20,13 @@ class OutcomeKind(enum.Enum):
 
 @dataclass(frozen=True)
 class SyncItem:
-    """One contact to push: `key` identifies its ContactSync row."""
+    """One contact to push: `key` identifies its ContactSync row; `external_id`
+    is the CRM's id for it from an earlier sync, or ""."""
 
     key: int
     contact: object
     payload: dict
+    external_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,13 @@ class CRMBackend:
     required_settings = ()
     optional_settings = ()
     default_batch_size = 100
+    # {CRM field: contact field or attributes key}; <CRM>_FIELD_MAP adds or overrides.
+    default_field_map = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if cls.name is None:
+            return  # an abstract base such as RequestsBackend
         if not cls.name or cls.name != cls.name.lower() or len(cls.name) > 32:
             raise TypeError(
                 "%s.name must be a lower-case slug of at most 32 characters" % cls.__name__
@@ -110,6 +116,15 @@ class CRMBackend:
         names = (*cls.required_settings, *cls.optional_settings)
         return [setting_name(cls.name, name) for name in names if is_set(setting_name(cls.name, name))]
 
+    def field_map(self):
+        extra = parse_field_map(self.setting("FIELD_MAP", ""), setting_name(self.name, "FIELD_MAP"))
+        return {**self.default_field_map, **extra}
+
+    def mapped_values(self, contact):
+        """{CRM field: value} for the contact's non-empty mapped values."""
+        values = {target: contact_value(contact, source) for target, source in self.field_map().items()}
+        return {target: value for target, value in values.items() if value not in ("", None)}
+
     def build_payload(self, contact):
         raise NotImplementedError(
             "%s must implement build_payload(contact)" % self.__class__.__name__
@@ -120,3 +135,33 @@ class CRMBackend:
 
     def close(self):
         """Release connections; the engine calls it when a run ends."""
+
+
+def parse_field_map(text, setting):
+    """`"TARGET=source,OTHER=source"` -> {"TARGET": "source", ...}. A source is a
+    Contact field (first_name, company, ...) or a key of the contact's attributes."""
+    from ..exceptions import CRMConfigurationError
+
+    mapping = {}
+    for pair in filter(None, (part.strip() for part in (text or "").split(","))):
+        target, _, source = pair.partition("=")
+        if not target.strip() or not source.strip():
+            raise CRMConfigurationError(
+                "%s must look like TARGET=source,TARGET=source; %r does not." % (setting, pair)
+            )
+        mapping[target.strip()] = source.strip()
+    return mapping
+
+
+def contact_value(contact, source):
+    """The value a field map names: a Contact field, else a key of its attributes."""
+    if source in CONTACT_FIELDS:
+        value = getattr(contact, source)
+    else:
+        value = (contact.attributes or {}).get(source)
+    if value is None:
+        return ""
+    return value if isinstance(value, (bool, int, float)) else str(value).strip()
+
+
+CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "company", "website", "source_url")

@@ -1,6 +1,247 @@
-from .base import CRMBackend
+"""Brevo (formerly Sendinblue): create-or-update one contact per request.
+
+Brevo has no batch create: /contacts/batch only updates existing contacts and
+/contacts/import answers with no per-contact result (crm-api.md section 1). So each
+contact is one POST /contacts with updateEnabled, sent concurrently and paced within
+the contacts endpoints' rate limit shared by every worker.
+"""
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from ..exceptions import CRMUnavailable, InvalidContact, RateLimited, RetryableError
+from ..ratelimit import wait_until
+from .base import Outcome, OutcomeKind
+from .base_requests import RequestsBackend, json_or_empty, server_error_message
+
+BUILT_IN_ATTRIBUTES = {"EMAIL", "FIRSTNAME", "LASTNAME", "SMS"}
+PHONE_PUNCTUATION = re.compile(r"[\s\-.()/]")
+AUTH_PAUSE_SECONDS = 900
 
 
-class BrevoBackend(CRMBackend):
+class BrevoBackend(RequestsBackend):
     name = "brevo"
     verbose_name = "Brevo"
+    required_settings = ("API_KEY",)
+    optional_settings = (
+        "API_BASE_URL",
+        "LIST_ID",
+        "FIELD_MAP",
+        "DEFAULT_COUNTRY_CODE",
+        "REQUESTS_PER_SECOND",
+        "CONCURRENCY",
+        "TIMEOUT_SECONDS",
+    )
+    default_batch_size = 50
+    default_api_url = "https://api.brevo.com/v3"
+    sandbox_path = "/brevo/v3"
+    # The General tier's limit for /v3/contacts endpoints; Advanced is 20, Extended 60.
+    default_requests_per_second = 10
+    default_field_map = {
+        "FIRSTNAME": "first_name",
+        "LASTNAME": "last_name",
+        "SMS": "phone",
+        "COMPANY": "company",
+        "WEBSITE": "website",
+    }
+
+    def __init__(self, **overrides):
+        super().__init__(**overrides)
+        self.session.headers["api-key"] = self.credential("API_KEY")
+        self.session.headers["Accept"] = "application/json"
+
+    def sandbox_credentials(self):
+        from ..sandbox.brevo import API_KEY
+
+        return {"API_KEY": API_KEY}
+
+    def concurrency(self):
+        return self.setting("CONCURRENCY", 4, cast=int)
+
+    def list_ids(self):
+        raw = self.setting("LIST_ID", "")
+        try:
+            return [int(part) for part in str(raw).split(",") if part.strip()]
+        except ValueError:
+            raise CRMUnavailable("BREVO_LIST_ID must be list ids separated by commas; it is %r." % raw) from None
+
+    # Payload
+
+    def build_payload(self, contact):
+        try:
+            validate_email(contact.email)
+        except ValidationError:
+            raise InvalidContact("%r is not an email address Brevo can take." % contact.email) from None
+        attributes = self.mapped_values(contact)
+        if "SMS" in attributes:
+            sms = brevo_sms(attributes.pop("SMS"), self.setting("DEFAULT_COUNTRY_CODE", ""))
+            if sms:
+                attributes["SMS"] = sms
+        payload = {"email": contact.email, "attributes": attributes, "updateEnabled": True}
+        list_ids = self.list_ids()
+        if list_ids:
+            payload["listIds"] = list_ids
+        return payload
+
+    # Push
+
+    def push(self, items):
+        slots = self.pacer.reserve(len(items))
+        halt = _Halt()
+        with ThreadPoolExecutor(max_workers=self.concurrency(), thread_name_prefix="brevo") as pool:
+            futures = [pool.submit(self._push_one, item, slot, halt) for item, slot in zip(items, slots)]
+            outcomes = [future.result() for future in futures]
+        if halt.error:
+            raise halt.error
+        return [self._with_brevo_id(outcome, item) for outcome, item in zip(outcomes, items)]
+
+    def _push_one(self, item, slot, halt):
+        if halt.rate_limited:
+            return Outcome.rate_limited(item, halt.rate_limited.message, retry_after=halt.rate_limited.retry_after)
+        if halt.error:
+            return None
+        wait_until(slot)
+        try:
+            return self.outcome_for(item, self.request("POST", "/contacts", json=item.payload))
+        except RateLimited as exc:
+            halt.rate_limited = exc
+            return Outcome.rate_limited(item, exc.message, retry_after=exc.retry_after)
+        except RetryableError as exc:
+            return Outcome.retry(item, str(exc), retry_after=exc.retry_after)
+        except CRMUnavailable as exc:
+            halt.error = exc
+            return None
+
+    def outcome_for(self, item, response):
+        status = response.status_code
+        if status == 201:
+            return Outcome.accepted(item, json_or_empty(response).get("id", ""), http_status=status)
+        if status == 204:
+            # Updated an existing contact: Brevo sends no body, so no id.
+            return Outcome.accepted(item, item.external_id, http_status=status)
+        self.raise_for_account_error(response)
+        if status >= 500:
+            return Outcome.retry(item, server_error_message(self.verbose_name, response), http_status=status)
+        return Outcome.permanent(item, brevo_error_message(response), http_status=status)
+
+    def raise_for_account_error(self, response):
+        """Raise for the answers that say nothing will succeed until someone acts."""
+        status, body = response.status_code, json_or_empty(response)
+        if status == 429:
+            raise RateLimited(
+                "Brevo's rate limit was reached; waiting as Brevo asked.",
+                retry_after=reset_seconds(response),
+                crm=self.name,
+                status_code=status,
+            )
+        if status == 401:
+            raise CRMUnavailable(
+                "Brevo rejected the API key (401 %s). Set a valid BREVO_API_KEY, then retry "
+                "these contacts." % body.get("code", "unauthorized"),
+                pause_seconds=AUTH_PAUSE_SECONDS,
+                fail_contacts=True,
+                crm=self.name,
+                status_code=status,
+            )
+        if status in (402, 403) or body.get("code") == "account_under_validation":
+            raise CRMUnavailable(
+                "Brevo refused the account: %s. Fix it in Brevo; syncing resumes by itself."
+                % brevo_error_message(response),
+                crm=self.name,
+                status_code=status,
+            )
+        if status == 404 and "list" in body.get("message", "").lower():
+            raise CRMUnavailable(
+                "Brevo: %s Check BREVO_LIST_ID." % body.get("message", "List ID does not exist."),
+                crm=self.name,
+                status_code=status,
+            )
+
+    def _with_brevo_id(self, outcome, item):
+        """A contact that already existed in Brevo before its first sync answers 204
+        with no id: look the id up once, so the admin can link to it."""
+        if outcome.external_id or outcome.kind is not OutcomeKind.ACCEPTED:
+            return outcome
+        self.pacer.wait()
+        try:
+            response = self.request(
+                "GET", "/contacts/%s" % quote(item.contact.email, safe="@"), params={"identifierType": "email_id"}
+            )
+        except RetryableError:
+            return outcome
+        if response.status_code != 200:
+            return outcome
+        return Outcome.accepted(item, json_or_empty(response).get("id", ""), http_status=outcome.http_status)
+
+    # Set-up
+
+    def ensure_custom_fields(self):
+        """Create the text attributes the field map needs; return (created, existing)."""
+        wanted = [name for name in self.field_map() if name.upper() not in BUILT_IN_ATTRIBUTES]
+        response = self.request("GET", "/contacts/attributes")
+        self._raise_for_setup(response)
+        have = {a.get("name", "").upper() for a in json_or_empty(response).get("attributes", [])}
+        created, existing = [], []
+        for name in wanted:
+            if name.upper() in have:
+                existing.append(name)
+                continue
+            response = self.request("POST", "/contacts/attributes/normal/%s" % name.upper(), json={"type": "text"})
+            self._raise_for_setup(response)
+            created.append(name)
+        return created, existing
+
+    def _raise_for_setup(self, response):
+        if response.status_code >= 400:
+            self.raise_for_account_error(response)
+            raise RetryableError(brevo_error_message(response), crm=self.name, status_code=response.status_code)
+
+
+class _Halt:
+    """What the first failing request tells the others still waiting for their slot."""
+
+    rate_limited = None
+    error = None
+
+
+def brevo_sms(phone, default_country_code=""):
+    """A phone number as Brevo's SMS attribute wants it: with its country code,
+    "+441234567890". None when it cannot be made so (no country code, not a number):
+    the contact still syncs, without SMS."""
+    digits = PHONE_PUNCTUATION.sub("", str(phone))
+    if digits.startswith("+"):
+        digits = digits[1:]
+    elif digits.startswith("00"):
+        digits = digits[2:]
+    elif default_country_code and digits.startswith("0"):
+        digits = str(default_country_code).lstrip("+") + digits[1:]
+    elif default_country_code:
+        digits = str(default_country_code).lstrip("+") + digits
+    else:
+        return None
+    if not digits.isdigit() or not 7 <= len(digits) <= 15 or digits.startswith("0"):
+        return None
+    return "+" + digits
+
+
+def brevo_error_message(response):
+    body = json_or_empty(response)
+    message = body.get("message") or response.reason or "no message"
+    duplicates = (body.get("metadata") or {}).get("duplicate_identifiers")
+    if duplicates:
+        message += " (already used by another Brevo contact: %s)" % ", ".join(duplicates)
+    code = body.get("code")
+    return "Brevo refused it: %s%s" % (message, " [%s]" % code if code else "")
+
+
+def reset_seconds(response):
+    """Brevo's x-sib-ratelimit-reset (seconds until the window resets); it sends
+    no Retry-After."""
+    try:
+        return max(1.0, float(response.headers.get("x-sib-ratelimit-reset", "")))
+    except ValueError:
+        return None

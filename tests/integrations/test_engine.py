@@ -263,6 +263,16 @@ class TestRateLimits:
         sync.pause(clock.now + timedelta(minutes=1), "short pause")
         assert sync.paused() == (clock.now + timedelta(minutes=10), "long pause")
 
+    def test_an_unavailable_crm_can_fail_the_batch_with_an_actionable_message(self, queued, policy, clock):
+        queued(2)
+        error = CRMUnavailable("Scripted CRM rejected the API key; check SCRIPTED_API_KEY", fail_contacts=True)
+        result = engine(policy, clock, raise_(error)).run()
+        assert result.failed == 2
+        assert set(rows().values_list("sync_status", "last_error")) == {
+            (S.ERROR, "Scripted CRM rejected the API key; check SCRIPTED_API_KEY")
+        }
+        assert engine(policy, clock).paused()[1] == "Scripted CRM rejected the API key; check SCRIPTED_API_KEY"
+
     def test_an_unavailable_crm_is_paused_and_contacts_keep_their_attempts(self, queued, policy, clock):
         queued(2)
         error = CRMUnavailable("Scripted CRM rejected the API key; check SCRIPTED_API_KEY", pause_seconds=900)

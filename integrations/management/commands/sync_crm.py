@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from contacts.models import ContactSync, ProcessingStatus
 from integrations.backends import enabled_backend_classes, get_enabled_backend_class
+from integrations.backends.base_requests import sandbox_url
 from integrations.conf import SyncPolicy
 from integrations.engine import RunResult, SyncEngine, run_workers
 from integrations.exceptions import CRMConfigurationError, InvalidContact, UnknownCRM
@@ -49,6 +50,10 @@ class Command(BaseCommand):
             if value is not None and value < 1:
                 raise CommandError("%s must be at least 1." % name)
         backend_classes = self._backend_classes(crm)
+        if sandbox_url():
+            self.stderr.write(
+                self.style.WARNING("SANDBOX MODE: syncing to the local sandbox at %s, not to real CRMs." % sandbox_url())
+            )
         self.verbosity = options["verbosity"]
         self.on_terminal = self.stdout.isatty()
         self.progress_lock = threading.Lock()

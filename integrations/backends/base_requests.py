@@ -1,0 +1,126 @@
+"""HTTP plumbing shared by the backends that talk to a CRM's REST API."""
+
+import logging
+import time
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..conf import get_setting
+from ..exceptions import RetryableError
+from ..ratelimit import SharedPacer
+from .base import CRMBackend
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = "crmsync/1.0 (+https://github.com/crmsync/crmsync)"
+
+
+def sandbox_url():
+    """The local CRM sandbox every backend talks to instead, or "" (see README)."""
+    return get_setting("CRMSYNC_SANDBOX_URL", "").rstrip("/")
+
+
+class RequestsBackend(CRMBackend):
+    """A backend over HTTP. Subclasses set:
+
+    - `default_api_url`, and `sandbox_path`: where the CRM's API root sits on the
+      sandbox (e.g. "/brevo/v3"); in sandbox mode the sandbox's placeholder
+      credentials from `sandbox_credentials()` replace the real ones;
+    - `default_requests_per_second`: the pace every worker together keeps.
+    """
+
+    default_api_url = None
+    sandbox_path = None
+    default_requests_per_second = None
+    default_timeout_seconds = 30
+
+    def __init__(self, **overrides):
+        super().__init__(**overrides)
+        self.session = requests.Session()
+        # One connection per concurrent request, reused across requests.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(4, self.concurrency()))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = USER_AGENT
+        self._pacer = None
+
+    @classmethod
+    def in_sandbox(cls):
+        return bool(sandbox_url() and cls.sandbox_path)
+
+    @classmethod
+    def is_enabled(cls):
+        return cls.in_sandbox() or super().is_enabled()
+
+    @classmethod
+    def missing_settings(cls):
+        return [] if cls.in_sandbox() else super().missing_settings()
+
+    def sandbox_credentials(self):
+        """{setting name: placeholder} that the sandbox accepts for this CRM."""
+        return {}
+
+    def credential(self, name):
+        if self.in_sandbox():
+            return self.sandbox_credentials()[name]
+        return self.setting(name)
+
+    @property
+    def api_url(self):
+        if self.in_sandbox():
+            return sandbox_url() + self.sandbox_path
+        return self.setting("API_BASE_URL", self.default_api_url).rstrip("/")
+
+    def concurrency(self):
+        return 1
+
+    @property
+    def timeout(self):
+        return self.setting("TIMEOUT_SECONDS", self.default_timeout_seconds, cast=int)
+
+    @property
+    def pacer(self):
+        if self._pacer is None and self.default_requests_per_second:
+            rate = float(self.setting("REQUESTS_PER_SECOND", self.default_requests_per_second))
+            self._pacer = SharedPacer(self.name, rate)
+        return self._pacer
+
+    def request(self, method, path, **kwargs):
+        """Send one request; transport failures become RetryableError. The message
+        names the CRM and the failure, never a URL with credentials or a header."""
+        started = time.monotonic()
+        try:
+            response = self.session.request(method, self.api_url + path, timeout=self.timeout, **kwargs)
+        except requests.Timeout:
+            raise RetryableError(
+                "%s did not answer within %d s." % (self.verbose_name, self.timeout), crm=self.name
+            ) from None
+        except requests.ConnectionError as exc:
+            raise RetryableError(
+                "Could not connect to %s (%s)." % (self.verbose_name, type(exc).__name__), crm=self.name
+            ) from None
+        logger.debug(
+            "crm=%s %s %s -> %s in %.0f ms",
+            self.name,
+            method,
+            path,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+        )
+        return response
+
+    def close(self):
+        self.session.close()
+
+
+def json_or_empty(response):
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {"items": body}
+
+
+def server_error_message(crm_name, response):
+    return "%s answered HTTP %d %s; will retry." % (crm_name, response.status_code, response.reason or "")
