@@ -77,3 +77,24 @@ def queued(scripted_crm):
         return Contact.objects.filter(pk__in=[c.pk for c in contacts])
 
     return make
+
+
+@pytest.fixture
+def crm_api():
+    """HTTP to the CRMs, mocked at the requests level."""
+    import responses
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def sent_json(call):
+    import json
+
+    return json.loads(call.request.body)
+
+
+def make_item(contact, backend, key=None, external_id=""):
+    from integrations.backends.base import SyncItem
+
+    return SyncItem(key=key or contact.pk, contact=contact, payload=backend.build_payload(contact), external_id=external_id)
