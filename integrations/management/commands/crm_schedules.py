@@ -15,6 +15,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, database, **options):
         report = ensure_schedules(using=database)
+        if options["verbosity"] < 1:
+            return
         for action in ("created", "updated", "removed", "unchanged"):
             for name in report[action]:
                 self.stdout.write("%s %s" % (action, name))
