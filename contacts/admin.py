@@ -9,7 +9,8 @@ from django.utils.text import Truncator, get_text_list
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from integrations.backends import crm_choices, verbose_crm_name
+from integrations.backends import crm_choices, get_backend_class, verbose_crm_name
+from integrations.exceptions import UnknownCRM
 
 from . import selection
 from .admin_filters import (
@@ -26,6 +27,17 @@ RECENT_ATTEMPTS_SHOWN = 20
 
 def crm_list(crms):
     return get_text_list([verbose_crm_name(crm) for crm in crms], _("and"))
+
+
+def external_link(sync):
+    """The CRM's id for the contact, linked to the CRM's own page when it has one."""
+    try:
+        url = get_backend_class(sync.crm).external_url(sync.external_id)
+    except UnknownCRM:
+        url = None
+    if url:
+        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, sync.external_id)
+    return sync.external_id
 
 
 def sync_badge(sync, crm):
@@ -60,7 +72,7 @@ class ContactSyncInline(admin.TabularInline):
         "attempts",
         "next_attempt_at",
         "last_error",
-        "external_id",
+        "external_link",
         "synced_at",
     )
     readonly_fields = fields
@@ -69,6 +81,10 @@ class ContactSyncInline(admin.TabularInline):
     @admin.display(description=_("CRM"))
     def crm_label(self, obj):
         return obj.crm_label
+
+    @admin.display(description=_("ID in the CRM"))
+    def external_link(self, obj):
+        return external_link(obj)
 
     def has_add_permission(self, request, obj=None):
         # Rows come from the actions, which follow the state machine.
@@ -244,6 +260,7 @@ class ContactSyncAdmin(admin.ModelAdmin):
         "attempts",
         "next_attempt_at",
         "short_error",
+        "external_link",
         "synced_at",
     )
     list_filter = (SyncCRMFilter, "sync_status", "processing_status")
@@ -262,6 +279,10 @@ class ContactSyncAdmin(admin.ModelAdmin):
     @admin.display(description=_("CRM"), ordering="crm")
     def crm_label(self, obj):
         return obj.crm_label
+
+    @admin.display(description=_("ID in the CRM"), ordering="external_id")
+    def external_link(self, obj):
+        return external_link(obj)
 
     @admin.display(description=_("last error"))
     def short_error(self, obj):

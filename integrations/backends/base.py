@@ -125,6 +125,11 @@ class CRMBackend:
         values = {target: contact_value(contact, source) for target, source in self.field_map().items()}
         return {target: value for target, value in values.items() if value not in ("", None)}
 
+    @classmethod
+    def external_url(cls, external_id):
+        """Where staff can see the contact in the CRM, or None."""
+        return None
+
     def build_payload(self, contact):
         raise NotImplementedError(
             "%s must implement build_payload(contact)" % self.__class__.__name__

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
+from ..conf import get_crm_setting
 from ..exceptions import CRMUnavailable, InvalidContact, RetryableError
 from .base import Outcome, OutcomeKind
 from .base_requests import RequestsBackend, json_or_empty, server_error_message
@@ -55,9 +56,10 @@ class HubSpotBackend(RequestsBackend):
 
         return {"API_KEY": ACCESS_TOKEN}
 
-    def external_url(self, external_id):
-        portal = self.setting("PORTAL_ID", "")
-        if not portal or not external_id or self.in_sandbox():
+    @classmethod
+    def external_url(cls, external_id):
+        portal = get_crm_setting(cls.name, "PORTAL_ID", "")
+        if not portal or not external_id or cls.in_sandbox():
             return None
         return "https://app.hubspot.com/contacts/%s/record/0-1/%s" % (portal, external_id)
 

@@ -236,6 +236,14 @@ class TestContactPage:
         assert "Brevo rejected the API key" in html and "<td>401</td>" in html
         assert 'name="syncs-0-sync_status"' not in html, "status fields are read-only"
 
+    def test_links_to_the_hubspot_record_when_the_portal_is_known(self, staff_client, make_contact, make_sync, settings):
+        contact = make_contact()
+        make_sync(contact, "hubspot", sync_status=S.COMPLETE, processing_status=P.COMPLETE, external_id="501")
+        url = reverse("admin:contacts_contact_change", args=[contact.pk])
+        assert "app.hubspot.com" not in staff_client.get(url).content.decode()
+        settings.HUBSPOT_PORTAL_ID = "987"
+        assert 'href="https://app.hubspot.com/contacts/987/record/0-1/501"' in staff_client.get(url).content.decode()
+
     def test_saving_the_contact_leaves_sync_rows_unchanged(self, staff_client, make_contact, make_sync):
         contact = make_contact(email="ann@example.com")
         make_sync(contact, "brevo", sync_status=S.COMPLETE, processing_status=P.COMPLETE)

@@ -176,9 +176,9 @@ class TestPush:
 
 
 def test_record_link_needs_the_portal_id(hubspot, settings):
-    assert HubSpotBackend().external_url("123") is None
+    assert HubSpotBackend.external_url("123") is None
     settings.HUBSPOT_PORTAL_ID = "987"
-    assert HubSpotBackend().external_url("123") == "https://app.hubspot.com/contacts/987/record/0-1/123"
+    assert HubSpotBackend.external_url("123") == "https://app.hubspot.com/contacts/987/record/0-1/123"
 
 
 def test_setup_creates_missing_custom_properties(hubspot, settings, crm_api):
