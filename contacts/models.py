@@ -26,6 +26,8 @@ class Contact(models.Model):
     website = models.URLField(_("website"), max_length=500, blank=True)
     source_url = models.URLField(_("source URL"), max_length=2000, blank=True)
     attributes = models.JSONField(_("attributes"), default=dict, blank=True)
+    # What enrichment workflows (n8n) found, merged; staff-entered fields stay apart.
+    enrichment = models.JSONField(_("enrichment"), default=dict, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 

@@ -24,3 +24,31 @@ class CRMState(models.Model):
 
     def __str__(self):
         return verbose_crm_name(self.crm)
+
+
+class EnrichmentStatus(models.TextChoices):
+    COMPLETE = "complete", _("Complete")
+    PARTIAL = "partial", _("Partial")
+    FAILED = "failed", _("Failed")
+
+
+class Enrichment(models.Model):
+    """One enrichment callback, kept so that a resent callback changes nothing."""
+
+    enrichment_id = models.CharField(_("enrichment id"), max_length=100, unique=True)
+    contact = models.ForeignKey(
+        "contacts.Contact", on_delete=models.CASCADE, related_name="enrichments", verbose_name=_("contact")
+    )
+    status = models.CharField(_("status"), max_length=16, choices=EnrichmentStatus.choices)
+    data = models.JSONField(_("enriched data"), default=dict, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
+    updated_fields = models.JSONField(_("contact fields filled"), default=list, blank=True)
+    received_at = models.DateTimeField(_("received"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("enrichment")
+        verbose_name_plural = _("enrichments")
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self):
+        return self.enrichment_id
