@@ -1,3 +1,5 @@
+import json
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db import models
@@ -100,11 +102,12 @@ class ContactAdmin(admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     actions = ("queue_for_crm", "skip_for_crm", "retry_failed")
     inlines = (ContactSyncInline,)
-    readonly_fields = ("created_at", "updated_at", "recent_attempts")
+    readonly_fields = ("created_at", "updated_at", "recent_attempts", "enrichment_found")
     fieldsets = (
         (None, {"fields": ("email", "first_name", "last_name", "phone", "company")}),
         (_("Web"), {"fields": ("website", "source_url")}),
         (_("Other attributes"), {"fields": ("attributes",)}),
+        (_("Enrichment"), {"fields": ("enrichment_found",), "classes": ("collapse",)}),
         (_("History"), {"fields": ("created_at", "updated_at", "recent_attempts")}),
     )
 
@@ -128,6 +131,12 @@ class ContactAdmin(admin.ModelAdmin):
             " ", "{}", ((sync_badge(by_crm.get(crm), crm),) for crm, _label in crm_choices())
         )
         return format_html('<span class="crm-badges">{}</span>', badges)
+
+    @admin.display(description=_("what enrichment found"))
+    def enrichment_found(self, obj):
+        if not obj.enrichment:
+            return _("Nothing yet.")
+        return format_html("<pre>{}</pre>", json.dumps(obj.enrichment, indent=2, ensure_ascii=False, sort_keys=True))
 
     @admin.display(description=_("recent sync attempts"))
     def recent_attempts(self, obj):

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .models import CRMState
+from .models import CRMState, Enrichment
 
 
 @admin.register(CRMState)
@@ -23,4 +23,20 @@ class CRMStateAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Enrichment)
+class EnrichmentAdmin(admin.ModelAdmin):
+    list_display = ("enrichment_id", "contact", "status", "updated_fields", "received_at")
+    list_filter = ("status",)
+    search_fields = ("enrichment_id", "contact__email")
+    list_select_related = ("contact",)
+    readonly_fields = ("enrichment_id", "contact", "status", "data", "metadata", "updated_fields", "received_at")
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

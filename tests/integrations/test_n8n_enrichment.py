@@ -182,3 +182,10 @@ def test_the_secret_never_reaches_the_logs(inbound, ann, caplog):
     inbound({"bad": 1})
     assert SECRET not in caplog.text
     assert "enr-1" in caplog.text
+
+
+def test_staff_see_the_enrichment_on_the_contact_page(inbound, ann, admin_client):
+    inbound(callback(ann))
+    html = admin_client.get(reverse("admin:contacts_contact_change", args=[ann.pk])).content.decode()
+    assert "&quot;confidence_score&quot;: 87" in html
+    assert admin_client.get(reverse("admin:integrations_enrichment_changelist")).status_code == 200
