@@ -2,14 +2,15 @@
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from ..conf import get_setting
-from ..exceptions import RetryableError
-from ..ratelimit import SharedPacer
-from .base import CRMBackend
+from ..exceptions import CRMUnavailable, RateLimited, RetryableError
+from ..ratelimit import SharedPacer, wait_until
+from .base import CRMBackend, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,49 @@ class RequestsBackend(CRMBackend):
         )
         return response
 
+    def push_each(self, items, send):
+        """Push one request per item, `concurrency()` at a time, each in its paced
+        slot. `send(item)` returns the response; `outcome_for(item, response)`
+        judges it. A rate limit stops the requests not yet sent; a CRMUnavailable
+        stops them too and is raised for the whole batch."""
+        slots = self.pacer.reserve(len(items)) if self.pacer else [0.0] * len(items)
+        halt = _Halt()
+        with ThreadPoolExecutor(max_workers=self.concurrency(), thread_name_prefix=self.name) as pool:
+            futures = [pool.submit(self._push_one, item, slot, send, halt) for item, slot in zip(items, slots)]
+            outcomes = [future.result() for future in futures]
+        if halt.error:
+            raise halt.error
+        return outcomes
+
+    def _push_one(self, item, slot, send, halt):
+        if halt.rate_limited:
+            return Outcome.rate_limited(item, halt.rate_limited.message, retry_after=halt.rate_limited.retry_after)
+        if halt.error:
+            return None
+        wait_until(slot)
+        try:
+            return self.outcome_for(item, send(item))
+        except RateLimited as exc:
+            halt.rate_limited = exc
+            return Outcome.rate_limited(item, exc.message, retry_after=exc.retry_after)
+        except RetryableError as exc:
+            return Outcome.retry(item, str(exc), retry_after=exc.retry_after)
+        except CRMUnavailable as exc:
+            halt.error = exc
+            return None
+
+    def outcome_for(self, item, response):
+        raise NotImplementedError("%s must implement outcome_for(item, response)" % self.__class__.__name__)
+
     def close(self):
         self.session.close()
+
+
+class _Halt:
+    """What the first failing request tells the others still waiting for their slot."""
+
+    rate_limited = None
+    error = None
 
 
 def json_or_empty(response):

@@ -7,14 +7,12 @@ the contacts endpoints' rate limit shared by every worker.
 """
 
 import re
-from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from ..exceptions import CRMUnavailable, InvalidContact, RateLimited, RetryableError
-from ..ratelimit import wait_until
 from .base import Outcome, OutcomeKind
 from .base_requests import RequestsBackend, json_or_empty, server_error_message
 
@@ -90,31 +88,8 @@ class BrevoBackend(RequestsBackend):
     # Push
 
     def push(self, items):
-        slots = self.pacer.reserve(len(items))
-        halt = _Halt()
-        with ThreadPoolExecutor(max_workers=self.concurrency(), thread_name_prefix="brevo") as pool:
-            futures = [pool.submit(self._push_one, item, slot, halt) for item, slot in zip(items, slots)]
-            outcomes = [future.result() for future in futures]
-        if halt.error:
-            raise halt.error
+        outcomes = self.push_each(items, lambda item: self.request("POST", "/contacts", json=item.payload))
         return [self._with_brevo_id(outcome, item) for outcome, item in zip(outcomes, items)]
-
-    def _push_one(self, item, slot, halt):
-        if halt.rate_limited:
-            return Outcome.rate_limited(item, halt.rate_limited.message, retry_after=halt.rate_limited.retry_after)
-        if halt.error:
-            return None
-        wait_until(slot)
-        try:
-            return self.outcome_for(item, self.request("POST", "/contacts", json=item.payload))
-        except RateLimited as exc:
-            halt.rate_limited = exc
-            return Outcome.rate_limited(item, exc.message, retry_after=exc.retry_after)
-        except RetryableError as exc:
-            return Outcome.retry(item, str(exc), retry_after=exc.retry_after)
-        except CRMUnavailable as exc:
-            halt.error = exc
-            return None
 
     def outcome_for(self, item, response):
         status = response.status_code
@@ -199,13 +174,6 @@ class BrevoBackend(RequestsBackend):
         if response.status_code >= 400:
             self.raise_for_account_error(response)
             raise RetryableError(brevo_error_message(response), crm=self.name, status_code=response.status_code)
-
-
-class _Halt:
-    """What the first failing request tells the others still waiting for their slot."""
-
-    rate_limited = None
-    error = None
 
 
 def brevo_sms(phone, default_country_code=""):
