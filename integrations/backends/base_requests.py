@@ -1,5 +1,7 @@
 """HTTP plumbing shared by the backends that talk to a CRM's REST API."""
 
+import functools
+import importlib.util
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +17,12 @@ from .base import CRMBackend, Outcome
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "crmsync/1.0 (+https://github.com/crmsync/crmsync)"
+
+
+@functools.cache
+def has_emulator(crm):
+    """Whether the sandbox emulates this CRM: its module sits in integrations/sandbox/."""
+    return importlib.util.find_spec("integrations.sandbox.%s" % crm) is not None
 
 
 def sandbox_url():
@@ -48,7 +56,7 @@ class RequestsBackend(CRMBackend):
 
     @classmethod
     def in_sandbox(cls):
-        return bool(sandbox_url() and cls.sandbox_path)
+        return bool(sandbox_url() and cls.sandbox_path and has_emulator(cls.name))
 
     @classmethod
     def is_enabled(cls):

@@ -1,6 +1,264 @@
-from .base import CRMBackend
+"""Mautic (self-hosted): batch create-or-update through /api/contacts/batch/new.
+
+batch/new upserts on the unique identifier (email by default) and always answers
+201, with a status code per item (crm-api.md section 3). Authentication is HTTP
+Basic (which the instance must enable) or OAuth2 client credentials.
+"""
+
+import threading
+import time
+
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+
+from ..conf import is_set, setting_name
+from ..exceptions import CRMUnavailable, InvalidContact, RateLimited, RetryableError
+from .base import Outcome
+from .base_requests import RequestsBackend, json_or_empty, server_error_message
+
+BATCH_LIMIT = 200  # Mautic's api_batch_max_limit
+BATCH_PATH = "/api/contacts/batch/new"
+TOKEN_PATH = "/oauth/v2/token"
+TOKEN_MARGIN_SECONDS = 60
+AUTH_PAUSE_SECONDS = 900
+BASIC = ("USERNAME", "PASSWORD")
+OAUTH = ("CLIENT_ID", "CLIENT_SECRET")
 
 
-class MauticBackend(CRMBackend):
+class MauticBackend(RequestsBackend):
     name = "mautic"
     verbose_name = "Mautic"
+    required_settings = ("BASE_URL",)
+    optional_settings = (*BASIC, *OAUTH, "SEGMENT_ID", "FIELD_MAP", "TIMEOUT_SECONDS")
+    default_batch_size = BATCH_LIMIT
+    sandbox_path = "/mautic"
+    default_field_map = {
+        "firstname": "first_name",
+        "lastname": "last_name",
+        "phone": "phone",
+        "company": "company",
+        "website": "website",
+    }
+    # Access tokens by client id, shared by the workers of one process.
+    _tokens = {}
+    _tokens_lock = threading.Lock()
+
+    def __init__(self, **overrides):
+        super().__init__(**overrides)
+        self.session.headers["Accept"] = "application/json"
+        if self.auth_mode() == "basic":
+            self.session.auth = (self.credential("USERNAME"), self.credential("PASSWORD"))
+
+    @classmethod
+    def missing_settings(cls):
+        missing = super().missing_settings()
+        if cls.in_sandbox() or _all_set(cls, BASIC) or _all_set(cls, OAUTH):
+            return missing
+        return missing + [
+            "%s and %s, or %s and %s"
+            % tuple(setting_name(cls.name, name) for name in (*BASIC, *OAUTH))
+        ]
+
+    def auth_mode(self):
+        if self.in_sandbox():
+            return "basic"
+        return "oauth2" if _all_set(type(self), OAUTH) else "basic"
+
+    def sandbox_credentials(self):
+        from ..sandbox.mautic import PASSWORD, USERNAME
+
+        return {"USERNAME": USERNAME, "PASSWORD": PASSWORD}
+
+    @property
+    def api_url(self):
+        if self.in_sandbox():
+            return super().api_url
+        return self.setting("BASE_URL").rstrip("/")
+
+    # Payload
+
+    def build_payload(self, contact):
+        try:
+            validate_email(contact.email)
+        except ValidationError:
+            raise InvalidContact("%r is not an email address Mautic can take." % contact.email) from None
+        return {"email": contact.email, **self.mapped_values(contact)}
+
+    # Push
+
+    def push(self, items):
+        outcomes = []
+        for start in range(0, len(items), BATCH_LIMIT):
+            outcomes += self._push_chunk(items[start : start + BATCH_LIMIT])
+        return outcomes
+
+    def _push_chunk(self, chunk):
+        try:
+            response = self.authorized_request("POST", BATCH_PATH, json=[item.payload for item in chunk])
+        except RetryableError as exc:
+            return [Outcome.retry(item, str(exc)) for item in chunk]
+        self.raise_for_account_error(response)
+        if response.status_code >= 500:
+            return [Outcome.retry(i, server_error_message(self.verbose_name, response), http_status=response.status_code) for i in chunk]
+        if response.status_code >= 400:
+            return [Outcome.permanent(i, mautic_error_message(json_or_empty(response)), http_status=response.status_code) for i in chunk]
+        outcomes = self._per_item(chunk, json_or_empty(response))
+        return self._add_to_segment(outcomes, chunk)
+
+    def _per_item(self, chunk, body):
+        """Match results by index: failed items are missing from `contacts`, which
+        PHP then sends as an object keyed by index rather than a list."""
+        contacts, codes = body.get("contacts") or [], body.get("statusCodes") or []
+        errors = body.get("errors") or {}
+        if isinstance(contacts, list):
+            contacts = {str(i): c for i, c in enumerate(contacts)}
+        if isinstance(codes, dict):
+            codes = [codes.get(str(i)) for i in range(len(chunk))]
+        outcomes = []
+        for index, item in enumerate(chunk):
+            code = codes[index] if index < len(codes) else None
+            found = contacts.get(str(index)) or {}
+            if code in (200, 201) and found.get("id"):
+                outcomes.append(Outcome.accepted(item, found["id"], http_status=code))
+            elif code is not None and code >= 500:
+                outcomes.append(Outcome.retry(item, "Mautic failed on this contact (HTTP %s); will retry." % code, http_status=code))
+            else:
+                error = errors.get(str(index)) if isinstance(errors, dict) else None
+                outcomes.append(Outcome.permanent(item, mautic_error_message({"errors": [error or {}]}), http_status=code))
+        return outcomes
+
+    def _add_to_segment(self, outcomes, chunk):
+        segment = self.setting("SEGMENT_ID", "")
+        ids = [o.external_id for o in outcomes if o.external_id]
+        if not segment or not ids:
+            return outcomes
+        try:
+            response = self.authorized_request("POST", "/api/segments/%s/contacts/add" % segment, json={"ids": [int(i) for i in ids]})
+        except RetryableError as exc:
+            return [o if not o.external_id else Outcome.retry(_item(chunk, o), "Synced, but not added to the segment: %s" % exc) for o in outcomes]
+        if response.status_code == 404:
+            raise CRMUnavailable(
+                "Mautic has no segment %s. Fix MAUTIC_SEGMENT_ID; syncing resumes by itself." % segment,
+                crm=self.name,
+                status_code=404,
+            )
+        if response.status_code >= 400:
+            message = "Synced, but Mautic did not add it to segment %s: %s" % (segment, mautic_error_message(json_or_empty(response)))
+            return [o if not o.external_id else Outcome.retry(_item(chunk, o), message) for o in outcomes]
+        return outcomes
+
+    def raise_for_account_error(self, response):
+        status, body = response.status_code, json_or_empty(response)
+        kind = first_error(body).get("type")
+        if status == 401:
+            raise CRMUnavailable(
+                "Mautic rejected the credentials (401: %s). Check %s, then retry these contacts."
+                % (mautic_error_message(body), self._credential_names()),
+                pause_seconds=AUTH_PAUSE_SECONDS,
+                fail_contacts=True,
+                crm=self.name,
+                status_code=status,
+            )
+        if status == 403 and kind == "api_disabled":
+            raise CRMUnavailable(
+                "Mautic's API is disabled: enable it in Mautic's configuration (API settings); "
+                "syncing resumes by itself.",
+                crm=self.name,
+                status_code=status,
+            )
+        if status == 403 and kind == "access_denied" and self.auth_mode() == "basic":
+            raise CRMUnavailable(
+                "Mautic refuses HTTP basic auth: enable it in Mautic's API settings, or set "
+                "MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET; syncing resumes by itself.",
+                crm=self.name,
+                status_code=status,
+            )
+        if status == 429:
+            raise RateLimited(
+                "Mautic's API rate limit was reached; waiting.",
+                retry_after=_reset_seconds(response),
+                crm=self.name,
+                status_code=status,
+            )
+
+    # Authentication
+
+    def authorized_request(self, method, path, **kwargs):
+        """A request with the current credentials; with OAuth2, a 401 fetches a new
+        token once and tries again."""
+        if self.auth_mode() != "oauth2":
+            return self.request(method, path, **kwargs)
+        response = self.request(method, path, headers=self._bearer(), **kwargs)
+        if response.status_code == 401:
+            response = self.request(method, path, headers=self._bearer(refresh=True), **kwargs)
+        return response
+
+    def _bearer(self, refresh=False):
+        client_id = self.credential("CLIENT_ID")
+        with self._tokens_lock:
+            token, expires = self._tokens.get(client_id, (None, 0))
+            if refresh or not token or time.monotonic() >= expires:
+                token, expires = self._fetch_token(client_id)
+                self._tokens[client_id] = (token, expires)
+        return {"Authorization": "Bearer %s" % token}
+
+    def _fetch_token(self, client_id):
+        data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": self.credential("CLIENT_SECRET")}
+        response = self.request("POST", TOKEN_PATH, data=data)
+        body = json_or_empty(response)
+        if response.status_code in (400, 401):
+            raise CRMUnavailable(
+                "Mautic refused the OAuth2 client (%s). Check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET "
+                "(an API credential created in OAuth2 mode), then retry these contacts." % mautic_error_message(body),
+                pause_seconds=AUTH_PAUSE_SECONDS,
+                fail_contacts=True,
+                crm=self.name,
+                status_code=response.status_code,
+            )
+        if response.status_code >= 300 or "access_token" not in body:
+            raise RetryableError("Mautic's token endpoint answered HTTP %d." % response.status_code, crm=self.name)
+        lifetime = float(body.get("expires_in") or 3600)
+        return body["access_token"], time.monotonic() + max(0.0, lifetime - TOKEN_MARGIN_SECONDS)
+
+    def _credential_names(self):
+        names = OAUTH if self.auth_mode() == "oauth2" else BASIC
+        return " and ".join(setting_name(self.name, name) for name in names)
+
+
+def first_error(body):
+    """The first error of an error answer ({"errors": [...]}); batch answers key
+    theirs by index instead."""
+    errors = body.get("errors") or []
+    if isinstance(errors, dict):
+        errors = list(errors.values())
+    return errors[0] if errors and isinstance(errors[0], dict) else {}
+
+
+def _all_set(cls, names):
+    return all(is_set(setting_name(cls.name, name)) for name in names)
+
+
+def _item(chunk, outcome):
+    return next(item for item in chunk if item.key == outcome.key)
+
+
+def _reset_seconds(response):
+    try:
+        return max(1.0, float(response.headers.get("X-RateLimit-Reset", "")) - time.time())
+    except ValueError:
+        return None
+
+
+def mautic_error_message(body):
+    """Mautic's {"errors":[{"code","message","details":{field:[...]}}]} in one line."""
+    parts = []
+    for error in body.get("errors") or []:
+        if not isinstance(error, dict):
+            continue
+        details = error.get("details")
+        if isinstance(details, dict) and details:
+            parts += ["%s: %s" % (field, "; ".join(map(str, msgs)) if isinstance(msgs, list) else msgs) for field, msgs in details.items()]
+        elif error.get("message"):
+            parts.append(str(error["message"]))
+    return "Mautic refused it: %s" % ("; ".join(parts) or "no message")
+
