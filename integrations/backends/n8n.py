@@ -7,7 +7,6 @@ The workflow reports back, when it wants to, through the enrichment callback.
 
 from django.utils import timezone
 
-from ..conf import get_crm_setting
 from ..exceptions import CRMUnavailable, RetryableError
 from .base import Outcome
 from .base_requests import RequestsBackend, json_or_empty, sandbox_url, server_error_message
@@ -51,7 +50,7 @@ class N8nBackend(RequestsBackend):
         return ""  # requests go to the full webhook URL
 
     def concurrency(self):
-        return get_crm_setting(self.name, "CONCURRENCY", 4, cast=int)
+        return self.setting("CONCURRENCY", 4, cast=int)
 
     def batched(self):
         return self.setting("WEBHOOK_BATCH", False, cast=bool)
