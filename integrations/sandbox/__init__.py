@@ -1,0 +1,9 @@
+"""A faithful local emulator of each CRM's API, for tests, benchmarks and the demo.
+
+Adding a CRM's emulator means adding its class to EMULATOR_CLASSES.
+"""
+
+from .brevo import BrevoEmulator
+from .hubspot import HubSpotEmulator
+
+EMULATOR_CLASSES = (BrevoEmulator, HubSpotEmulator)

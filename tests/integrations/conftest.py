@@ -98,3 +98,45 @@ def make_item(contact, backend, key=None, external_id=""):
     from integrations.backends.base import SyncItem
 
     return SyncItem(key=key or contact.pk, contact=contact, payload=backend.build_payload(contact), external_id=external_id)
+
+
+class SandboxClient:
+    """Reads and steers a running sandbox through its own HTTP endpoints."""
+
+    def __init__(self, url):
+        self.url = url
+
+    def contacts(self, crm):
+        import requests
+
+        return requests.get("%s/_sandbox/%s/contacts" % (self.url, crm), timeout=5).json()
+
+    def requests(self, crm):
+        import requests
+
+        return requests.get("%s/_sandbox/%s/requests" % (self.url, crm), timeout=5).json()
+
+    def faults(self, crm, **faults):
+        import requests
+
+        response = requests.post("%s/_sandbox/%s/faults" % (self.url, crm), json=faults, timeout=5)
+        response.raise_for_status()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server():
+    from integrations.sandbox.server import SandboxOptions, SandboxServer
+
+    server = SandboxServer(port=0, options=SandboxOptions(seed=7)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sandbox(sandbox_server, settings):
+    """The sandbox over real sockets, emptied, with crmsync pointed at it."""
+    import requests
+
+    requests.post(sandbox_server.url + "/_sandbox/reset", timeout=5).raise_for_status()
+    settings.CRMSYNC_SANDBOX_URL = sandbox_server.url
+    return SandboxClient(sandbox_server.url)

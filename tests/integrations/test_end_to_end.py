@@ -1,0 +1,120 @@
+"""Staff select contacts in the admin, sync_crm pushes them to the sandbox over real
+sockets, and both sides agree on what arrived."""
+
+from io import StringIO
+
+import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.management import call_command
+from django.urls import reverse
+
+from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
+
+pytestmark = pytest.mark.django_db
+CRMS = ["brevo", "hubspot"]
+
+
+def people(count):
+    Contact.objects.bulk_create(
+        Contact(
+            email="person%d@example.com" % i,
+            first_name="Zoë%d" % i,
+            last_name="Lee",
+            phone="+44 20 7946 %04d" % i,
+            company="Acme %d" % (i % 3),
+            website="https://acme%d.example.com" % (i % 3),
+        )
+        for i in range(count)
+    )
+    return Contact.objects.order_by("pk")
+
+
+def queue_in_admin(client, contacts, crms):
+    ids = [str(pk) for pk in contacts.values_list("pk", flat=True)[:100]]
+    response = client.post(
+        reverse("admin:contacts_contact_changelist"),
+        {"action": "queue_for_crm", "index": 0, ACTION_CHECKBOX_NAME: ids, "select_across": "1", "post": "yes", "crms": crms},
+    )
+    assert response.status_code == 302
+
+
+def sync(*args):
+    out, err = StringIO(), StringIO()
+    call_command("sync_crm", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def by_email(sandbox_contacts, crm):
+    if crm == "brevo":
+        return {c["email"]: c for c in sandbox_contacts}
+    return {c["properties"]["email"]: c for c in sandbox_contacts}
+
+
+def assert_all_complete_and_linked(sandbox, crm, count):
+    rows = ContactSync.objects.filter(crm=crm).select_related("contact")
+    assert rows.count() == count
+    remote = by_email(sandbox.contacts(crm), crm)
+    assert len(remote) == count and len(sandbox.contacts(crm)) == count, "each email once"
+    for row in rows:
+        assert (row.sync_status, row.processing_status) == (SyncStatus.COMPLETE, ProcessingStatus.COMPLETE), row.last_error
+        assert row.external_id == str(remote[row.contact.email]["id"])
+
+
+def test_staff_selection_reaches_both_crms_with_the_right_fields(sandbox, staff_client):
+    contacts = people(30)
+    call_command("crm_setup", stdout=StringIO())
+    queue_in_admin(staff_client, contacts, CRMS)
+
+    out, err = sync()
+
+    assert "SANDBOX MODE" in err
+    for crm in CRMS:
+        assert_all_complete_and_linked(sandbox, crm, 30)
+    first = contacts.first()
+    brevo = by_email(sandbox.contacts("brevo"), "brevo")[first.email]
+    assert brevo["attributes"]["FIRSTNAME"] == first.first_name
+    assert brevo["attributes"]["COMPANY"] == first.company
+    assert brevo["attributes"]["WEBSITE"] == first.website
+    hubspot = by_email(sandbox.contacts("hubspot"), "hubspot")[first.email]["properties"]
+    assert (hubspot["firstname"], hubspot["lastname"], hubspot["company"]) == (first.first_name, "Lee", first.company)
+    upserts = [r for r in sandbox.requests("hubspot") if r["path"].endswith("/batch/upsert")]
+    assert len(upserts) == 1, "30 contacts in one batch upsert"
+
+
+def test_a_second_sync_creates_no_duplicates(sandbox, staff_client):
+    contacts = people(12)
+    queue_in_admin(staff_client, contacts, CRMS)
+    sync()
+    ids_before = dict(ContactSync.objects.values_list("pk", "external_id"))
+    Contact.objects.update(company="Renamed Ltd")
+    queue_in_admin(staff_client, contacts, CRMS)
+
+    sync()
+
+    for crm in CRMS:
+        assert_all_complete_and_linked(sandbox, crm, 12)
+    assert dict(ContactSync.objects.values_list("pk", "external_id")) == ids_before
+    hubspot = sandbox.contacts("hubspot")
+    assert {c["properties"]["company"] for c in hubspot} == {"Renamed Ltd"}
+
+
+def test_injected_errors_timeouts_and_rate_limits_end_with_every_contact_complete(sandbox, settings):
+    settings.BREVO_SYNC_RETRY_DELAY_MINUTES = settings.HUBSPOT_SYNC_RETRY_DELAY_MINUTES = 0
+    settings.BREVO_SYNC_MAX_RETRIES = settings.HUBSPOT_SYNC_MAX_RETRIES = 20
+    settings.BREVO_TIMEOUT_SECONDS = settings.HUBSPOT_TIMEOUT_SECONDS = 1
+    # Push faster than the sandbox allows, so its 429s do the pacing.
+    settings.BREVO_REQUESTS_PER_SECOND = settings.HUBSPOT_REQUESTS_PER_SECOND = 100
+    settings.HUBSPOT_SYNC_SCHEDULER_BATCH_SIZE = 2
+    for crm in CRMS:
+        sandbox.faults(crm, error_rate=0.25, timeout_rate=0.05, timeout_seconds=1.5, rate_limit={"requests": 8, "seconds": 1})
+    contacts = people(40)
+    from contacts import selection
+
+    selection.select(contacts, CRMS)
+
+    out, _ = sync("--until-empty")
+
+    for crm in CRMS:
+        assert_all_complete_and_linked(sandbox, crm, 40)
+        statuses = [r["status"] for r in sandbox.requests(crm)]
+        assert 429 in statuses and any(s >= 500 for s in statuses), statuses
