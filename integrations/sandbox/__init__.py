@@ -5,5 +5,7 @@ Adding a CRM's emulator means adding its class to EMULATOR_CLASSES.
 
 from .brevo import BrevoEmulator
 from .hubspot import HubSpotEmulator
+from .mautic import MauticEmulator
+from .n8n import N8nEmulator
 
-EMULATOR_CLASSES = (BrevoEmulator, HubSpotEmulator)
+EMULATOR_CLASSES = (BrevoEmulator, HubSpotEmulator, MauticEmulator, N8nEmulator)

@@ -1,33 +1,59 @@
-"""Machinery every CRM emulator shares: requests, responses, routing, rate limiters."""
+"""What every CRM emulator shares: requests and responses, routing, rate limiters."""
 
 import json
+import math
 import re
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from urllib.parse import parse_qs, unquote
 
 
 class BadJSON(ValueError):
-    pass
+    def __init__(self, message, line=1, column=1):
+        super().__init__(message)
+        self.line, self.column = line, column
 
 
 @dataclass
 class Request:
     method: str
     path: str  # below the emulator's prefix, e.g. "/v3/contacts"
-    query: dict
+    query_string: str
     headers: dict  # lower-cased names
     body: bytes = b""
 
     def json(self):
         try:
             return json.loads(self.body or b"null")
+        except json.JSONDecodeError as exc:
+            raise BadJSON(exc.msg, exc.lineno, exc.colno) from None
         except ValueError as exc:
             raise BadJSON(str(exc)) from None
 
+    def json_object(self):
+        """The body as a JSON object, {} when empty; any other JSON is as bad as none."""
+        body = self.json()
+        if body is None:
+            return {}
+        if not isinstance(body, dict):
+            raise BadJSON("a JSON object was expected")
+        return body
+
+    @property
+    def query(self):
+        """The query string's parameters, the first value of each."""
+        return {name: values[0] for name, values in parse_qs(self.query_string, keep_blank_values=True).items()}
+
     def header(self, name, default=""):
         return self.headers.get(name.lower(), default)
+
+    def params(self, name):
+        """Every value of a repeated query parameter."""
+        return parse_qs(self.query_string, keep_blank_values=True).get(name, [])
 
 
 @dataclass
@@ -39,15 +65,26 @@ class Response:
 
 def json_response(status, data, headers=None):
     body = json.dumps(data).encode()
-    return Response(status, body, {"Content-Type": "application/json; charset=utf-8", **(headers or {})})
+    return Response(status, body, {"Content-Type": "application/json;charset=utf-8", **(headers or {})})
 
 
 def text_response(status, text, headers=None):
     return Response(status, text.encode(), {"Content-Type": "text/plain; charset=utf-8", **(headers or {})})
 
 
+def html_response(status, html, headers=None):
+    return Response(status, html.encode(), {"Content-Type": "text/html", **(headers or {})})
+
+
 def empty_response(status, headers=None):
     return Response(status, b"", dict(headers or {}))
+
+
+def gateway_page(status, reason):
+    """What an edge proxy answers when the API behind it fails: HTML, not the API's JSON."""
+    title = "%d %s" % (status, reason)
+    page = "<html><head><title>%s</title></head><body><h1>%s</h1></body></html>" % (title, title)
+    return html_response(status, page)
 
 
 def correlation_id():
@@ -65,106 +102,242 @@ def route(method, pattern):
 
 
 class Limit:
-    """A rate limit: at most `requests` per `seconds`, rolling (HubSpot) or as a
-    token bucket refilled continuously (Brevo)."""
+    """At most `requests` per `seconds`: a token bucket refilled continuously (Brevo),
+    or with rolling=True a rolling window (HubSpot's TEN_SECONDLY_ROLLING)."""
 
     def __init__(self, requests, seconds, rolling=False):
         self.requests, self.seconds, self.rolling = requests, seconds, rolling
-        self.lock = threading.Lock()
-        self.stamps = []
         self.tokens, self.updated = float(requests), time.monotonic()
+        self.stamps = deque()
 
-    def take(self):
-        """Spend one request if allowed; return (allowed, remaining, seconds until the next is allowed)."""
-        with self.lock:
-            now = time.monotonic()
-            if self.rolling:
-                return self._take_rolling(now)
+    def _catch_up(self, now):
+        if self.rolling:
+            while self.stamps and self.stamps[0] <= now - self.seconds:
+                self.stamps.popleft()
+        else:
             self.tokens = min(self.requests, self.tokens + (now - self.updated) * self.requests / self.seconds)
             self.updated = now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return True, int(self.tokens), 0.0
-            return False, 0, (1 - self.tokens) * self.seconds / self.requests
 
-    def _take_rolling(self, now):
-        self.stamps = [stamp for stamp in self.stamps if stamp > now - self.seconds]
-        if len(self.stamps) < self.requests:
+    def wait(self, now=None):
+        """Seconds until one more request is allowed; 0 when it is now."""
+        now = time.monotonic() if now is None else now
+        self._catch_up(now)
+        if self.rolling:
+            over = len(self.stamps) - self.requests
+            return 0.0 if over < 0 else self.stamps[over] + self.seconds - now
+        return 0.0 if self.tokens >= 1 else (1 - self.tokens) * self.seconds / self.requests
+
+    def take(self, now=None):
+        now = time.monotonic() if now is None else now
+        self._catch_up(now)
+        if self.rolling:
             self.stamps.append(now)
-            return True, self.requests - len(self.stamps), 0.0
-        return False, 0, self.stamps[0] + self.seconds - now
+        else:
+            self.tokens -= 1
+
+    def remaining(self, now=None):
+        now = time.monotonic() if now is None else now
+        self._catch_up(now)
+        return max(0, self.requests - len(self.stamps)) if self.rolling else max(0, int(self.tokens))
+
+    def until_full(self, now=None):
+        """Seconds until the whole allowance is back."""
+        now = time.monotonic() if now is None else now
+        self._catch_up(now)
+        if self.rolling:
+            return self.stamps[-1] + self.seconds - now if self.stamps else 0.0
+        return (self.requests - self.tokens) * self.seconds / self.requests
+
+
+class DailyQuota:
+    """At most `requests` per UTC day; the count starts again at midnight."""
+
+    seconds = 86_400
+
+    def __init__(self, requests):
+        self.requests, self.day, self.used = requests, None, 0
+
+    def _catch_up(self):
+        today = datetime.now(timezone.utc).date()
+        if today != self.day:
+            self.day, self.used = today, 0
+
+    def wait(self, now=None):
+        self._catch_up()
+        return 0.0 if self.used < self.requests else self.until_full()
+
+    def take(self, now=None):
+        self._catch_up()
+        self.used += 1
+
+    def remaining(self, now=None):
+        self._catch_up()
+        return max(0, self.requests - self.used)
+
+    def until_full(self, now=None):
+        current = datetime.now(timezone.utc)
+        midnight = datetime.combine(current.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+        return (midnight - current).total_seconds()
+
+
+def whole_seconds(seconds):
+    """Seconds as rate-limit headers give them: whole, rounded up, at least 1."""
+    return max(1, math.ceil(seconds))
 
 
 class Emulator:
-    """One CRM's API. Subclasses set `name`, declare handlers with @route, and
-    implement authenticate(), server_error(), and the limit hooks."""
+    """One CRM's API. A subclass sets `name` and `SETTINGS`, declares its handlers
+    with @route, and overrides the hooks below it needs. Its state sits behind
+    `self.lock`.
+
+    Rate limits: limits_for() names the (name, Limit) pairs a request counts
+    against; a request refused by one uses up none. limit_headers() gives each
+    limit's headers (the first limit's win, then the refusing one's), and
+    rate_limited() the 429 itself. A subclass that keeps its limits in
+    `self.limits` ({name: Limit}) with `primary_limit` naming the main one gets
+    set_primary_limit() for free.
+    """
 
     name = None
+    primary_limit = None
+    server_error_statuses = (500, 502, 503)
+    SETTINGS = {}
 
     def __init__(self, rng, rng_lock):
         self.lock = threading.RLock()
         self.rng, self.rng_lock = rng, rng_lock
+        self.routes = self._collect_routes()
+        self.limits = {}
+        self.reset()
+
+    def _collect_routes(self):
         routes = [
-            (getattr(self, attribute).route, getattr(self, attribute))
+            getattr(self, attribute)
             for attribute in dir(type(self))
             if hasattr(getattr(type(self), attribute), "route")
         ]
-        # Fixed paths first: /v3/contacts/attributes is not a contact called "attributes".
-        self.routes = sorted(routes, key=lambda entry: entry[0][1].groups)
-        self.reset()
+        # Fixed paths before patterns: /v3/contacts/lists is not a contact called "lists".
+        return sorted(routes, key=lambda handler: handler.route[1].groups)
 
     def reset(self):
-        """Forget every contact, setting and limit state."""
+        """Forget every record, setting and rate-limit count."""
+        with self.lock:
+            self.settings = dict(self.SETTINGS)
+            self.limits = self.default_limits()
+            self.reset_records()
+
+    def reset_records(self):
+        pass
+
+    def default_limits(self):
+        """{name: Limit} at the CRM's real defaults."""
+        return {}
 
     def contacts(self):
         """The stored contacts as the CRM's own GET returns them."""
         return []
 
-    def dispatch(self, request):
-        allowed = []
-        for (method, pattern), handler in self.routes:
-            match = pattern.match(request.path)
-            if match and method == request.method:
-                refusal = self.authenticate(request)
-                if refusal:
-                    return refusal
-                try:
-                    return handler(request, *match.groups())
-                except BadJSON as exc:
-                    return self.bad_json(exc)
-            if match:
-                allowed.append(method)
-        return self.no_route(request, allowed)
-
-    def authenticate(self, request):
-        return None
-
-    def bad_json(self, exc):
-        return json_response(400, {"message": "Invalid JSON: %s" % exc})
-
-    def no_route(self, request, allowed_methods):
-        return json_response(404, {"message": "Not found"})
-
-    def server_error(self, status):
-        return json_response(status, {"message": "Internal server error"})
-
-    def timeout_error(self):
-        return text_response(504, "Gateway Timeout")
-
-    def limits_for(self, request):
-        """The Limit objects this request counts against, with their names."""
-        return []
-
-    def rate_limited(self, request, name, limit, wait):
-        return json_response(429, {"message": "Too many requests"})
-
-    def limit_headers(self, name, limit, remaining, wait):
-        return {}
-
     def set_primary_limit(self, requests, seconds):
-        """Replace (or with None, remove) the CRM's main rate limit."""
+        """Replace the CRM's main rate-limit window; None turns all its limits off."""
+        with self.lock:
+            if requests is None:
+                self.limits = {}
+            elif self.primary_limit:
+                self.limits[self.primary_limit] = self.make_primary_limit(requests, seconds)
+
+    def make_primary_limit(self, requests, seconds):
+        return Limit(requests, seconds)
+
+    def check_settings(self, settings):
+        """None when these new setting values make sense, else why not."""
+        return None
 
     def shuffled(self, items):
         with self.rng_lock:
             self.rng.shuffle(items)
         return items
+
+    # The pipeline: route, authenticate, count against the limits, handle.
+
+    def dispatch(self, request):
+        handler, arguments, allowed = self._match(request)
+        if handler is None:
+            return self.no_route(request, allowed)
+        refusal = self.authenticate(request)
+        if refusal:
+            return refusal
+        refusal, headers = self._count(request)
+        if refusal:
+            return refusal
+        try:
+            response = handler(request, *arguments)
+        except BadJSON as exc:
+            response = self.bad_json(exc)
+        for key, value in headers.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    def _match(self, request):
+        allowed = []
+        for handler in self.routes:
+            method, pattern = handler.route
+            match = pattern.match(request.path)
+            if match and method == request.method:
+                return handler, [unquote(group) for group in match.groups()], allowed
+            if match:
+                allowed.append(method)
+        return None, [], allowed
+
+    def _count(self, request):
+        """(the 429 or None, the rate-limit headers for the answer)."""
+        with self.lock:
+            limits = [(name, limit) for name, limit in self.limits_for(request) if limit is not None]
+            now = time.monotonic()
+            waits = [(name, limit, limit.wait(now)) for name, limit in limits]
+            refused = next((entry for entry in waits if entry[2] > 0), None)
+            if refused is None:
+                for _, limit in limits:
+                    limit.take(now)
+            headers = {}
+            for name, limit in limits:
+                for key, value in self.limit_headers(name, limit, limit.remaining(now), 0.0).items():
+                    headers.setdefault(key, value)
+            if refused:
+                name, limit, wait = refused
+                headers.update(self.limit_headers(name, limit, limit.remaining(now), wait))
+        if refused:
+            response = self.rate_limited(request, *refused)
+            response.headers.update(headers)
+            return response, {}
+        return None, headers
+
+    # Hooks
+
+    def authenticate(self, request):
+        """None when the credentials are right, else the CRM's refusal."""
+        return None
+
+    def limits_for(self, request):
+        """The (name, Limit) pairs this request counts against."""
+        return []
+
+    def limit_headers(self, name, limit, remaining, wait):
+        """Headers for one limit; wait is 0 unless this limit refused the request."""
+        return {}
+
+    def rate_limited(self, request, name, limit, wait):
+        return json_response(429, {"message": "Too many requests"})
+
+    def bad_json(self, exc):
+        return json_response(400, {"message": "Invalid JSON: %s" % exc})
+
+    def no_route(self, request, allowed_methods):
+        return json_response(405 if allowed_methods else 404, {"message": "Not found"})
+
+    def server_error(self, status):
+        """The CRM's answer when it fails (fault injection)."""
+        return json_response(status, {"message": "Internal server error"})
+
+    def timeout_error(self):
+        """What the caller gets after a request hangs: the edge's 504 page."""
+        return gateway_page(504, "Gateway Time-out")

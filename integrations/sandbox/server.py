@@ -1,16 +1,19 @@
 """The sandbox: every CRM emulator on one local port, with faults on demand.
 
-    /brevo/v3/...        Brevo's https://api.brevo.com/v3/...
-    /hubspot/crm/...     HubSpot's https://api.hubapi.com/crm/...
-    /mautic/api/...      a Mautic instance's /api/... (and /mautic/oauth/v2/token)
-    /n8n/webhook/<path>  an n8n instance's production webhooks
+Each emulator answers under its name, where the CRM's API root would be:
+
+    /brevo/v3/...                   Brevo's https://api.brevo.com/v3/...
+    /hubspot/crm/...                HubSpot's https://api.hubapi.com/crm/...
+                                    (and /hubspot/crm/objects/2026-03/...)
 
     GET  /_sandbox/<crm>/contacts   what the CRM holds, as its own GET shows it
     GET  /_sandbox/<crm>/requests   every API request it received, with its status
+    GET  /_sandbox/<crm>/faults     the faults in force
     POST /_sandbox/<crm>/faults     {latency_ms, error_rate, timeout_rate, timeout_seconds,
                                      rate_limit: {"requests": N, "seconds": S} | null}
-    POST /_sandbox/<crm>/settings   emulator settings (see each emulator's SETTINGS)
-    POST /_sandbox/reset            forget everything
+    GET  /_sandbox/<crm>/settings   the emulator's settings (each emulator's SETTINGS)
+    POST /_sandbox/<crm>/settings   change some of them
+    POST /_sandbox/reset            forget everything, back to the start-up options
 """
 
 import json
@@ -18,82 +21,114 @@ import logging
 import random
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from . import EMULATOR_CLASSES
 from .base import Request, Response, json_response
 
 logger = logging.getLogger(__name__)
 
-REQUEST_LOG_LIMIT = 200_000
-
-
-@dataclass
-class Faults:
-    latency_ms: int = 0
-    error_rate: float = 0.0
-    timeout_rate: float = 0.0
-    timeout_seconds: float = 30.0
+REQUEST_LOG_LIMIT = 500_000
+FAULT_FIELDS = {"latency_ms": float, "error_rate": float, "timeout_rate": float, "timeout_seconds": float}
 
 
 @dataclass
 class SandboxOptions:
-    latency_ms: int = 0
+    latency_ms: float = 0
     error_rate: float = 0.0
     timeout_rate: float = 0.0
     timeout_seconds: float = 30.0
-    # crm -> (requests, seconds): replaces that CRM's main rate limit.
+    # crm name -> (requests, seconds): replaces that CRM's main rate-limit window.
     rate_limits: dict = field(default_factory=dict)
+    # False: no rate limit at all unless rate_limits sets one.
     real_rate_limits: bool = True
     seed: int = None
 
 
+@dataclass
+class Faults:
+    latency_ms: float = 0
+    error_rate: float = 0.0
+    timeout_rate: float = 0.0
+    timeout_seconds: float = 30.0
+
+
+class FaultError(ValueError):
+    pass
+
+
+def checked_faults(body):
+    """The fault fields of a /faults body, converted and range-checked."""
+    unknown = sorted(set(body) - set(FAULT_FIELDS) - {"rate_limit"})
+    if unknown:
+        raise FaultError("Unknown fault fields: %s" % ", ".join(unknown))
+    values = {}
+    for name, cast in FAULT_FIELDS.items():
+        if name in body:
+            try:
+                values[name] = cast(body[name])
+            except (TypeError, ValueError):
+                raise FaultError("%s must be a number." % name) from None
+            is_rate = name.endswith("_rate")
+            if values[name] < 0 or (is_rate and values[name] > 1):
+                raise FaultError("%s must be %s." % (name, "between 0 and 1" if is_rate else "0 or more"))
+    return values
+
+
+def checked_rate_limit(limit):
+    """(requests, seconds) from {"requests": N, "seconds": S}, or (None, None) for null."""
+    if limit is None:
+        return None, None
+    try:
+        requests, seconds = int(limit["requests"]), float(limit["seconds"])
+    except (TypeError, KeyError, ValueError):
+        raise FaultError('rate_limit must be {"requests": N, "seconds": S} or null.') from None
+    if requests < 1 or seconds <= 0:
+        raise FaultError("rate_limit needs requests of 1 or more and seconds above 0.")
+    return requests, seconds
+
+
 class Sandbox:
-    """The emulators and what the server does around them: faults and the request log."""
+    """The emulators, and what the server does around them: faults and the request log."""
 
     def __init__(self, options):
         self.options = options
         self.rng, self.rng_lock = random.Random(options.seed), threading.Lock()
         self.emulators = {cls.name: cls(self.rng, self.rng_lock) for cls in EMULATOR_CLASSES}
-        self.faults, self.logs, self.log_lock = {}, {}, threading.Lock()
+        unknown = sorted(set(options.rate_limits) - set(self.emulators))
+        if unknown:
+            raise ValueError("rate_limits names CRMs the sandbox does not emulate: %s" % ", ".join(unknown))
+        self.log_lock = threading.Lock()
+        self.faults, self.logs = {}, {}
         self.reset()
 
     def reset(self):
+        options = self.options
         for name, emulator in self.emulators.items():
             emulator.reset()
-            self.faults[name] = Faults(
-                self.options.latency_ms, self.options.error_rate, self.options.timeout_rate, self.options.timeout_seconds
-            )
-            if not self.options.real_rate_limits:
+            if not options.real_rate_limits:
                 emulator.set_primary_limit(None, None)
-            if name in self.options.rate_limits:
-                emulator.set_primary_limit(*self.options.rate_limits[name])
+            if name in options.rate_limits:
+                emulator.set_primary_limit(*options.rate_limits[name])
+            self.faults[name] = Faults(
+                options.latency_ms, options.error_rate, options.timeout_rate, options.timeout_seconds
+            )
         with self.log_lock:
             self.logs = {name: [] for name in self.emulators}
 
     def handle(self, crm, request):
-        emulator = self.emulators[crm]
-        response = self._with_faults(crm, emulator, request)
-        entry = {
-            "method": request.method,
-            "path": request.path,
-            "query": request.query,
-            "status": response.status,
-            "at": datetime.now(timezone.utc).isoformat(),
-        }
-        with self.log_lock:
-            log = self.logs[crm]
-            if len(log) < REQUEST_LOG_LIMIT:
-                log.append(entry)
+        received = datetime.now(timezone.utc).isoformat()
+        response = self._with_faults(self.emulators[crm], self.faults[crm], request)
+        self._log(crm, request, response, received)
         return response
 
-    def _with_faults(self, crm, emulator, request):
-        faults = self.faults[crm]
+    def _with_faults(self, emulator, faults, request):
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
+        # One draw per request, so a seed replays the same faults for the same requests.
         with self.rng_lock:
             draw = self.rng.random()
         if draw < faults.timeout_rate:
@@ -101,68 +136,103 @@ class Sandbox:
             return emulator.timeout_error()
         if draw < faults.timeout_rate + faults.error_rate:
             with self.rng_lock:
-                status = self.rng.choice((500, 502, 503))
+                status = self.rng.choice(emulator.server_error_statuses)
             return emulator.server_error(status)
-        headers = {}
-        for name, limit in emulator.limits_for(request):
-            allowed, remaining, wait = limit.take()
-            headers.update(emulator.limit_headers(name, limit, remaining, wait))
-            if not allowed:
-                refused = emulator.rate_limited(request, name, limit, wait)
-                refused.headers.update(headers)
-                return refused
-        response = emulator.dispatch(request)
-        for key, value in headers.items():
-            response.headers.setdefault(key, value)
-        return response
+        return emulator.dispatch(request)
 
-    def control(self, method, parts, body):
-        """The /_sandbox endpoints."""
+    def _log(self, crm, request, response, received):
+        entry = {
+            "method": request.method,
+            "path": request.path,
+            "query": request.query_string,
+            "status": response.status,
+            "at": received,
+        }
+        with self.log_lock:
+            log = self.logs[crm]
+            if len(log) < REQUEST_LOG_LIMIT:
+                log.append(entry)
+
+    def requests(self, crm):
+        with self.log_lock:
+            return list(self.logs[crm])
+
+    # /_sandbox
+
+    def control(self, method, parts, raw_body):
+        try:
+            body = json.loads(raw_body or b"{}")
+        except ValueError:
+            return json_response(400, {"message": "The body must be JSON."})
         if method == "POST" and parts == ["reset"]:
             self.reset()
             return json_response(200, {"reset": True})
         if len(parts) != 2 or parts[0] not in self.emulators:
-            return json_response(404, {"message": "Unknown sandbox endpoint"})
-        crm, what = parts
-        if method == "GET" and what == "contacts":
-            return json_response(200, self.emulators[crm].contacts())
-        if method == "GET" and what == "requests":
-            with self.log_lock:
-                return json_response(200, list(self.logs[crm]))
-        if method == "POST" and what == "faults":
-            return self._set_faults(crm, body)
-        if method == "POST" and what == "settings":
-            return self._set_settings(crm, body)
-        return json_response(404, {"message": "Unknown sandbox endpoint"})
+            return json_response(404, {"message": "Unknown sandbox endpoint; CRMs: %s" % ", ".join(self.emulators)})
+        handler = {
+            ("GET", "contacts"): lambda crm, _: json_response(200, self.emulators[crm].contacts()),
+            ("GET", "requests"): lambda crm, _: json_response(200, self.requests(crm)),
+            ("GET", "faults"): lambda crm, _: json_response(200, self._faults_view(crm)),
+            ("POST", "faults"): self._set_faults,
+            ("GET", "settings"): lambda crm, _: json_response(200, self._settings_view(crm)),
+            ("POST", "settings"): self._set_settings,
+        }.get((method, parts[1]))
+        if handler is None:
+            return json_response(404, {"message": "Unknown sandbox endpoint."})
+        if not isinstance(body, dict):
+            return json_response(400, {"message": "The body must be a JSON object."})
+        return handler(parts[0], body)
 
     def _set_faults(self, crm, body):
-        faults = self.faults[crm]
-        for key in ("latency_ms", "error_rate", "timeout_rate", "timeout_seconds"):
-            if key in body:
-                setattr(faults, key, type(getattr(faults, key))(body[key]))
-        if "rate_limit" in body:
-            limit = body["rate_limit"]
-            self.emulators[crm].set_primary_limit(*((limit["requests"], limit["seconds"]) if limit else (None, None)))
-        return json_response(200, {"faults": faults.__dict__})
+        try:
+            values = checked_faults(body)
+            limit = checked_rate_limit(body["rate_limit"]) if "rate_limit" in body else None
+        except FaultError as exc:
+            return json_response(400, {"message": str(exc)})
+        for name, value in values.items():
+            setattr(self.faults[crm], name, value)
+        if limit is not None:
+            self.emulators[crm].set_primary_limit(*limit)
+        return json_response(200, self._faults_view(crm))
+
+    def _faults_view(self, crm):
+        emulator = self.emulators[crm]
+        with emulator.lock:
+            limits = {
+                name: {"requests": limit.requests, "seconds": limit.seconds}
+                for name, limit in emulator.limits.items()
+            }
+        return {**asdict(self.faults[crm]), "rate_limits": limits}
 
     def _set_settings(self, crm, body):
         emulator = self.emulators[crm]
         unknown = sorted(set(body) - set(emulator.SETTINGS))
         if unknown:
             return json_response(400, {"message": "Unknown settings: %s" % ", ".join(unknown)})
+        problem = emulator.check_settings(body)
+        if problem:
+            return json_response(400, {"message": problem})
         with emulator.lock:
             emulator.settings.update(body)
-        return json_response(200, {"settings": emulator.settings})
+        return json_response(200, self._settings_view(crm))
+
+    def _settings_view(self, crm):
+        emulator = self.emulators[crm]
+        with emulator.lock:
+            return dict(emulator.settings)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    sandbox = None  # set on the subclass the server builds
+    # Headers and body leave in one write, with Nagle off: keep-alive answers would
+    # otherwise wait ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
+    sandbox = None  # set on the subclass each server builds
 
     def do_GET(self):
         self._serve()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_GET
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     def _serve(self):
         length = int(self.headers.get("Content-Length") or 0)
@@ -170,43 +240,43 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         parts = [part for part in url.path.split("/") if part]
         try:
-            if parts[:1] == ["_sandbox"]:
-                response = self.sandbox.control(self.command, parts[1:], json.loads(body or b"{}"))
-            elif parts and parts[0] in self.sandbox.emulators:
-                request = Request(
-                    method=self.command,
-                    path=url.path[len(parts[0]) + 1 :] or "/",
-                    query={key: values[0] for key, values in parse_qs(url.query).items()},
-                    headers={key.lower(): value for key, value in self.headers.items()},
-                    body=body,
-                )
-                response = self.sandbox.handle(parts[0], request)
-            else:
-                response = json_response(404, {"message": "No CRM is emulated at %s" % url.path})
+            response = self._respond(url, parts, body)
         except Exception:
-            logger.exception("sandbox failed on %s %s", self.command, url.path)
+            logger.exception("The sandbox failed on %s %s", self.command, url.path)
             response = json_response(500, {"message": "The sandbox itself failed; see its log."})
         self._send(response)
+
+    def _respond(self, url, parts, body):
+        if parts[:1] == ["_sandbox"]:
+            return self.sandbox.control(self.command, parts[1:], body)
+        if parts and parts[0] in self.sandbox.emulators:
+            request = Request(
+                method=self.command,
+                path=url.path[len(parts[0]) + 1 :] or "/",
+                query_string=url.query,
+                headers={key.lower(): value for key, value in self.headers.items()},
+                body=body,
+            )
+            return self.sandbox.handle(parts[0], request)
+        return json_response(404, {"message": "No CRM is emulated at %s" % url.path})
 
     def _send(self, response: Response):
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, str(value))
         self.send_header("Content-Length", str(len(response.body)))
-        self.end_headers()
-        if response.body:
-            self.wfile.write(response.body)
+        if response.body and self.command != "HEAD":
+            self._headers_buffer.append(b"\r\n" + response.body)
+            self.flush_headers()
+        else:
+            self.end_headers()
 
     def log_message(self, format, *args):
         logger.debug("sandbox %s", format % args)
 
 
 class SandboxServer:
-    """The sandbox on a local port, served from a background thread.
-
-    >>> with SandboxServer(port=0) as server:
-    ...     server.url
-    """
+    """The sandbox on a local port, served from a background thread; also a context manager."""
 
     def __init__(self, host="127.0.0.1", port=0, options=None):
         self.sandbox = Sandbox(options or SandboxOptions())
@@ -224,15 +294,17 @@ class SandboxServer:
         return self.sandbox.emulators[crm]
 
     def start(self):
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="crm-sandbox", daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), name="crm-sandbox", daemon=True)
         self.thread.start()
+        logger.debug("CRM sandbox serving on %s", self.url)
         return self
 
-    def serve_forever(self):
-        self.httpd.serve_forever()
-
     def stop(self):
-        self.httpd.shutdown()
+        # shutdown() waits for serve_forever to notice, so only when it runs.
+        if self.thread is not None:
+            self.httpd.shutdown()
+            self.thread.join()
+            self.thread = None
         self.httpd.server_close()
 
     def __enter__(self):

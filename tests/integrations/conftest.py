@@ -116,6 +116,12 @@ class SandboxClient:
 
         return requests.get("%s/_sandbox/%s/requests" % (self.url, crm), timeout=5).json()
 
+    def settings(self, crm, **values):
+        import requests
+
+        response = requests.post("%s/_sandbox/%s/settings" % (self.url, crm), json=values, timeout=5)
+        response.raise_for_status()
+
     def faults(self, crm, **faults):
         import requests
 

@@ -118,3 +118,57 @@ def test_injected_errors_timeouts_and_rate_limits_end_with_every_contact_complet
         assert_all_complete_and_linked(sandbox, crm, 40)
         statuses = [r["status"] for r in sandbox.requests(crm)]
         assert 429 in statuses and any(s >= 500 for s in statuses), statuses
+
+
+def test_mautic_gets_each_contact_once_with_its_fields(sandbox, staff_client):
+    contacts = people(25)
+    queue_in_admin(staff_client, contacts, ["mautic"])
+    sync("--crm", "mautic")
+    queue_in_admin(staff_client, contacts, ["mautic"])
+    sync("--crm", "mautic")
+
+    stored = {c["fields"]["all"]["email"]: c for c in sandbox.contacts("mautic")}
+    assert len(sandbox.contacts("mautic")) == 25, "the second sync updated, it did not duplicate"
+    for row in ContactSync.objects.filter(crm="mautic").select_related("contact"):
+        assert (row.sync_status, row.external_id) == (SyncStatus.COMPLETE, str(stored[row.contact.email]["id"]))
+        assert stored[row.contact.email]["fields"]["all"]["firstname"] == row.contact.first_name
+
+
+@pytest.mark.django_db(transaction=True)
+def test_n8n_receives_every_contact_and_its_workflow_calls_back_once(on_postgres, sandbox, live_server, settings):
+    """Needs PostgreSQL: the callbacks write from the live server's thread while the
+    test runs, which SQLite's in-memory test database cannot take."""
+    import time
+
+    settings.N8N_INBOUND_SECRET = "inbound-e2e-secret"
+    sandbox.settings("n8n", callback_url=live_server.url + "/integrations/n8n/enrichment/",
+                     callback_secret="inbound-e2e-secret", callback_delay_seconds=0.1, callback_duplicate_rate=1.0)
+    contacts = people(6)
+    from contacts import selection
+
+    selection.select(contacts, ["n8n"])
+    sync("--crm", "n8n")
+
+    assert sorted(item["email"] for item in sandbox.contacts("n8n")) == sorted(contacts.values_list("email", flat=True))
+    from integrations.models import Enrichment
+
+    for _ in range(50):
+        if Enrichment.objects.count() >= 6:
+            break
+        time.sleep(0.1)
+    time.sleep(0.3)  # the duplicates arrive too
+    assert Enrichment.objects.count() == 6, "each duplicate callback changed nothing"
+    assert [c.enrichment.get("sources") for c in Contact.objects.all()] == [["sandbox"]] * 6
+
+
+def test_an_inactive_n8n_workflow_pauses_n8n_and_spends_no_attempt(sandbox):
+    from contacts import selection
+    from integrations.models import CRMState
+
+    sandbox.settings("n8n", active=False)
+    selection.select(people(3), ["n8n"])
+    out, _ = sync("--crm", "n8n")
+
+    assert "n8n is paused until" in out and "The n8n workflow is not active" in out
+    assert set(ContactSync.objects.values_list("processing_status", "attempts")) == {(ProcessingStatus.QUEUED, 0)}
+    assert "workflow is not active" in CRMState.objects.get(crm="n8n").pause_reason

@@ -1,70 +1,110 @@
 import re
 import signal
+import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.sandbox import EMULATOR_CLASSES
 from integrations.sandbox.server import SandboxOptions, SandboxServer
 
-RATE_LIMIT = re.compile(r"^(\w+)=(\d+)/(\d+(?:\.\d+)?)$")
+RATE_LIMIT = re.compile(r"^(?P<crm>[\w-]+)=(?P<requests>\d+)/(?P<seconds>\d+(?:\.\d+)?)$")
+
+
+def parse_rate_limit(spec):
+    """"hubspot=100/10" -> ("hubspot", (100, 10.0)); CommandError when it is not that."""
+    known = sorted(cls.name for cls in EMULATOR_CLASSES)
+    match = RATE_LIMIT.match(spec)
+    if not match or match["crm"] not in known or int(match["requests"]) < 1 or float(match["seconds"]) <= 0:
+        raise CommandError(
+            "--rate-limit %r: expected CRM=REQUESTS/SECONDS with CRM one of %s, REQUESTS at least 1 and "
+            "SECONDS above 0, e.g. hubspot=100/10." % (spec, ", ".join(known))
+        )
+    return match["crm"], (int(match["requests"]), float(match["seconds"]))
 
 
 class Command(BaseCommand):
     help = (
-        "Serve a local emulator of every CRM's API on one port (/brevo/v3/..., /hubspot/crm/..., "
-        "and /_sandbox/<crm>/contacts to see what arrived), with latency and faults on demand."
+        "Serve a local emulator of every CRM's API on one port (/brevo/v3/..., /hubspot/crm/..., and "
+        "/_sandbox/<crm>/contacts to see what arrived), with latency and faults on demand. Runs until "
+        "Ctrl-C or SIGTERM."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8025)
-        parser.add_argument("--latency-ms", type=int, default=0, help="Added to every CRM API request.")
-        parser.add_argument("--error-rate", type=float, default=0.0, help="Share of requests answered with a 5xx (0 to 1).")
-        parser.add_argument("--timeout-rate", type=float, default=0.0, help="Share of requests held 30 s, then 504 (0 to 1).")
+        parser.add_argument("--port", type=int, default=8025, help="0 picks a free port.")
+        parser.add_argument("--latency-ms", type=float, default=0, help="Added to every CRM API request.")
+        parser.add_argument(
+            "--error-rate", type=float, default=0.0, help="Share of requests answered with a 5xx (0 to 1)."
+        )
+        parser.add_argument(
+            "--timeout-rate", type=float, default=0.0, help="Share of requests held, then answered 504 (0 to 1)."
+        )
+        parser.add_argument(
+            "--timeout-seconds", type=float, default=30.0, help="How long a timed-out request is held."
+        )
         parser.add_argument(
             "--rate-limit",
             action="append",
             default=[],
             metavar="CRM=REQUESTS/SECONDS",
-            help="Replace a CRM's main rate limit, e.g. hubspot=100/10. The real limits apply otherwise.",
+            help="Replace a CRM's main rate limit, e.g. hubspot=100/10; repeat for several CRMs. "
+            "The real limits apply otherwise.",
         )
-        parser.add_argument("--no-rate-limits", action="store_true", help="Turn every main rate limit off.")
+        parser.add_argument(
+            "--no-rate-limits", action="store_true", help="No rate limit, except those --rate-limit sets."
+        )
         parser.add_argument("--seed", type=int, help="Seed the fault dice, for repeatable runs.")
 
     def handle(self, *args, **options):
-        server = SandboxServer(options["host"], options["port"], self._options(options))
+        sandbox_options = self.sandbox_options(options)
+        try:
+            server = SandboxServer(options["host"], options["port"], sandbox_options)
+        except OSError as exc:
+            raise CommandError("Cannot listen on %s:%s: %s" % (options["host"], options["port"], exc.strerror or exc))
+        stopping = threading.Event()
+        restore = self._stop_on_signals(stopping)
+        server.start()
         self.stdout.write(self.style.SUCCESS("CRM sandbox listening on %s" % server.url))
         self.stdout.write("Point crmsync at it with CRMSYNC_SANDBOX_URL=%s" % server.url)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        self.stdout.flush()
         try:
-            server.serve_forever()
+            while not stopping.wait(0.5):
+                pass
         except KeyboardInterrupt:
             pass
         finally:
-            server.httpd.server_close()
+            server.stop()
+            restore()
             self.stdout.write("CRM sandbox stopped.")
 
-    def _options(self, options):
+    def sandbox_options(self, options):
         for name in ("error_rate", "timeout_rate"):
             if not 0 <= options[name] <= 1:
                 raise CommandError("--%s must be between 0 and 1." % name.replace("_", "-"))
-        if options["latency_ms"] < 0:
-            raise CommandError("--latency-ms must be 0 or more.")
-        known = {cls.name for cls in EMULATOR_CLASSES}
-        limits = {}
-        for spec in options["rate_limit"]:
-            match = RATE_LIMIT.match(spec)
-            if not match or match.group(1) not in known or int(match.group(2)) < 1:
-                raise CommandError(
-                    "--rate-limit %r: expected CRM=REQUESTS/SECONDS with CRM one of %s, e.g. hubspot=100/10."
-                    % (spec, ", ".join(sorted(known)))
-                )
-            limits[match.group(1)] = (int(match.group(2)), float(match.group(3)))
+        for name in ("latency_ms", "timeout_seconds"):
+            if options[name] < 0:
+                raise CommandError("--%s must be 0 or more." % name.replace("_", "-"))
         return SandboxOptions(
             latency_ms=options["latency_ms"],
             error_rate=options["error_rate"],
             timeout_rate=options["timeout_rate"],
-            rate_limits=limits,
+            timeout_seconds=options["timeout_seconds"],
+            rate_limits=dict(parse_rate_limit(spec) for spec in options["rate_limit"]),
             real_rate_limits=not options["no_rate_limits"],
             seed=options["seed"],
         )
+
+    def _stop_on_signals(self, stopping):
+        """Let SIGINT and SIGTERM end the wait; returns what puts the old handlers back.
+        Signals can only be caught on the main thread; elsewhere this does nothing."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+        for number in previous:
+            signal.signal(number, lambda *_: stopping.set())
+
+        def restore():
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+        return restore
