@@ -120,6 +120,21 @@ class CRMBackend:
         extra = parse_field_map(self.setting("FIELD_MAP", ""), setting_name(self.name, "FIELD_MAP"))
         return {**self.default_field_map, **extra}
 
+    def checked_email(self, contact):
+        """The contact's email, or InvalidContact if no CRM would take it."""
+        from django.core.exceptions import ValidationError
+        from django.core.validators import validate_email
+
+        from ..exceptions import InvalidContact
+
+        try:
+            validate_email(contact.email)
+        except ValidationError:
+            raise InvalidContact(
+                "%r is not an email address %s can take." % (contact.email, self.verbose_name)
+            ) from None
+        return contact.email
+
     def mapped_values(self, contact):
         """{CRM field: value} for the contact's non-empty mapped values."""
         values = {target: contact_value(contact, source) for target, source in self.field_map().items()}

@@ -9,10 +9,7 @@ the contacts endpoints' rate limit shared by every worker.
 import re
 from urllib.parse import quote
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
-
-from ..exceptions import CRMUnavailable, InvalidContact, RateLimited, RetryableError
+from ..exceptions import CRMUnavailable, RateLimited, RetryableError
 from .base import Outcome, OutcomeKind
 from .base_requests import RequestsBackend, json_or_empty, server_error_message
 
@@ -70,10 +67,7 @@ class BrevoBackend(RequestsBackend):
     # Payload
 
     def build_payload(self, contact):
-        try:
-            validate_email(contact.email)
-        except ValidationError:
-            raise InvalidContact("%r is not an email address Brevo can take." % contact.email) from None
+        self.checked_email(contact)
         attributes = self.mapped_values(contact)
         if "SMS" in attributes:
             sms = brevo_sms(attributes.pop("SMS"), self.setting("DEFAULT_COUNTRY_CODE", ""))

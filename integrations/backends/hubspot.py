@@ -9,11 +9,8 @@ each bad record stands alone with HubSpot's own message.
 import json
 from datetime import datetime, timedelta, timezone
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
-
 from ..conf import get_crm_setting
-from ..exceptions import CRMUnavailable, InvalidContact, RetryableError
+from ..exceptions import CRMUnavailable, RetryableError
 from .base import Outcome, OutcomeKind
 from .base_requests import RequestsBackend, json_or_empty, server_error_message
 
@@ -66,10 +63,7 @@ class HubSpotBackend(RequestsBackend):
     # Payload
 
     def build_payload(self, contact):
-        try:
-            validate_email(contact.email)
-        except ValidationError:
-            raise InvalidContact("%r is not an email address HubSpot can take." % contact.email) from None
+        self.checked_email(contact)
         properties = {"email": contact.email, **self.mapped_values(contact)}
         return {"id": contact.email, "idProperty": "email", "properties": properties}
 

@@ -8,11 +8,8 @@ Basic (which the instance must enable) or OAuth2 client credentials.
 import threading
 import time
 
-from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
-
 from ..conf import is_set, setting_name
-from ..exceptions import CRMUnavailable, InvalidContact, RateLimited, RetryableError
+from ..exceptions import CRMUnavailable, RateLimited, RetryableError
 from .base import Outcome
 from .base_requests import RequestsBackend, json_or_empty, server_error_message
 
@@ -78,10 +75,7 @@ class MauticBackend(RequestsBackend):
     # Payload
 
     def build_payload(self, contact):
-        try:
-            validate_email(contact.email)
-        except ValidationError:
-            raise InvalidContact("%r is not an email address Mautic can take." % contact.email) from None
+        self.checked_email(contact)
         return {"email": contact.email, **self.mapped_values(contact)}
 
     # Push

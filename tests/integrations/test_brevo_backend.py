@@ -4,7 +4,6 @@ import logging
 
 import pytest
 import requests
-import responses
 
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
 from integrations.backends.base import OutcomeKind
@@ -207,7 +206,7 @@ class TestThroughTheEngine:
         from contacts import selection
         from integrations.engine import SyncEngine
 
-        a, b = contact(email="a@example.com"), contact(email="b@example.com")
+        contact(email="a@example.com"), contact(email="b@example.com")
         selection.select(Contact.objects.all(), ["brevo"])
         crm_api.post(API + "/contacts", status=201, json={"id": 5})
         crm_api.post(API + "/contacts", status=201, json={"id": 6})
