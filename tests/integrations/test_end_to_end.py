@@ -172,3 +172,37 @@ def test_an_inactive_n8n_workflow_pauses_n8n_and_spends_no_attempt(sandbox):
     assert "n8n is paused until" in out and "The n8n workflow is not active" in out
     assert set(ContactSync.objects.values_list("processing_status", "attempts")) == {(ProcessingStatus.QUEUED, 0)}
     assert "workflow is not active" in CRMState.objects.get(crm="n8n").pause_reason
+
+
+def test_mautic_over_oauth2_fetches_a_token_and_refreshes_it_after_a_401(sandbox, settings):
+    import requests
+
+    from contacts import selection
+    from integrations.backends.mautic import MauticBackend
+    from integrations.sandbox import mautic as mautic_sandbox
+
+    MauticBackend._tokens.clear()
+    # As a real instance would be configured, not sandbox mode.
+    settings.CRMSYNC_SANDBOX_URL = ""
+    settings.MAUTIC_BASE_URL = sandbox.url + "/mautic"
+    settings.MAUTIC_CLIENT_ID = mautic_sandbox.CLIENT_ID
+    settings.MAUTIC_CLIENT_SECRET = mautic_sandbox.CLIENT_SECRET
+    contacts = people(4)
+    selection.select(contacts.filter(pk__in=list(contacts.values_list("pk", flat=True)[:2])), ["mautic"])
+    sync("--crm", "mautic")
+    assert [(r["path"], r["status"]) for r in sandbox.requests("mautic")] == [
+        ("/oauth/v2/token", 200),
+        ("/api/contacts/batch/new", 201),
+    ]
+    # The instance forgets every token it issued (and its request log); the
+    # cached token now gets a 401.
+    requests.post(sandbox.url + "/_sandbox/reset", timeout=5)
+    selection.select(contacts, ["mautic"])
+    sync("--crm", "mautic")
+
+    assert [(r["path"], r["status"]) for r in sandbox.requests("mautic")] == [
+        ("/api/contacts/batch/new", 401),
+        ("/oauth/v2/token", 200),
+        ("/api/contacts/batch/new", 201),
+    ]
+    assert ContactSync.objects.filter(crm="mautic", sync_status=SyncStatus.COMPLETE).count() == 4
