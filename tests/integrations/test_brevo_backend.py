@@ -190,15 +190,24 @@ class TestPush:
             push(brevo, contact())
         assert excinfo.value.fail_contacts is False
 
-    def test_paces_requests_at_the_configured_rate(self, brevo, crm_api, settings):
-        import time
-
+    def test_each_request_waits_for_its_own_slot_at_the_configured_rate(self, brevo, crm_api, settings, monkeypatch):
         settings.BREVO_REQUESTS_PER_SECOND = 20
         crm_api.post(API + "/contacts", status=201, json={"id": 1})
-        started = time.monotonic()
+        waited_for = []
+        monkeypatch.setattr("integrations.backends.base_requests.wait_until", waited_for.append)
         push(brevo, *[contact(email="p%d@example.com" % i) for i in range(6)])
-        # Six slots 50 ms apart: the last one starts at least 250 ms after the first.
-        assert time.monotonic() - started >= 0.25
+        gaps = [later - earlier for earlier, later in zip(sorted(waited_for), sorted(waited_for)[1:])]
+        assert len(waited_for) == 6 and gaps == pytest.approx([0.05] * 5)
+
+    def test_workers_share_one_pace(self, brevo, settings):
+        settings.BREVO_REQUESTS_PER_SECOND = 10
+        first_worker, second_worker = BrevoBackend().pacer, BrevoBackend().pacer
+        first_slots = first_worker.reserve(3)
+        second_slots = second_worker.reserve(2)
+        # The second worker's slots follow the first's, a tenth of a second apart,
+        # because the next free slot lives in the database, not in the process.
+        assert second_slots[0] - first_slots[-1] == pytest.approx(0.1, abs=0.02)
+        assert second_slots[1] - second_slots[0] == pytest.approx(0.1)
 
 
 class TestThroughTheEngine:
