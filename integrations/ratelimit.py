@@ -11,6 +11,7 @@ import time
 from datetime import timedelta
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 
@@ -38,6 +39,18 @@ class SharedPacer:
     def wait(self):
         """Reserve one slot and sleep until it."""
         wait_until(self.reserve(1)[0])
+
+    def hold(self, seconds):
+        """Start no new request for `seconds`, in any worker: the CRM said its
+        quota is spent. Slots already handed out are kept."""
+        from .models import CRMState
+
+        until = timezone.now() + timedelta(seconds=seconds)
+        with self.lock, transaction.atomic():
+            CRMState.objects.bulk_create([CRMState(crm=self.crm)], ignore_conflicts=True)
+            CRMState.objects.filter(crm=self.crm).filter(
+                Q(next_request_at__isnull=True) | Q(next_request_at__lt=until)
+            ).update(next_request_at=until)
 
 
 def wait_until(moment):

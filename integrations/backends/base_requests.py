@@ -109,6 +109,9 @@ class RequestsBackend(CRMBackend):
             raise RetryableError(
                 "Could not connect to %s (%s)." % (self.verbose_name, type(exc).__name__), crm=self.name
             ) from None
+        quota_wait = self.quota_spent_for(response)
+        if quota_wait and self.pacer:
+            self.pacer.hold(quota_wait)
         logger.debug(
             "crm=%s %s %s -> %s in %.0f ms",
             self.name,
@@ -118,6 +121,11 @@ class RequestsBackend(CRMBackend):
             (time.monotonic() - started) * 1000,
         )
         return response
+
+    def quota_spent_for(self, response):
+        """Seconds to send nothing more when the response's rate-limit headers say
+        the quota is spent (before any 429), else None."""
+        return None
 
     def push_each(self, items, send):
         """Push one request per item, `concurrency()` at a time, each in its paced

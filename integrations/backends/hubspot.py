@@ -159,6 +159,13 @@ class HubSpotBackend(RequestsBackend):
                 status_code=status,
             )
 
+    def quota_spent_for(self, response):
+        # Other apps on the same account share the window, so our own pace is not
+        # enough: when HubSpot says none are left, wait for the window to roll.
+        if response.headers.get("X-HubSpot-RateLimit-Remaining") == "0" and response.status_code != 429:
+            return window_seconds(response)
+        return None
+
     # Set-up
 
     def ensure_custom_fields(self):
@@ -242,5 +249,9 @@ def rate_limit_wait(response):
         now = datetime.now(timezone.utc)
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         return (midnight - now).total_seconds()
+    return window_seconds(response)
+
+
+def window_seconds(response):
     interval = response.headers.get("X-HubSpot-RateLimit-Interval-Milliseconds", "")
     return int(interval) / 1000 if interval.isdigit() else DEFAULT_WINDOW_SECONDS

@@ -3,6 +3,7 @@
 import json
 import logging
 import random
+import time
 
 import pytest
 import responses
@@ -153,6 +154,18 @@ class TestPush:
         outcomes = push(hubspot, contacts(150))
         assert len(crm_api.calls) == 1
         assert {o.kind for o in outcomes} == {OutcomeKind.RATE_LIMITED}
+
+    @pytest.mark.parametrize("remaining, held_seconds", [("0", 10), ("7", 0)])
+    def test_a_spent_quota_holds_every_worker_until_the_window_rolls(self, hubspot, crm_api, remaining, held_seconds):
+        crm_api.post(
+            UPSERT,
+            json={"status": "COMPLETE", "results": [{"id": "1", "properties": {"email": "p0@example.com"}}]},
+            headers={"X-HubSpot-RateLimit-Remaining": remaining, "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
+        )
+        outcomes = push(hubspot, contacts(1))
+        assert outcomes[0].kind is OutcomeKind.ACCEPTED
+        next_slot = HubSpotBackend().pacer.reserve(1)[0] - time.monotonic()
+        assert next_slot == pytest.approx(held_seconds, abs=0.5)
 
     @pytest.mark.parametrize("status", [500, 502, 504])
     def test_server_errors_are_retried(self, hubspot, crm_api, status):
