@@ -98,23 +98,37 @@ def test_a_second_sync_creates_no_duplicates(sandbox, staff_client):
     assert {c["properties"]["company"] for c in hubspot} == {"Renamed Ltd"}
 
 
+def spend_hubspot_window(sandbox, requests_in_window):
+    """Use up HubSpot's window as another app sharing the token would, unseen by crmsync."""
+    import requests
+
+    for _ in range(requests_in_window):
+        requests.get(
+            sandbox.url + "/hubspot/crm/v3/properties/contacts",
+            headers={"Authorization": "Bearer sandbox-hubspot-token"},
+            timeout=5,
+        )
+
+
 def test_injected_errors_timeouts_and_rate_limits_end_with_every_contact_complete(sandbox, settings):
     settings.BREVO_SYNC_RETRY_DELAY_MINUTES = settings.HUBSPOT_SYNC_RETRY_DELAY_MINUTES = 0
     settings.BREVO_SYNC_MAX_RETRIES = settings.HUBSPOT_SYNC_MAX_RETRIES = 20
     settings.BREVO_TIMEOUT_SECONDS = settings.HUBSPOT_TIMEOUT_SECONDS = 1
-    # Push faster than the sandbox allows, so its 429s do the pacing.
+    # Push faster than the sandbox allows, so its 429s do Brevo's pacing. HubSpot's quota
+    # headers keep crmsync clear of its 429s, so another client spends its window first.
     settings.BREVO_REQUESTS_PER_SECOND = settings.HUBSPOT_REQUESTS_PER_SECOND = 100
     settings.HUBSPOT_SYNC_SCHEDULER_BATCH_SIZE = 2
-    for crm in CRMS:
-        sandbox.faults(crm, error_rate=0.25, timeout_rate=0.05, timeout_seconds=1.5, rate_limit={"requests": 8, "seconds": 1})
-    contacts = people(40)
     from contacts import selection
 
-    selection.select(contacts, CRMS)
-
-    out, _ = sync("--until-empty")
-
+    selection.select(people(40), CRMS)
     for crm in CRMS:
+        sandbox.faults(crm, rate_limit={"requests": 8, "seconds": 2})
+        if crm == "hubspot":
+            spend_hubspot_window(sandbox, 8)
+        sandbox.faults(crm, error_rate=0.25, timeout_rate=0.05, timeout_seconds=1.5)
+
+        sync("--crm", crm, "--until-empty")
+
         assert_all_complete_and_linked(sandbox, crm, 40)
         statuses = [r["status"] for r in sandbox.requests(crm)]
         assert 429 in statuses and any(s >= 500 for s in statuses), statuses
