@@ -18,6 +18,7 @@ from . import selection
 from .admin_filters import (
     ContactCRMFilter,
     ContactProcessingStatusFilter,
+    ContactSyncErrorFilter,
     ContactSyncStatusFilter,
     SyncCRMFilter,
 )
@@ -96,7 +97,7 @@ class ContactSyncInline(admin.TabularInline):
 @admin.register(Contact)
 class ContactAdmin(admin.ModelAdmin):
     list_display = ("email", "full_name", "company", "crm_status", "created_at")
-    list_filter = (ContactCRMFilter, ContactSyncStatusFilter, ContactProcessingStatusFilter)
+    list_filter = (ContactCRMFilter, ContactSyncStatusFilter, ContactProcessingStatusFilter, ContactSyncErrorFilter)
     search_fields = ("email", "first_name", "last_name", "company")
     show_full_result_count = False
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}

@@ -14,7 +14,7 @@ from integrations.backends import crm_choices
 from .models import ContactSync, ProcessingStatus, SyncStatus
 
 CRM_PARAMETER = "crm"
-STATUS_PARAMETERS = ("sync_status", "processing_status")
+STATUS_PARAMETERS = ("sync_status", "processing_status", "sync_error")
 
 
 def _syncs_of_contact(request):
@@ -70,6 +70,24 @@ class ContactProcessingStatusFilter(admin.SimpleListFilter):
         if self.value():
             syncs = _syncs_of_contact(request).filter(processing_status=self.value())
             return queryset.filter(Exists(syncs))
+        return queryset
+
+
+class ContactSyncErrorFilter(admin.SimpleListFilter):
+    """Contacts whose sync (for the chosen CRM) carries exactly this error: the
+    sync dashboard links here, so staff can fix those contacts and retry them."""
+
+    title = _("sync error")
+    parameter_name = STATUS_PARAMETERS[2]
+
+    def lookups(self, request, model_admin):
+        # Only shown while a link chose an error; a list of every message would be useless.
+        value = self.value()
+        return [(value, value if len(value) <= 60 else value[:59] + "…")] if value else []
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(Exists(_syncs_of_contact(request).filter(last_error=self.value())))
         return queryset
 
 

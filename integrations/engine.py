@@ -17,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.db import connections, transaction
 from django.db.models import F, Q
@@ -57,16 +58,24 @@ class RunResult:
     seconds: float = 0.0
     paused_until: object = None
     pause_reason: str = ""
+    # Set when staff paused the CRM: the pause lasts until someone resumes it.
+    paused_by: str = ""
 
     def add(self, other):
         for name in ("claimed", "accepted", "retry_scheduled", "failed", "released", "discarded", "batches"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
-        if other.paused_until:
-            self.paused_until, self.pause_reason = other.paused_until, other.pause_reason
+        if other.paused_until or other.paused_by:
+            self.paused_until, self.pause_reason, self.paused_by = other.paused_until, other.pause_reason, other.paused_by
 
     @property
     def contacts_per_second(self):
         return self.claimed / self.seconds if self.seconds else 0.0
+
+
+class Pause(NamedTuple):
+    until: object  # None for a staff pause, which lasts until resumed
+    reason: str
+    by: str = ""  # who paused it, for a staff pause
 
 
 @dataclass
@@ -108,9 +117,9 @@ class SyncEngine:
         started = time.monotonic()
         try:
             while budget_seconds is None or time.monotonic() - started < budget_seconds:
-                paused = self.paused()
-                if paused:
-                    result.paused_until, result.pause_reason = paused
+                pause = self.paused()
+                if pause:
+                    result.paused_until, result.pause_reason, result.paused_by = pause
                     break
                 limit = batch_size or self.policy.batch_size
                 if max_contacts is not None:
@@ -326,7 +335,8 @@ class SyncEngine:
         if released:
             until = now + max(_wait(o) for o in released)
             self.pause(until, released[0].message)
-            result.paused_until, result.pause_reason = self.paused() or (until, released[0].message)
+            pause = self.paused() or Pause(until, released[0].message)
+            result.paused_until, result.pause_reason, result.paused_by = pause
 
     def _record_accepted(self, token, outcomes, payloads, now):
         rows = {o.key: (o.external_id, payload_hash(payloads[o.key])) for o in outcomes}
@@ -423,12 +433,20 @@ class SyncEngine:
     # The CRM's shared state
 
     def paused(self):
-        """(until, reason) while the CRM is paused for every worker, else None."""
-        return (
-            CRMState.objects.filter(crm=self.crm, paused_until__gt=self.clock())
-            .values_list("paused_until", "pause_reason")
+        """A Pause while the CRM is paused for every worker, else None. A staff pause
+        wins over the CRM's own, since it lasts until someone resumes it."""
+        state = (
+            CRMState.objects.filter(crm=self.crm)
+            .filter(Q(paused_at__isnull=False) | Q(paused_until__gt=self.clock()))
+            .values_list("paused_until", "pause_reason", "paused_by", "paused_at")
             .first()
         )
+        if state is None:
+            return None
+        until, reason, paused_by, paused_at = state
+        if paused_at:
+            return Pause(None, staff_pause_reason(paused_by, paused_at), paused_by)
+        return Pause(until, reason)
 
     def pause(self, until, reason):
         """Pause the CRM until `until` unless it is already paused for longer."""
@@ -439,7 +457,7 @@ class SyncEngine:
         logger.warning("crm=%s paused until %s: %s", self.crm, until.isoformat(), reason)
 
     def _ensure_state(self):
-        CRMState.objects.bulk_create([CRMState(crm=self.crm)], ignore_conflicts=True)
+        ensure_crm_state(self.crm)
 
     def _note_run(self, result):
         now = self.clock()
@@ -448,6 +466,42 @@ class SyncEngine:
         if result.accepted:
             changes["last_success_at"] = now
         CRMState.objects.filter(crm=self.crm).update(**changes)
+
+
+def ensure_crm_state(crm):
+    CRMState.objects.bulk_create([CRMState(crm=crm)], ignore_conflicts=True)
+
+
+def staff_pause_reason(paused_by, paused_at):
+    return "Paused by %s at %s; resume it on the sync dashboard." % (
+        paused_by,
+        paused_at.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M %Z"),
+    )
+
+
+def pause_crm(crm, paused_by):
+    """Staff pause: no worker claims anything for `crm` until resume_crm. Work already
+    claimed finishes. Pausing a paused CRM keeps who paused it first, and when.
+    Returns whether this call paused it."""
+    now = timezone.now()
+    ensure_crm_state(crm)
+    paused = CRMState.objects.filter(crm=crm, paused_at__isnull=True).update(
+        paused_at=now, paused_by=paused_by, updated_at=now
+    )
+    if paused:
+        logger.warning("crm=%s paused by %s", crm, paused_by)
+    return bool(paused)
+
+
+def resume_crm(crm, resumed_by):
+    """End a staff pause. A pause the CRM itself asked for (a rate limit, bad
+    credentials) runs its course. Returns whether this call resumed it."""
+    resumed = CRMState.objects.filter(crm=crm, paused_at__isnull=False).update(
+        paused_at=None, paused_by="", updated_at=timezone.now()
+    )
+    if resumed:
+        logger.warning("crm=%s resumed by %s", crm, resumed_by)
+    return bool(resumed)
 
 
 def _wait(outcome):

@@ -6,12 +6,15 @@ from .backends import validate_crm_name, verbose_crm_name
 
 class CRMState(models.Model):
     """What every worker on every machine must know about one CRM: whether it is
-    paused (a rate limit, bad credentials) and when it last ran. Only
-    integrations.engine writes it."""
+    paused, by the CRM itself (a rate limit, bad credentials: until a time) or by
+    staff (until resumed), and when it last ran. Only integrations.engine writes it."""
 
     crm = models.CharField(_("CRM"), max_length=32, unique=True, validators=[validate_crm_name])
     paused_until = models.DateTimeField(_("paused until"), null=True, blank=True)
     pause_reason = models.TextField(_("why it is paused"), blank=True)
+    # A staff pause lasts until someone resumes it; paused_at is set while it does.
+    paused_by = models.CharField(_("paused by"), max_length=150, blank=True)
+    paused_at = models.DateTimeField(_("paused by staff at"), null=True, blank=True)
     last_run_at = models.DateTimeField(_("last run"), null=True, blank=True)
     last_success_at = models.DateTimeField(_("last run that synced a contact"), null=True, blank=True)
     # The next moment a request to this CRM may start, for every worker: see ratelimit.py.
@@ -21,6 +24,7 @@ class CRMState(models.Model):
     class Meta:
         verbose_name = _("CRM state")
         verbose_name_plural = _("CRM states")
+        permissions = [("pause_crm", _("Can pause and resume a CRM's sync"))]
 
     def __str__(self):
         return verbose_crm_name(self.crm)

@@ -105,7 +105,8 @@ class Command(BaseCommand):
                 on_batch=lambda batch: self._progress(crm, shown, batch, due_at_start),
             )
             total.add(result)
-            if not until_empty or not self._wait_for_more(crm):
+            # A staff pause lasts until someone resumes it: waiting would never end.
+            if result.paused_by or not until_empty or not self._wait_for_more(crm):
                 break
         total.seconds = time.monotonic() - started
         self._end_progress()
@@ -202,7 +203,9 @@ class Command(BaseCommand):
         for row in [header, *rows]:
             self.stdout.write("  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))))
         for result in results:
-            if result.paused_until:
+            if result.paused_by:
+                self.stdout.write(self.style.WARNING("%s: %s" % (result.crm, result.pause_reason)))
+            elif result.paused_until:
                 self.stdout.write(
                     self.style.WARNING(
                         "%s is paused until %s: %s"

@@ -1,0 +1,5 @@
+from django.contrib.admin.apps import AdminConfig
+
+
+class CRMSyncAdminConfig(AdminConfig):
+    default_site = "crmsync_project.admin.CRMSyncAdminSite"

@@ -1,0 +1,248 @@
+"""The sync dashboard: per CRM, where the work stands, how fast it moves and what
+fails, with pause and resume.
+
+Every figure is an aggregate over an index or a 24-hour window, so the page costs
+the same few queries with a million rows as with ten.
+"""
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from urllib.parse import urlencode
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count
+from django.db.models.functions import TruncHour
+from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
+
+from .backends import enabled_backend_classes
+from .conf import SyncPolicy
+from .engine import pause_crm, resume_crm, staff_pause_reason
+from .exceptions import CRMConfigurationError
+from .models import CRMState
+
+VIEW_PERMISSION = "contacts.view_contactsync"
+PAUSE_PERMISSION = "integrations.pause_crm"
+HOURS = 24
+TOP_ERRORS = 5
+
+# The bar's segments, in the order they are drawn. "new" counts contacts nobody has
+# decided anything about for the CRM, with or without a row.
+SEGMENTS = (
+    ("complete", "Complete"),
+    ("queued", "Queued"),
+    ("processing", "Processing"),
+    ("error", "Error"),
+    ("skipped", "Skipped"),
+    ("new", "New"),
+)
+
+
+@dataclass
+class Segment:
+    key: str
+    label: str
+    count: int
+    percent: float
+
+
+@dataclass
+class HourBar:
+    start: object
+    count: int
+    x: int = 0
+    y: int = 0
+    height: int = 0
+
+
+@dataclass
+class CRMCard:
+    crm: str
+    verbose_name: str
+    segments: list
+    total: int
+    hours: list
+    oldest_due_at: object
+    state: object
+    interval_minutes: object
+    top_errors: list = field(default_factory=list)
+
+    @property
+    def synced_last_24h(self):
+        return sum(bar.count for bar in self.hours)
+
+    @property
+    def staff_pause(self):
+        if self.state and self.state.paused_at:
+            return staff_pause_reason(self.state.paused_by, self.state.paused_at)
+        return ""
+
+    @property
+    def crm_pause_until(self):
+        """When the CRM's own pause (a rate limit, bad credentials) ends, if it is on."""
+        if self.state and self.state.paused_until and self.state.paused_until > timezone.now():
+            return self.state.paused_until
+        return None
+
+
+def dashboard(request):
+    if not request.user.has_perm(VIEW_PERMISSION):
+        raise PermissionDenied
+    context = {
+        **admin.site.each_context(request),
+        "title": _("Sync dashboard"),
+        "cards": crm_cards(timezone.now()),
+        "can_pause": request.user.has_perm(PAUSE_PERMISSION),
+        "chart_width": HOURS * 12,
+    }
+    return TemplateResponse(request, "admin/crmsync/dashboard.html", context)
+
+
+@require_POST
+def pause(request, crm):
+    return _change_pause(request, crm, pause_crm, _("%s is paused: it claims nothing until it is resumed."))
+
+
+@require_POST
+def resume(request, crm):
+    return _change_pause(request, crm, resume_crm, _("%s is resumed."))
+
+
+def _change_pause(request, crm, change, message):
+    if not request.user.has_perm(PAUSE_PERMISSION):
+        raise PermissionDenied
+    backend_class = _enabled_backend_classes().get(crm)
+    if backend_class is None:
+        raise Http404(_("No configured CRM is named %r.") % crm)
+    if change(crm, request.user.get_username()):
+        messages.success(request, message % backend_class.verbose_name)
+    return HttpResponseRedirect(reverse("admin:crmsync_dashboard"))
+
+
+def _enabled_backend_classes():
+    return {backend_class.name: backend_class for backend_class in enabled_backend_classes()}
+
+
+def crm_cards(now):
+    backend_classes = _enabled_backend_classes()
+    crms = list(backend_classes)
+    counts = _status_counts(crms)
+    contacts = Contact.objects.count()
+    hours = _accepted_by_hour(crms, now)
+    states = {state.crm: state for state in CRMState.objects.filter(crm__in=crms)}
+    cards = []
+    for crm, backend_class in backend_classes.items():
+        cards.append(
+            CRMCard(
+                crm=crm,
+                verbose_name=backend_class.verbose_name,
+                segments=_segments(counts.get(crm, {}), contacts),
+                total=contacts,
+                hours=hours[crm],
+                oldest_due_at=_oldest_due_at(crm, now),
+                state=states.get(crm),
+                interval_minutes=_interval_minutes(backend_class),
+                top_errors=_top_errors(crm, now),
+            )
+        )
+    return cards
+
+
+def _status_counts(crms):
+    """{crm: {segment key: rows}} in one GROUP BY over the sync rows."""
+    counts = {}
+    rows = (
+        ContactSync.objects.filter(crm__in=crms)
+        .values_list("crm", "sync_status", "processing_status")
+        .annotate(rows=Count("pk"))
+        .order_by()
+    )
+    for crm, sync_status, processing_status, number in rows:
+        key = _segment_key(sync_status, processing_status)
+        counts.setdefault(crm, {}).setdefault(key, 0)
+        counts[crm][key] += number
+    return counts
+
+
+def _segment_key(sync_status, processing_status):
+    # Where the work stands comes first: a Selected row may be queued or in flight.
+    if processing_status in (ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING):
+        return processing_status
+    if sync_status == SyncStatus.SELECTED:
+        return "queued"
+    return sync_status
+
+
+def _segments(counts, contacts):
+    decided = sum(number for key, number in counts.items() if key != "new")
+    counts = {**counts, "new": max(0, contacts - decided)}
+    return [
+        Segment(key, _(label), counts.get(key, 0), 100.0 * counts.get(key, 0) / contacts if contacts else 0.0)
+        for key, label in SEGMENTS
+    ]
+
+
+def _accepted_by_hour(crms, now):
+    """{crm: [HourBar] * 24}, oldest first, the last one the current hour."""
+    current = timezone.localtime(now).replace(minute=0, second=0, microsecond=0)
+    starts = [current - timedelta(hours=HOURS - 1 - i) for i in range(HOURS)]
+    rows = (
+        SyncAttempt.objects.filter(crm__in=crms, outcome=AttemptOutcome.ACCEPTED, attempted_at__gte=starts[0])
+        .annotate(hour=TruncHour("attempted_at"))
+        .values_list("crm", "hour")
+        .annotate(attempts=Count("pk"))
+        .order_by()
+    )
+    accepted = {(crm, hour): number for crm, hour, number in rows}
+    return {crm: _bars([accepted.get((crm, start), 0) for start in starts], starts) for crm in crms}
+
+
+def _bars(numbers, starts, height=48, step=12):
+    """Bars scaled to the busiest hour; an empty hour is a one-pixel line on the axis."""
+    top = max(numbers) or 1
+    bars = []
+    for i, (start, number) in enumerate(zip(starts, numbers)):
+        bar_height = max(1, round(height * number / top))
+        bars.append(HourBar(start, number, x=i * step, y=height - bar_height, height=bar_height))
+    return bars
+
+
+def _oldest_due_at(crm, now):
+    # The claim's partial index answers this without reading the queue.
+    return (
+        ContactSync.objects.filter(crm=crm, processing_status=ProcessingStatus.QUEUED, next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values_list("next_attempt_at", flat=True)
+        .first()
+    )
+
+
+def _top_errors(crm, now):
+    """The commonest errors that contacts carry now and got in the last 24 hours,
+    each with the link to those contacts."""
+    rows = (
+        ContactSync.objects.filter(crm=crm, updated_at__gte=now - timedelta(hours=HOURS))
+        .exclude(last_error="")
+        .values_list("last_error")
+        .annotate(rows=Count("pk"))
+        .order_by("-rows", "last_error")[:TOP_ERRORS]
+    )
+    changelist = reverse("admin:contacts_contact_changelist")
+    return [
+        {"message": message, "count": number, "url": "%s?%s" % (changelist, urlencode({"crm": crm, "sync_error": message}))}
+        for message, number in rows
+    ]
+
+
+def _interval_minutes(backend_class):
+    try:
+        return SyncPolicy.for_backend(backend_class).interval_minutes
+    except CRMConfigurationError:
+        return None

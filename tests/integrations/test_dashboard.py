@@ -1,0 +1,245 @@
+"""The sync dashboard, and pausing and resuming a CRM from it."""
+
+import re
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
+from integrations import engine
+from integrations.models import CRMState
+
+pytestmark = pytest.mark.django_db
+DASHBOARD = "/admin/dashboard/"
+
+
+def login(client, username, *codenames):
+    user = User.objects.create_user(username=username, password="pw-for-tests", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename__in=codenames))
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
+def viewer(client, scripted_crm):
+    login(client, "viewer", "view_contact", "view_contactsync")
+    return client
+
+
+@pytest.fixture
+def operator(client, scripted_crm):
+    login(client, "alice", "view_contact", "view_contactsync", "pause_crm")
+    return client
+
+
+def card(response, crm="scripted"):
+    html = response.content.decode()
+    match = re.search(r'<section class="crm-card" id="crm-%s">(.*?)</section>' % crm, html, re.S)
+    assert match, "no card for %s" % crm
+    return match.group(1)
+
+
+def counts(section):
+    found = re.findall(r'data-status="(\w+)">.*?<span class="count">(\d+)</span>', section, re.S)
+    return {key: int(number) for key, number in found}
+
+
+def hourly(section):
+    return [int(n) for n in re.findall(r'data-count="(\d+)"', section)]
+
+
+def rows(contacts, crm="scripted", **fields):
+    ContactSync.objects.bulk_create(ContactSync(contact=c, crm=crm, **fields) for c in contacts)
+
+
+def people(count, prefix="p"):
+    Contact.objects.bulk_create(Contact(email="%s%d@example.com" % (prefix, i)) for i in range(count))
+    return list(Contact.objects.filter(email__startswith=prefix).order_by("pk"))
+
+
+def attempts(contact, at, number, outcome=AttemptOutcome.ACCEPTED, crm="scripted"):
+    SyncAttempt.objects.bulk_create(
+        SyncAttempt(contact=contact, crm=crm, attempted_at=at, outcome=outcome) for _ in range(number)
+    )
+
+
+class TestWhatItShows:
+    def test_counts_by_where_the_work_stands_including_contacts_nobody_decided_about(self, viewer):
+        contacts = people(12)
+        rows(contacts[:3], sync_status=SyncStatus.COMPLETE, processing_status=ProcessingStatus.COMPLETE)
+        rows(contacts[3:5], sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.QUEUED)
+        rows(contacts[5:6], sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.PROCESSING)
+        rows(contacts[6:8], sync_status=SyncStatus.ERROR, processing_status=ProcessingStatus.ERROR)
+        rows(contacts[8:9], sync_status=SyncStatus.SKIPPED)
+        # A row staff re-queued while it was Complete is queued, not complete.
+        rows(contacts[9:10], sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.QUEUED)
+
+        section = card(viewer.get(DASHBOARD))
+
+        assert counts(section) == {
+            "complete": 3, "queued": 3, "processing": 1, "error": 2, "skipped": 1, "new": 2,
+        }
+        assert 'class="status-complete" style="width: 25.000%"' in section
+
+    def test_synced_per_hour_over_the_last_day_counts_accepted_pushes_only(self, viewer):
+        contact = people(1)[0]
+        now = timezone.now()
+        attempts(contact, now, 4)
+        attempts(contact, now - timedelta(hours=3), 2)
+        attempts(contact, now - timedelta(hours=3), 5, outcome=AttemptOutcome.FAILED)
+        attempts(contact, now - timedelta(hours=30), 7)
+        attempts(contact, now, 9, crm="other")
+
+        bars = hourly(card(viewer.get(DASHBOARD)))
+
+        assert len(bars) == 24
+        assert bars[-1] == 4 and bars[-4] == 2 and sum(bars) == 6
+
+    def test_the_oldest_due_contact_and_the_last_successful_run(self, viewer):
+        contacts = people(2)
+        now = timezone.now()
+        rows(contacts[:1], processing_status=ProcessingStatus.QUEUED, next_attempt_at=now - timedelta(hours=2, minutes=5))
+        # Queued for later (a back-off) is not due yet.
+        rows(contacts[1:], processing_status=ProcessingStatus.QUEUED, next_attempt_at=now + timedelta(days=1))
+        CRMState.objects.create(crm="scripted", last_success_at=now - timedelta(minutes=3), last_run_at=now)
+
+        section = card(viewer.get(DASHBOARD))
+
+        assert re.search(r'class="oldest-due">waiting 2\xa0hours', section)
+        assert re.search(r'class="last-success">.*3\xa0minutes ago', section)
+
+    def test_nothing_waiting_and_never_run(self, viewer):
+        section = card(viewer.get(DASHBOARD))
+        assert "none waiting" in section and 'class="last-success">never' in section
+
+    def test_top_errors_of_the_last_day_grouped_and_linked_to_those_contacts(self, viewer):
+        contacts = people(7)
+        error = dict(sync_status=SyncStatus.ERROR, processing_status=ProcessingStatus.ERROR)
+        rows(contacts[:3], last_error="Invalid phone number", **error)
+        rows(contacts[3:4], last_error="Email rejected", **error)
+        rows(contacts[4:5], last_error="Old trouble", **error)
+        ContactSync.objects.filter(last_error="Old trouble").update(updated_at=timezone.now() - timedelta(days=2))
+        # The same message for another CRM is that CRM's error, not this one's.
+        rows(contacts[5:7], crm="other", last_error="Invalid phone number", **error)
+
+        section = card(viewer.get(DASHBOARD))
+        errors = re.findall(r'<li><a href="([^"]+)">([^<]+)</a> &times; (\d+)</li>', section)
+
+        assert [(message, int(n)) for _, message, n in errors] == [("Invalid phone number", 3), ("Email rejected", 1)]
+        listed = viewer.get(errors[0][0].replace("&amp;", "&"))
+        assert {c.email for c in listed.context["cl"].result_list} == {c.email for c in contacts[:3]}
+
+    def test_a_paused_crm_says_who_paused_it_and_a_crm_pause_says_until_when(self, viewer, settings):
+        settings.OTHER_TOKEN = "other-token"
+        engine.pause_crm("scripted", "alice")
+        CRMState.objects.create(crm="other", paused_until=timezone.now() + timedelta(minutes=10), pause_reason="HTTP 429")
+
+        response = viewer.get(DASHBOARD)
+
+        assert re.search(r'class="crm-paused">Paused by alice at \d{4}-\d\d-\d\d', card(response))
+        assert re.search(r"Paused by the CRM until .*: HTTP 429", card(response, "other"))
+
+    def test_the_queries_do_not_grow_with_the_rows(self, viewer):
+        def queries():
+            from django.db import connection
+            from django.test.utils import CaptureQueriesContext
+
+            with CaptureQueriesContext(connection) as captured:
+                assert viewer.get(DASHBOARD).status_code == 200
+            return len(captured)
+
+        few = people(5, "few")
+        rows(few, last_error="x", sync_status=SyncStatus.ERROR, processing_status=ProcessingStatus.ERROR)
+        attempts(few[0], timezone.now(), 5)
+        before = queries()
+        many = people(300, "many")
+        rows(many, last_error="y", sync_status=SyncStatus.ERROR, processing_status=ProcessingStatus.ERROR)
+        attempts(many[0], timezone.now() - timedelta(hours=5), 300)
+        assert queries() == before
+
+    def test_the_admin_index_links_to_it(self, viewer):
+        assert reverse("admin:crmsync_dashboard") in viewer.get(reverse("admin:index")).content.decode()
+
+
+class TestWhoMaySeeAndAct:
+    def test_anonymous_users_are_sent_to_log_in(self, client, scripted_crm):
+        response = client.get(DASHBOARD)
+        assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+    def test_staff_without_the_view_permission_are_refused(self, client, scripted_crm):
+        login(client, "nobody")
+        assert client.get(DASHBOARD).status_code == 403
+        assert reverse("admin:crmsync_dashboard") not in client.get(reverse("admin:index")).content.decode()
+
+    def test_viewers_see_no_pause_button_and_cannot_pause(self, viewer):
+        assert "crm-pause-form" not in card(viewer.get(DASHBOARD))
+        assert viewer.post(reverse("admin:crmsync_pause", args=["scripted"])).status_code == 403
+        assert not CRMState.objects.filter(paused_at__isnull=False).exists()
+
+    def test_pause_needs_a_post_with_its_csrf_token(self, scripted_crm):
+        from django.test import Client
+
+        client = Client(enforce_csrf_checks=True)
+        login(client, "alice", "view_contactsync", "pause_crm")
+        assert client.get(reverse("admin:crmsync_pause", args=["scripted"])).status_code == 405
+        assert client.post(reverse("admin:crmsync_pause", args=["scripted"])).status_code == 403
+        assert not CRMState.objects.filter(paused_at__isnull=False).exists()
+
+    def test_an_unknown_crm_is_not_found(self, operator):
+        assert operator.post(reverse("admin:crmsync_pause", args=["nosuchcrm"])).status_code == 404
+
+
+class TestPauseAndResume:
+    def test_pausing_records_who_and_when_and_the_crm_claims_nothing(self, operator, queued):
+        queued(3)
+        response = operator.post(reverse("admin:crmsync_pause", args=["scripted"]), follow=True)
+
+        assert "Scripted CRM is paused" in response.content.decode()
+        state = CRMState.objects.get(crm="scripted")
+        assert state.paused_by == "alice" and state.paused_at is not None
+        result = engine.run("scripted")
+        assert result.claimed == 0 and result.paused_by == "alice"
+        assert ContactSync.objects.filter(processing_status=ProcessingStatus.QUEUED).count() == 3
+        assert 'name="resume"' in card(operator.get(DASHBOARD))
+
+    def test_pausing_again_keeps_the_first_pause(self, operator):
+        assert engine.pause_crm("scripted", "bob")
+        first = CRMState.objects.get(crm="scripted").paused_at
+        operator.post(reverse("admin:crmsync_pause", args=["scripted"]))
+        state = CRMState.objects.get(crm="scripted")
+        assert (state.paused_by, state.paused_at) == ("bob", first)
+
+    def test_resuming_lets_the_crm_claim_again(self, operator, queued):
+        queued(3)
+        engine.pause_crm("scripted", "alice")
+
+        operator.post(reverse("admin:crmsync_resume", args=["scripted"]))
+
+        state = CRMState.objects.get(crm="scripted")
+        assert (state.paused_by, state.paused_at) == ("", None)
+        assert engine.run("scripted").accepted == 3
+
+    def test_resuming_leaves_a_pause_the_crm_asked_for(self, operator, queued):
+        queued(1)
+        until = timezone.now() + timedelta(minutes=5)
+        CRMState.objects.create(crm="scripted", paused_until=until, pause_reason="HTTP 429", paused_at=timezone.now(), paused_by="bob")
+
+        operator.post(reverse("admin:crmsync_resume", args=["scripted"]))
+
+        result = engine.run("scripted")
+        assert result.claimed == 0 and result.paused_until == until and result.paused_by == ""
+
+    def test_sync_crm_until_empty_stops_at_a_staff_pause_and_says_so(self, queued):
+        queued(2)
+        engine.pause_crm("scripted", "alice")
+        out = StringIO()
+
+        call_command("sync_crm", "--until-empty", stdout=out)
+
+        assert "scripted: Paused by alice at" in out.getvalue()
+        assert ContactSync.objects.filter(processing_status=ProcessingStatus.QUEUED).count() == 2
