@@ -1,3 +1,4 @@
+from django.db.models import Q
 from django.utils import timezone
 
 from .backends.base_requests import sandbox_url
@@ -11,5 +12,7 @@ def crm_status(request):
     return {
         "crmsync_sandbox_url": sandbox_url(),
         # Lazy: evaluated only by templates that show it, one small query.
-        "crmsync_paused_crms": CRMState.objects.filter(paused_until__gt=timezone.now()).order_by("crm"),
+        "crmsync_paused_crms": CRMState.objects.filter(
+            Q(paused_until__gt=timezone.now()) | Q(paused_at__isnull=False)
+        ).order_by("crm"),
     }

@@ -243,3 +243,11 @@ class TestPauseAndResume:
 
         assert "scripted: Paused by alice at" in out.getvalue()
         assert ContactSync.objects.filter(processing_status=ProcessingStatus.QUEUED).count() == 2
+
+
+def test_every_admin_page_says_a_crm_is_paused_by_staff(viewer):
+    engine.pause_crm("scripted", "alice")
+    page = viewer.get(reverse("admin:contacts_contact_changelist")).content.decode()
+    assert re.search(r"Scripted CRM is paused by alice since .*resumes it on the", page, re.S)
+    engine.resume_crm("scripted", "alice")
+    assert "is paused by" not in viewer.get(reverse("admin:contacts_contact_changelist")).content.decode()
