@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from integrations.health import healthz
+
 admin.site.site_header = "crmsync"
 admin.site.site_title = "crmsync"
 admin.site.index_title = "Contacts and CRM sync"
@@ -10,4 +12,5 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("integrations/", include("integrations.urls")),
+    path("healthz", healthz, name="healthz"),
 ]

@@ -1,0 +1,147 @@
+"""GET /healthz for load balancers and monitors: 200 when this deployment can sync,
+503 when the database is unreachable or a scheduled sync has stopped running.
+
+The body holds counts, ages and times only: never contact data, error texts or
+settings values, so it needs no login.
+"""
+
+import logging
+from datetime import timedelta
+
+from django.db import DatabaseError
+from django.db.models import Count, Min, Q
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
+from django_q.models import Schedule
+
+from contacts.models import ContactSync, ProcessingStatus
+
+from .backends import enabled_backend_classes
+from .conf import SyncPolicy
+from .exceptions import CRMConfigurationError
+from .models import CRMState
+from .schedules import sync_schedule_name
+
+logger = logging.getLogger(__name__)
+
+# A schedule that missed this many of its ticks has stopped, not just run late.
+STALE_INTERVALS = 3
+
+
+@never_cache
+@require_safe
+def healthz(request):
+    now = timezone.now()
+    classes = enabled_backend_classes()
+    try:
+        facts = _read_facts([cls.name for cls in classes], now)
+    except DatabaseError as exc:
+        # The exception text may name hosts and users: it goes to the log only.
+        logger.warning("database unreachable: %s", exc)
+        return _respond("unreachable", ["The database is unreachable."], {})
+    crms = {cls.name: _crm_health(cls, facts, now) for cls in classes}
+    problems = [
+        "The %s sync schedule has not run for %d of its intervals." % (cls.verbose_name, STALE_INTERVALS)
+        for cls in classes
+        if crms[cls.name]["schedule"] == "stale"
+    ]
+    return _respond("ok", problems, crms)
+
+
+def _respond(database, problems, crms):
+    healthy = database == "ok" and not problems
+    body = {
+        "status": "ok" if healthy else "unhealthy",
+        "database": database,
+        "problems": problems,
+        "crms": crms,
+    }
+    return JsonResponse(body, status=200 if healthy else 503)
+
+
+def _read_facts(names, now):
+    """Four queries whatever the number of CRMs or rows."""
+    return {
+        "queues": _queue_stats(names, now),
+        "states": {
+            row["crm"]: row
+            for row in CRMState.objects.filter(crm__in=names).values(
+                "crm", "last_run_at", "last_success_at", "paused_until", "paused_at"
+            )
+        },
+        "schedules": {
+            row["name"]: row
+            for row in Schedule.objects.filter(name__in=[sync_schedule_name(n) for n in names])
+            .order_by("pk")
+            .values("name", "next_run", "minutes")
+        },
+    }
+
+
+def _queue_stats(names, now):
+    """{crm: {"depth", "oldest_due"}}, read from the two partial indexes alone
+    (contactsync_due_queued, contactsync_leased): index-only scans that never
+    touch the complete rows, however many there are."""
+    rows = ContactSync.objects.filter(crm__in=names).values("crm").order_by()
+    queued = rows.filter(processing_status=ProcessingStatus.QUEUED).annotate(
+        depth=Count("*"), oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now))
+    )
+    processing = rows.filter(processing_status=ProcessingStatus.PROCESSING).annotate(depth=Count("*"))
+    stats = {name: {"depth": 0, "oldest_due": None} for name in names}
+    for row in queued:
+        stats[row["crm"]].update(row)
+    for row in processing:
+        stats[row["crm"]]["depth"] += row["depth"]
+    return stats
+
+
+def _crm_health(backend_class, facts, now):
+    name = backend_class.name
+    queue = facts["queues"][name]
+    state = facts["states"].get(name, {})
+    schedule = facts["schedules"].get(sync_schedule_name(name))
+    oldest_due = queue["oldest_due"]
+    return {
+        "queue_depth": queue["depth"],
+        "oldest_due_seconds": _seconds_since(oldest_due, now) if oldest_due else None,
+        "last_run_at": _isoformat(state.get("last_run_at")),
+        "last_success_at": _isoformat(state.get("last_success_at")),
+        "paused": _is_paused(state, now),
+        "schedule": _schedule_health(backend_class, schedule, state.get("last_run_at"), now),
+    }
+
+
+def _is_paused(state, now):
+    """Paused by staff (until resumed) or by the CRM itself (until a time)."""
+    paused_until = state.get("paused_until")
+    return bool(state.get("paused_at") or (paused_until and paused_until > now))
+
+
+def _schedule_health(backend_class, schedule, last_run_at, now):
+    """'none' without a Schedule (sync_crm run by hand or by cron is fine); 'stale'
+    when the last run, or for a CRM that never ran its first planned one, is more
+    than STALE_INTERVALS intervals ago; else 'ok'."""
+    if schedule is None:
+        return "none"
+    since = last_run_at or schedule["next_run"]
+    limit = timedelta(minutes=STALE_INTERVALS * _interval_minutes(backend_class, schedule))
+    return "stale" if since and now - since > limit else "ok"
+
+
+def _interval_minutes(backend_class, schedule):
+    try:
+        return SyncPolicy.for_backend(backend_class).interval_minutes
+    except CRMConfigurationError:
+        # Invalid settings (a system check names them): django-q2 still runs the
+        # Schedule at its stored interval, and every run fails until they are fixed.
+        return schedule["minutes"] or 1
+
+
+def _seconds_since(moment, now):
+    return max(0, int((now - moment).total_seconds()))
+
+
+def _isoformat(moment):
+    return moment.isoformat() if moment else None
