@@ -8,9 +8,10 @@ class IntegrationsConfig(AppConfig):
     verbose_name = "CRM integrations"
 
     def ready(self):
-        from .checks import check_crm_configuration
+        from .checks import check_crm_configuration, check_error_reporting
 
         checks.register(check_crm_configuration)
+        checks.register(check_error_reporting)
         post_migrate.connect(_ensure_schedules_after_migrate, sender=self)
 
 

@@ -1,9 +1,11 @@
 """System checks for CRM configuration mistakes (run by `manage.py check`,
 `runserver`, `migrate` and every command that asks for checks)."""
 
+import importlib.util
+
 from django.core.checks import Error, Warning
 
-from .conf import SyncPolicy, check_global_settings
+from .conf import SyncPolicy, check_global_settings, is_set
 from .exceptions import CRMConfigurationError
 
 
@@ -68,3 +70,16 @@ def _invalid_numbers(backend_class):
             )
         ]
     return []
+
+
+def check_error_reporting(app_configs=None, **kwargs):
+    """A DSN without sentry-sdk reports nothing; say so. Never show the DSN: it holds a key."""
+    if not is_set("SENTRY_DSN") or importlib.util.find_spec("sentry_sdk") is not None:
+        return []
+    return [
+        Warning(
+            "SENTRY_DSN is set but sentry-sdk is not installed, so errors are not reported to Sentry.",
+            hint="pip install sentry-sdk, or unset SENTRY_DSN.",
+            id="integrations.W004",
+        )
+    ]
