@@ -144,3 +144,39 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount
+
+
+def requeue_changed(sync_hashes, *, using="default"):
+    """Queue again, like select(), Complete rows whose contact changed since they
+    were synced: `sync_hashes` is {ContactSync pk: the synced_hash the caller
+    compared against}. A row is requeued only if it is still Complete with that
+    hash, so a row synced again or taken by a worker in the meantime is left alone.
+    One statement per call; returns how many rows it queued.
+    """
+    if not sync_hashes:
+        return 0
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    table = quote(ContactSync._meta.db_table)
+    now = ContactSync._meta.get_field("updated_at").get_db_prep_value(timezone.now(), connection)
+    # UPDATE ... FROM (VALUES ...) pairs each row with its own hash and reads the
+    # same on PostgreSQL and SQLite (whose VALUES columns are column1, column2).
+    sql = (
+        "UPDATE {table} SET sync_status = %s, processing_status = %s, attempts = 0, "
+        "next_attempt_at = %s, lease_expires_at = NULL, claim_token = NULL, "
+        "last_error = '', updated_at = %s "
+        "FROM (VALUES {rows}) AS v "
+        "WHERE {table}.{pk} = v.column1 AND {table}.synced_hash = v.column2 "
+        "AND {table}.sync_status = %s AND {table}.processing_status = %s"
+    ).format(
+        table=table,
+        rows=", ".join(["(%s, %s)"] * len(sync_hashes)),
+        pk=quote(ContactSync._meta.pk.column),
+    )
+    params = [SyncStatus.SELECTED, ProcessingStatus.QUEUED, now, now]
+    for pk, synced_hash in sync_hashes.items():
+        params += [pk, synced_hash]
+    params += [SyncStatus.COMPLETE, ProcessingStatus.COMPLETE]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

@@ -139,3 +139,10 @@ def attempt_retention_days():
     days = get_setting("CRMSYNC_ATTEMPT_RETENTION_DAYS", 30, cast=int)
     _at_least("CRMSYNC_ATTEMPT_RETENTION_DAYS", days, 1)
     return days
+
+
+def drift_check_interval_minutes():
+    """How often the sweep for contacts changed without signals runs."""
+    minutes = get_setting("CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES", 60, cast=int)
+    _at_least("CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES", minutes, 1)
+    return minutes

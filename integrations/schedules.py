@@ -1,4 +1,5 @@
-"""One django-q2 Schedule per enabled CRM, plus the daily prune.
+"""One django-q2 Schedule per enabled CRM, plus the daily prune and, while a CRM
+syncs on change, the sweep for contacts changed without signals.
 
 ensure_schedules() is idempotent and safe to run from several machines at once:
 it runs under a lock, removes duplicates, updates changed intervals and deletes
@@ -9,10 +10,12 @@ from django.db import connections, transaction
 from django_q.models import Schedule
 
 from .backends import enabled_backend_classes
-from .conf import SyncPolicy
+from .conf import SyncPolicy, drift_check_interval_minutes
+from .resync import crms_syncing_on_change
 
 PREFIX = "crmsync:"
 PRUNE_NAME = PREFIX + "prune-attempts"
+DRIFT_NAME = PREFIX + "requeue-drifted"
 # Any constant will do; it only has to be the same on every machine.
 ADVISORY_LOCK_KEY = 0x63726D73
 
@@ -36,6 +39,13 @@ def wanted_schedules():
             "args": repr(backend_class.name),
             "schedule_type": Schedule.MINUTES,
             "minutes": SyncPolicy.for_backend(backend_class).interval_minutes,
+        }
+    if crms_syncing_on_change():
+        wanted[DRIFT_NAME] = {
+            "func": "integrations.tasks.requeue_drifted_task",
+            "args": None,
+            "schedule_type": Schedule.MINUTES,
+            "minutes": drift_check_interval_minutes(),
         }
     return wanted
 

@@ -1,6 +1,7 @@
 """django-q2 entry points, referenced by dotted path from the schedules."""
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -11,6 +12,7 @@ from contacts.models import SyncAttempt
 from .backends import get_enabled_backend_class
 from .conf import SyncPolicy, attempt_retention_days
 from .engine import run_workers
+from .resync import requeue_drifted
 
 logger = logging.getLogger(__name__)
 
@@ -50,3 +52,16 @@ def prune_sync_attempts():
         deleted += SyncAttempt.objects.filter(pk__in=ids).delete()[0]
     logger.info("pruned %d sync attempts older than %s", deleted, cutoff.isoformat())
     return deleted
+
+
+def requeue_drifted_task():
+    """Queue again the Complete contacts whose payload changed without a signal."""
+    started = time.monotonic()
+    counts = requeue_drifted()
+    logger.info(
+        "requeued %d changed contacts (%s) in %.2f s",
+        sum(counts.values()),
+        " ".join("%s=%d" % item for item in counts.items()) or "no CRM syncs on change",
+        time.monotonic() - started,
+    )
+    return counts

@@ -198,3 +198,46 @@ class TestRetryFailed:
         assert selection.retry_syncs(ContactSync.objects.all()) == 1
         complete.refresh_from_db()
         assert complete.sync_status == S.COMPLETE
+
+
+class TestRequeueChanged:
+    def complete(self, make_contact, make_sync, synced_hash="hash-a", **fields):
+        fields = {"sync_status": S.COMPLETE, "processing_status": P.COMPLETE, "attempts": 2, **fields}
+        return make_sync(make_contact(), synced_hash=synced_hash, **fields)
+
+    def test_queues_complete_rows_still_holding_the_compared_hash(self, make_contact, make_sync):
+        first = self.complete(make_contact, make_sync, external_id="ext-1")
+        second = self.complete(make_contact, make_sync, synced_hash="hash-b")
+        before = timezone.now()
+
+        assert selection.requeue_changed({first.pk: "hash-a", second.pk: "hash-b"}) == 2
+
+        for row in ContactSync.objects.all():
+            assert (row.sync_status, row.processing_status) == (S.SELECTED, P.QUEUED)
+            assert (row.attempts, row.last_error) == (0, "")
+            assert before <= row.next_attempt_at <= timezone.now()
+        assert sync_of(first.contact).external_id == "ext-1", "the CRM's id is kept for the re-sync"
+
+    def test_leaves_a_row_synced_again_since_the_comparison(self, make_contact, make_sync):
+        row = self.complete(make_contact, make_sync, synced_hash="newer")
+        assert selection.requeue_changed({row.pk: "older"}) == 0
+        assert sync_of(row.contact).processing_status == P.COMPLETE
+
+    @pytest.mark.parametrize(
+        "status, processing",
+        [(S.SELECTED, P.QUEUED), (S.SELECTED, P.PROCESSING), (S.ERROR, P.ERROR), (S.SKIPPED, P.NONE)],
+    )
+    def test_leaves_rows_that_are_not_complete(self, make_contact, make_sync, status, processing):
+        row = self.complete(make_contact, make_sync, sync_status=status, processing_status=processing)
+        assert selection.requeue_changed({row.pk: "hash-a"}) == 0
+        row.refresh_from_db()
+        assert (row.sync_status, row.processing_status, row.attempts) == (status, processing, 2)
+
+    def test_runs_one_statement_whatever_the_number_of_rows(
+        self, make_contact, make_sync, django_assert_num_queries
+    ):
+        rows = [self.complete(make_contact, make_sync) for _ in range(30)]
+        with django_assert_num_queries(1):
+            assert selection.requeue_changed({row.pk: "hash-a" for row in rows}) == 30
+        with django_assert_num_queries(0):
+            assert selection.requeue_changed({}) == 0

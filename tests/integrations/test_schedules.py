@@ -11,7 +11,7 @@ from django_q.tasks import async_task
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncAttempt
 from integrations import tasks
 from integrations.exceptions import CRMConfigurationError
-from integrations.schedules import PRUNE_NAME, ensure_schedules
+from integrations.schedules import DRIFT_NAME, PRUNE_NAME, ensure_schedules
 
 pytestmark = pytest.mark.django_db
 
@@ -21,17 +21,23 @@ def crmsync_schedules():
 
 
 class TestSchedules:
-    def test_one_schedule_per_enabled_crm_and_the_prune_however_often_it_runs(self, scripted_crm):
+    def test_one_schedule_per_enabled_crm_the_prune_and_the_drift_sweep_however_often_it_runs(
+        self, scripted_crm
+    ):
         for _ in range(3):
             ensure_schedules()
         schedules = crmsync_schedules()
-        assert set(schedules) == {"crmsync:scripted", PRUNE_NAME}
+        assert set(schedules) == {"crmsync:scripted", PRUNE_NAME, DRIFT_NAME}
         assert Schedule.objects.filter(name="crmsync:scripted").count() == 1
         sync = schedules["crmsync:scripted"]
         assert (sync.func, sync.args, sync.schedule_type, sync.minutes) == (
             "integrations.tasks.sync_crm_task", "'scripted'", Schedule.MINUTES, 5
         )
         assert schedules[PRUNE_NAME].schedule_type == Schedule.DAILY
+        drift = schedules[DRIFT_NAME]
+        assert (drift.func, drift.args, drift.schedule_type, drift.minutes) == (
+            "integrations.tasks.requeue_drifted_task", None, Schedule.MINUTES, 60
+        )
 
     def test_a_changed_interval_updates_the_schedule(self, scripted_crm, settings):
         ensure_schedules()
@@ -44,8 +50,23 @@ class TestSchedules:
         ensure_schedules()
         del settings.SCRIPTED_API_KEY
         report = ensure_schedules()
-        assert report["removed"] == ["crmsync:scripted"]
+        assert set(report["removed"]) == {"crmsync:scripted", DRIFT_NAME}
         assert set(crmsync_schedules()) == {PRUNE_NAME}
+
+    def test_the_drift_sweep_follows_sync_on_change(self, scripted_crm, settings):
+        ensure_schedules()
+        settings.CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES = "15"
+        assert ensure_schedules()["updated"] == [DRIFT_NAME]
+        assert Schedule.objects.get(name=DRIFT_NAME).minutes == 15
+        settings.SCRIPTED_SYNC_ON_CHANGE = False
+        assert ensure_schedules()["removed"] == [DRIFT_NAME]
+        assert set(crmsync_schedules()) == {"crmsync:scripted", PRUNE_NAME}
+
+    def test_a_drift_interval_below_one_minute_is_refused_by_name(self, scripted_crm, settings):
+        settings.CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES = 0
+        message = "CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES must be at least 1"
+        with pytest.raises(CRMConfigurationError, match=message):
+            ensure_schedules()
 
     def test_duplicates_are_removed(self, scripted_crm):
         for _ in range(2):
@@ -61,10 +82,10 @@ class TestSchedules:
     def test_migrate_and_the_command_ensure_them(self, scripted_crm):
         Schedule.objects.all().delete()
         call_command("migrate", verbosity=0)
-        assert set(crmsync_schedules()) == {"crmsync:scripted", PRUNE_NAME}
+        assert set(crmsync_schedules()) == {"crmsync:scripted", PRUNE_NAME, DRIFT_NAME}
         Schedule.objects.all().delete()
         call_command("crm_schedules", stdout=__import__("io").StringIO())
-        assert set(crmsync_schedules()) == {"crmsync:scripted", PRUNE_NAME}
+        assert set(crmsync_schedules()) == {"crmsync:scripted", PRUNE_NAME, DRIFT_NAME}
 
 
 @pytest.mark.django_db(transaction=True)
@@ -84,7 +105,9 @@ def test_machines_running_it_at_once_create_no_duplicates(on_postgres, scripted_
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(Schedule.objects.values_list("name", flat=True)) == sorted([PRUNE_NAME, "crmsync:scripted"])
+    assert sorted(Schedule.objects.values_list("name", flat=True)) == sorted(
+        [PRUNE_NAME, DRIFT_NAME, "crmsync:scripted"]
+    )
 
 
 class TestTasks:
@@ -101,6 +124,19 @@ class TestTasks:
         # In sync mode django-q2 re-raises what a task raised; the cluster records it.
         with pytest.raises(CRMConfigurationError, match="set SCRIPTED_API_KEY"):
             async_task("integrations.tasks.sync_crm_task", "scripted", sync=True)
+
+    def test_drift_task_runs_through_django_q_and_logs_a_summary(self, queued, caplog):
+        contacts = queued(3)
+        tasks.sync_crm_task("scripted")
+        contacts.update(first_name="Bulk")
+        with caplog.at_level("INFO", logger="integrations.tasks"):
+            task_id = async_task("integrations.tasks.requeue_drifted_task", sync=True)
+        task = Task.objects.get(id=task_id)
+        assert task.success, task.result
+        assert task.result == {"scripted": 3}
+        queued = ContactSync.objects.filter(processing_status=ProcessingStatus.QUEUED)
+        assert queued.count() == 3
+        assert "requeued 3 changed contacts (scripted=3)" in caplog.text
 
     def test_budget_is_shorter_than_the_cluster_timeout(self, settings):
         settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 600}
