@@ -32,6 +32,8 @@ from django.db import connection  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext, setup_databases, setup_test_environment, teardown_databases  # noqa: E402
 
+from contacts.models import Contact  # noqa: E402
+
 CRMS = ["brevo", "hubspot", "mautic", "n8n"]
 ERRORS = 20
 
@@ -129,17 +131,20 @@ def main():
     parser.add_argument("--contacts", type=int, default=250_000, help="contacts; each gets one row per CRM (4)")
     parser.add_argument("--attempts", type=int, default=5_000_000)
     parser.add_argument("--renders", type=int, default=5)
+    parser.add_argument("--keep", action="store_true", help="keep the database and its rows for the next run")
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         sys.exit("bench/dashboard.py needs PostgreSQL: set DATABASE_URL=postgres://...")
 
     setup_test_environment()
-    old_config = setup_databases(verbosity=0, interactive=False)
+    old_config = setup_databases(verbosity=0, interactive=False, keepdb=args.keep)
     try:
         print("database: %s %s" % (connection.vendor, connection.settings_dict["NAME"]))
-        load(args.contacts, args.attempts)
+        if not Contact.objects.exists():
+            load(args.contacts, args.attempts)
         client = Client()
-        client.force_login(User.objects.create_superuser("bench", password="x"))
+        user = User.objects.filter(username="bench").first() or User.objects.create_superuser("bench", password="x")
+        client.force_login(user)
         render(client)  # templates and the first connection
         with CaptureQueriesContext(connection) as captured:
             times = [render(client) for _ in range(args.renders)]
@@ -155,7 +160,7 @@ def main():
             % (args.contacts * len(CRMS), args.attempts, statistics.median(times), verdict)
         )
     finally:
-        teardown_databases(old_config, verbosity=0)
+        teardown_databases(old_config, verbosity=0, keepdb=args.keep)
 
 
 if __name__ == "__main__":
