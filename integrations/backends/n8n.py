@@ -68,20 +68,25 @@ class N8nBackend(RequestsBackend):
             "website": contact.website,
             "source_url": contact.source_url,
             "attributes": contact.attributes or {},
-            "timestamp": timezone.now().isoformat(),
         }
+
+    @staticmethod
+    def stamped(payload):
+        # Stamped when sent, not when built: the built payload's hash (synced_hash)
+        # must only change when the contact does, or every contact would re-sync.
+        return {**payload, "timestamp": timezone.now().isoformat()}
 
     # Push
 
     def push(self, items):
         if not self.batched():
-            return self.push_each(items, lambda item: self.request("POST", self.webhook_url, json=item.payload))
+            return self.push_each(items, lambda item: self.request("POST", self.webhook_url, json=self.stamped(item.payload)))
         return self._push_array(items)
 
     def _push_array(self, items):
         """The whole batch as one JSON array: one workflow execution for all of it."""
         try:
-            response = self.request("POST", self.webhook_url, json=[item.payload for item in items])
+            response = self.request("POST", self.webhook_url, json=[self.stamped(item.payload) for item in items])
         except RetryableError as exc:
             return [Outcome.retry(item, str(exc)) for item in items]
         if response.status_code == 413 and len(items) > 1:

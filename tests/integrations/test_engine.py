@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from contacts import selection
 from contacts.models import AttemptOutcome, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 from integrations.backends.base import Outcome
-from integrations.engine import SyncEngine, payload_hash
+from integrations.engine import Pause, SyncEngine, payload_hash
 from integrations.exceptions import CRMUnavailable, PermanentError, RateLimited, RetryableError
 from integrations.models import CRMState
 
@@ -261,7 +261,7 @@ class TestRateLimits:
         sync = engine(policy, clock)
         sync.pause(clock.now + timedelta(minutes=10), "long pause")
         sync.pause(clock.now + timedelta(minutes=1), "short pause")
-        assert sync.paused() == (clock.now + timedelta(minutes=10), "long pause")
+        assert sync.paused() == Pause(clock.now + timedelta(minutes=10), "long pause")
 
     def test_an_unavailable_crm_can_fail_the_batch_with_an_actionable_message(self, queued, policy, clock):
         queued(2)
