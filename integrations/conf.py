@@ -133,6 +133,7 @@ def check_global_settings():
         1,
     )
     attempt_retention_days()
+    drift_check_interval_minutes()
 
 
 def attempt_retention_days():

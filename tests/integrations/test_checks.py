@@ -28,6 +28,9 @@ def test_each_invalid_setting_is_named(scripted_crm, settings):
     del settings.CRMSYNC_LEASE_SECONDS
     settings.CRMSYNC_ATTEMPT_RETENTION_DAYS = 0
     assert [m.msg for m in check_crm_configuration()] == ["CRMSYNC_ATTEMPT_RETENTION_DAYS must be at least 1; it is 0."]
+    del settings.CRMSYNC_ATTEMPT_RETENTION_DAYS
+    settings.CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES = 0
+    assert [m.msg for m in check_crm_configuration()] == ["CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES must be at least 1; it is 0."]
 
 
 def test_settings_come_from_the_environment_too(scripted_crm, settings, monkeypatch):
