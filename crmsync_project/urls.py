@@ -4,10 +4,6 @@ from django.views.generic import RedirectView
 
 from integrations.health import healthz
 
-admin.site.site_header = "crmsync"
-admin.site.site_title = "crmsync"
-admin.site.index_title = "Contacts and CRM sync"
-
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
