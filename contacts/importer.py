@@ -6,6 +6,7 @@ never stops the rest of the file.
 
 import codecs
 import csv
+import re
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
@@ -23,6 +24,10 @@ DEFAULT_BATCH_SIZE = 1000
 # Over-long values are rejected row by row; the csv module's own limit would
 # instead stop the whole file.
 csv.field_size_limit(16 * 1024 * 1024)
+# A line ends with \r\n, \n or a lone \r (old Mac exports), even within one file.
+LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
+NOT_TEXT = ("\x00", "\ufffd")
+HEADER_NAMES_SHOWN = 10
 
 
 class ImportFileError(Exception):
@@ -67,7 +72,10 @@ def import_contacts(
     """
     crms = validate_crm_names(select)
     report = ImportReport(crms=crms)
-    reader = csv.reader(_decoded_lines(binary_file, report))
+    # strict: a stray quote, or one never closed, is an error for that row rather
+    # than text silently swallowing the rows after it.
+    lines = _decoded_lines(binary_file, report)
+    reader = csv.reader(lines, strict=True)
     columns = _read_header(reader)
     batch = {}
     seen_in_dry_run = set()
@@ -92,7 +100,10 @@ def import_contacts(
             break
         except csv.Error as exc:
             report.rows += 1
-            reject(line, "the CSV is malformed here (%s)" % exc)
+            message, readable = _csv_problem(exc, line, reader.line_num, lines)
+            reject(line, message)
+            if not readable:
+                break
             line_after_previous_row = reader.line_num + 1
             continue
         line_after_previous_row = reader.line_num + 1
@@ -124,25 +135,67 @@ def _decoded_lines(binary_file, report):
     decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="replace")
     for raw_line in binary_file:
         report.bytes_read += len(raw_line)
-        yield decoder.decode(raw_line)
+        text = decoder.decode(raw_line)
+        if "\r" in text:
+            yield from LINE.findall(text)
+        elif text:
+            yield text
     tail = decoder.decode(b"", final=True)
     if tail:
-        yield tail
+        yield from LINE.findall(tail)
+
+
+def _csv_problem(exc, first_line, last_line, lines):
+    """What the csv module's error means for the row from first_line to last_line,
+    and whether the file can be read past it."""
+    if "field larger than field limit" in str(exc):
+        # The value may be a quoted one going on over the next lines: reading on
+        # would take its text for rows.
+        last_line += sum(1 for _ in lines)
+        return (
+            "a value is longer than %d characters, the most a CSV cell may hold; the file cannot "
+            "be read past it, so lines %d-%d were not imported" % (csv.field_size_limit(), first_line, last_line),
+            False,
+        )
+    where = "line %d" % first_line if last_line <= first_line else "lines %d-%d" % (first_line, last_line)
+    if "unexpected end of data" in str(exc):
+        return "a quoted value opened on line %d is never closed: the rest of the file (%s) is part of it" % (
+            first_line,
+            where,
+        ), True
+    return "the CSV is malformed in %s (%s)" % (where, exc), True
 
 
 def _read_header(reader):
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ImportFileError("The file is empty: expected a header row with an email column.")
-    except csv.Error as exc:
-        raise ImportFileError("The header row is not valid CSV: %s" % exc)
+    """The column names of the first line that is not blank."""
+    header = []
+    while not any(cell.strip() for cell in header):
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise ImportFileError("The file is empty: expected a header row with an email column.")
+        except csv.Error as exc:
+            raise ImportFileError("The header row (line %d) is not valid CSV: %s" % (reader.line_num, exc))
+    if any(mark in cell for cell in header for mark in NOT_TEXT):
+        raise ImportFileError(
+            "Line %d, the header row, is not UTF-8 text: the file may be binary (a spreadsheet, "
+            "an archive), UTF-16 or another encoding. Save it as CSV UTF-8." % reader.line_num
+        )
     columns = [name.strip().lower().replace(" ", "_") for name in header]
     if "email" not in columns:
+        shown = ", ".join(repr(_preview(name)) for name in header[:HEADER_NAMES_SHOWN])
+        if len(header) > HEADER_NAMES_SHOWN:
+            shown += ", ... (%d in all)" % len(header)
+        if any("@" in name for name in header):
+            raise ImportFileError(
+                "Line %d looks like a contact (%s), not a header row. The first row must name "
+                "the columns: email, first_name, last_name, phone, company, website, ..."
+                % (reader.line_num, shown)
+            )
         raise ImportFileError(
             "The header row has no 'email' column (found: %s). The first row must name "
             "the columns: email, first_name, last_name, phone, company, website, ..."
-            % (", ".join(repr(name) for name in header) or "nothing")
+            % (shown or "nothing")
         )
     duplicates = sorted({name for name in columns if name and columns.count(name) > 1})
     if duplicates:
@@ -160,7 +213,9 @@ def _parse_row(line, columns, cells):
     values, attributes = {}, {}
     for name, cell in zip(columns, cells):
         cell = cell.strip()
-        if "\x00" in cell or "\ufffd" in cell:
+        if "\x00" in cell:
+            raise RowError("%s contains a NUL character, which is not text" % (name or "a column"))
+        if "\ufffd" in cell:
             raise RowError("%s is not valid UTF-8 text" % (name or "a column"))
         if name in CONTACT_COLUMNS:
             values[name] = _clean_contact_value(name, cell)
@@ -169,6 +224,11 @@ def _parse_row(line, columns, cells):
                 raise RowError(_too_long(name, cell, ATTRIBUTE_MAX_LENGTH))
             attributes[name] = cell
     if not values.get("email"):
+        if len(cells) <= columns.index("email"):
+            raise RowError(
+                "it has %d values but the header has %d columns, so it has no email"
+                % (len(cells), len(columns))
+            )
         raise RowError("email is empty")
     return PendingRow(line=line, values=values, attributes=attributes)
 

@@ -102,8 +102,10 @@ class Command(BaseCommand):
             report.rows,
             seconds,
         )
-        style = self.style.WARNING if report.rejected else self.style.SUCCESS
+        style = self.style.WARNING if report.rejected or not report.rows else self.style.SUCCESS
         self.stdout.write(style(summary))
+        if not report.rows:
+            self.stdout.write(style("The file has a header row but no contacts after it."))
         if report.crms and not dry_run:
             self.stdout.write(
                 "Queued %d syncs for %s."
