@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 
 import requests
 
-from .base import Emulator, json_response, route, text_response
+from .base import Emulator, json_response, route, text_response, whole_seconds
 
 WEBHOOK_PATH = "crmsync"
 WEBHOOK_SECRET = "sandbox-n8n-secret"
@@ -60,6 +60,11 @@ class N8nEmulator(Emulator):
 
     def server_error(self, status):
         return json_response(status, {"code": status, "message": "Internal Server Error"})
+
+    def rate_limited(self, request, name, limit, wait):
+        # n8n has no rate limit (crm-api.md section 4): a 429 comes from a proxy in
+        # front of it (nginx, Traefik, Cloudflare), in its own words, with Retry-After.
+        return text_response(429, "Too Many Requests", {"Retry-After": str(whole_seconds(wait))})
 
     def no_route(self, request, allowed_methods):
         return self._not_registered(request.method, request.path.rsplit("/", 1)[-1])

@@ -10,7 +10,8 @@ Each emulator answers under its name, where the CRM's API root would be:
     GET  /_sandbox/<crm>/requests   every API request it received, with its status
     GET  /_sandbox/<crm>/faults     the faults in force
     POST /_sandbox/<crm>/faults     {latency_ms, error_rate, timeout_rate, timeout_seconds,
-                                     rate_limit: {"requests": N, "seconds": S} | null}
+                                     rate_limit: {"requests": N, "seconds": S} | null,
+                                     rate_limit_burst: {"seconds": T, "after": A, "every": E} | null}
     GET  /_sandbox/<crm>/settings   the emulator's settings (each emulator's SETTINGS)
     POST /_sandbox/<crm>/settings   change some of them
     POST /_sandbox/reset            forget everything, back to the start-up options
@@ -27,12 +28,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from . import EMULATOR_CLASSES
-from .base import Request, Response, json_response
+from .base import Limit, Request, Response, json_response
 
 logger = logging.getLogger(__name__)
 
 REQUEST_LOG_LIMIT = 500_000
 FAULT_FIELDS = {"latency_ms": float, "error_rate": float, "timeout_rate": float, "timeout_seconds": float}
+BURST_SHAPE = 'rate_limit_burst must be {"seconds": T, "after": A, "every": E} (after and every optional) or null.'
 
 
 @dataclass
@@ -62,7 +64,7 @@ class FaultError(ValueError):
 
 def checked_faults(body):
     """The fault fields of a /faults body, converted and range-checked."""
-    unknown = sorted(set(body) - set(FAULT_FIELDS) - {"rate_limit"})
+    unknown = sorted(set(body) - set(FAULT_FIELDS) - {"rate_limit", "rate_limit_burst"})
     if unknown:
         raise FaultError("Unknown fault fields: %s" % ", ".join(unknown))
     values = {}
@@ -76,6 +78,69 @@ def checked_faults(body):
             if values[name] < 0 or (is_rate and values[name] > 1):
                 raise FaultError("%s must be %s." % (name, "between 0 and 1" if is_rate else "0 or more"))
     return values
+
+
+def checked_burst(burst):
+    """A RateLimitBurst from {"seconds": T, "after": A, "every": E}, or None for null."""
+    if burst is None:
+        return None
+    if not isinstance(burst, dict) or set(burst) - {"seconds", "after", "every"}:
+        raise FaultError(BURST_SHAPE)
+    try:
+        seconds = float(burst["seconds"])
+        after = int(burst.get("after", 0))
+        every = None if burst.get("every") is None else int(burst["every"])
+    except (TypeError, KeyError, ValueError):
+        raise FaultError(BURST_SHAPE) from None
+    if not seconds > 0 or after < 0 or (every is not None and every < 1):
+        raise FaultError("rate_limit_burst needs seconds above 0, after of 0 or more and every of 1 or more.")
+    return RateLimitBurst(seconds, after, every)
+
+
+class RateLimitBurst:
+    """Bursts of 429: once `after` more API requests have been let through, every
+    request for the next `seconds` is refused as the CRM refuses one over its rate
+    limit; with `every`, the same again after each `every` requests let through."""
+
+    def __init__(self, seconds, after=0, every=None):
+        self.seconds, self.after, self.every = seconds, after, every
+        self.countdown, self.ends, self.started = after, None, 0
+        self.lock = threading.Lock()
+
+    def wait(self, now=None):
+        """Seconds left of the burst this request falls in, or 0 when it may pass."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if self.ends is not None:
+                if now < self.ends:
+                    return self.ends - now
+                self.ends, self.countdown = None, self.every
+            if self.countdown is None:
+                return 0.0
+            if self.countdown > 0:
+                self.countdown -= 1
+                return 0.0
+            self.ends, self.started = now + self.seconds, self.started + 1
+            return self.seconds
+
+    def view(self):
+        with self.lock:
+            return {"seconds": self.seconds, "after": self.after, "every": self.every, "bursts": self.started}
+
+
+def burst_response(emulator, request, wait):
+    """The emulator's own 429 and rate-limit headers, as if the first limit this
+    request counts against were spent for `wait` more seconds."""
+    with emulator.lock:
+        pairs = list(emulator.limits_for(request))
+    name, limit = next(((n, l) for n, l in pairs if l is not None), (None, None))
+    if name is None:
+        # No limit of its own applies (Mautic's is off by default; n8n has none).
+        name = pairs[0][0] if pairs else emulator.primary_limit or "burst"
+    limit = limit or Limit(1, wait)
+    response = emulator.rate_limited(request, name, limit, wait)
+    response.headers.update(emulator.limit_headers(name, limit, 0, wait))
+    return response
 
 
 def checked_rate_limit(limit):
@@ -102,7 +167,7 @@ class Sandbox:
         if unknown:
             raise ValueError("rate_limits names CRMs the sandbox does not emulate: %s" % ", ".join(unknown))
         self.log_lock = threading.Lock()
-        self.faults, self.logs = {}, {}
+        self.faults, self.bursts, self.logs = {}, {}, {}
         self.reset()
 
     def reset(self):
@@ -116,18 +181,22 @@ class Sandbox:
             self.faults[name] = Faults(
                 options.latency_ms, options.error_rate, options.timeout_rate, options.timeout_seconds
             )
+            self.bursts[name] = None
         with self.log_lock:
             self.logs = {name: [] for name in self.emulators}
 
     def handle(self, crm, request):
         received = datetime.now(timezone.utc).isoformat()
-        response = self._with_faults(self.emulators[crm], self.faults[crm], request)
+        response = self._with_faults(self.emulators[crm], self.faults[crm], self.bursts[crm], request)
         self._log(crm, request, response, received)
         return response
 
-    def _with_faults(self, emulator, faults, request):
+    def _with_faults(self, emulator, faults, burst, request):
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000)
+        wait = burst.wait() if burst else 0.0
+        if wait:
+            return burst_response(emulator, request, wait)
         # One draw per request, so a seed replays the same faults for the same requests.
         with self.rng_lock:
             draw = self.rng.random()
@@ -187,10 +256,13 @@ class Sandbox:
         try:
             values = checked_faults(body)
             limit = checked_rate_limit(body["rate_limit"]) if "rate_limit" in body else None
+            burst = checked_burst(body["rate_limit_burst"]) if "rate_limit_burst" in body else None
         except FaultError as exc:
             return json_response(400, {"message": str(exc)})
         for name, value in values.items():
             setattr(self.faults[crm], name, value)
+        if "rate_limit_burst" in body:
+            self.bursts[crm] = burst
         if limit is not None:
             self.emulators[crm].set_primary_limit(*limit)
         return json_response(200, self._faults_view(crm))
@@ -202,7 +274,8 @@ class Sandbox:
                 name: {"requests": limit.requests, "seconds": limit.seconds}
                 for name, limit in emulator.limits.items()
             }
-        return {**asdict(self.faults[crm]), "rate_limits": limits}
+        burst = self.bursts[crm]
+        return {**asdict(self.faults[crm]), "rate_limits": limits, "rate_limit_burst": burst and burst.view()}
 
     def _set_settings(self, crm, body):
         emulator = self.emulators[crm]

@@ -15,7 +15,9 @@ from integrations.management.commands.crm_sandbox import parse_rate_limit
 from integrations.sandbox import EMULATOR_CLASSES
 from integrations.sandbox.brevo import API_KEY
 from integrations.sandbox.hubspot import ACCESS_TOKEN
-from integrations.sandbox.server import SandboxOptions, SandboxServer
+from integrations.sandbox.mautic import PASSWORD, USERNAME
+from integrations.sandbox.n8n import WEBHOOK_PATH, WEBHOOK_SECRET
+from integrations.sandbox.server import RateLimitBurst, SandboxOptions, SandboxServer
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -81,7 +83,10 @@ def test_faults_are_per_crm_and_readable(sandbox, control):
 
 @pytest.mark.parametrize(
     "body",
-    [{"error_rate": 1.5}, {"timeout_rate": -0.1}, {"latency_ms": "slow"}, {"nope": 1}, {"rate_limit": {"requests": 0, "seconds": 1}}, {"rate_limit": 5}],
+    [{"error_rate": 1.5}, {"timeout_rate": -0.1}, {"latency_ms": "slow"}, {"nope": 1}, {"rate_limit": {"requests": 0, "seconds": 1}}, {"rate_limit": 5},
+     {"rate_limit_burst": {"seconds": 0}}, {"rate_limit_burst": {"seconds": "nan"}}, {"rate_limit_burst": {"after": 3}},
+     {"rate_limit_burst": {"seconds": 1, "after": -1}}, {"rate_limit_burst": {"seconds": 1, "every": 0}},
+     {"rate_limit_burst": {"seconds": 1, "often": 2}}, {"rate_limit_burst": 5}],
 )
 def test_bad_fault_values_are_refused(control, body):
     assert control("POST", "/brevo/faults", json=body).status_code == 400
@@ -92,6 +97,91 @@ def test_a_null_rate_limit_turns_that_crms_limits_off(sandbox, control):
     answers = [brevo_create(sandbox, "n%d@example.com" % i) for i in range(15)]
     assert {a.status_code for a in answers} == {201}
     assert "x-sib-ratelimit-limit" not in answers[0].headers
+
+
+def mautic_create(server, email="a@example.com"):
+    return requests.post(server.url + "/mautic/api/contacts/new", json={"email": email}, auth=(USERNAME, PASSWORD), timeout=5)
+
+
+def n8n_post(server, email="a@example.com"):
+    return requests.post("%s/n8n/webhook/%s" % (server.url, WEBHOOK_PATH), json={"email": email},
+                         headers={"Authorization": "Bearer " + WEBHOOK_SECRET}, timeout=5)
+
+
+def brevo_429(answer):
+    assert answer.json() == {"code": "too_many_requests", "message": "The expected rate limit is exceeded."}
+    assert (answer.headers["x-sib-ratelimit-remaining"], answer.headers["x-sib-ratelimit-reset"]) == ("0", "30")
+    assert "Retry-After" not in answer.headers, "Brevo sends none"
+
+
+def hubspot_429(answer):
+    body = answer.json()
+    assert (body["errorType"], body["policyName"], body["message"]) == (
+        "RATE_LIMIT", "TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.")
+    assert answer.headers["X-HubSpot-RateLimit-Remaining"] == "0"
+    assert answer.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
+
+
+def mautic_429(answer):
+    [error] = answer.json()["errors"]
+    assert error["code"] == 429 and error["message"].startswith("You exceeded the rate limit of")
+    assert answer.headers["X-RateLimit-Remaining"] == "0"
+    assert 25 <= int(answer.headers["X-RateLimit-Reset"]) - time.time() <= 31
+
+
+def n8n_429(answer):
+    assert (answer.text, answer.headers["Retry-After"]) == ("Too Many Requests", "30")
+
+
+BURSTS = {
+    "brevo": (brevo_create, 201, brevo_429),
+    "hubspot": (lambda server, email: hubspot_get(server), 404, hubspot_429),
+    "mautic": (mautic_create, 201, mautic_429),
+    "n8n": (n8n_post, 200, n8n_429),
+}
+
+
+@pytest.mark.parametrize("crm", BURSTS)
+def test_a_rate_limit_burst_answers_the_crms_own_429_after_the_requests_let_through(sandbox, control, crm):
+    send, passed, check_429 = BURSTS[crm]
+    control("POST", "/%s/faults" % crm, json={"rate_limit_burst": {"seconds": 30, "after": 2}})
+    answers = [send(sandbox, "b%d@example.com" % i) for i in range(5)]
+
+    assert [a.status_code for a in answers] == [passed, passed, 429, 429, 429]
+    for answer in answers[2:]:
+        check_429(answer)
+    assert [r["status"] for r in control("GET", "/%s/requests" % crm).json()] == [passed] * 2 + [429] * 3
+    assert control("GET", "/%s/faults" % crm).json()["rate_limit_burst"] == {"seconds": 30, "after": 2, "every": None, "bursts": 1}
+    control("POST", "/%s/faults" % crm, json={"rate_limit_burst": None})
+    assert send(sandbox, "c@example.com").status_code == passed
+
+
+def test_a_burst_refuses_before_anything_is_applied(sandbox, control):
+    control("POST", "/brevo/faults", json={"rate_limit_burst": {"seconds": 30}})
+    assert brevo_create(sandbox).status_code == 429
+    assert control("GET", "/brevo/contacts").json() == []
+
+
+def test_hubspot_burst_429_carries_retry_after_when_switched_on(sandbox, control):
+    control("POST", "/hubspot/settings", json={"send_retry_after": True})
+    control("POST", "/hubspot/faults", json={"rate_limit_burst": {"seconds": 2.5}})
+    assert hubspot_get(sandbox).headers["Retry-After"] == "3"
+
+
+def test_bursts_come_back_every_n_requests_let_through():
+    burst = RateLimitBurst(seconds=1, after=1, every=2)
+    moments = [0, 0.1, 0.5, 1.2, 1.3, 1.4, 1.5, 2.6]
+    assert [round(burst.wait(now), 2) for now in moments] == [0, 1.0, 0.6, 0, 0, 1.0, 0.9, 0]
+    assert burst.view() == {"seconds": 1, "after": 1, "every": 2, "bursts": 2}
+    once = RateLimitBurst(seconds=1)
+    assert [once.wait(now) for now in (0, 0.5, 1.0, 5.0, 9.0)] == [1, 0.5, 0, 0, 0], "without every, one burst"
+
+
+def test_reset_forgets_a_burst(sandbox, control):
+    control("POST", "/brevo/faults", json={"rate_limit_burst": {"seconds": 30}})
+    control("POST", "/reset")
+    assert control("GET", "/brevo/faults").json()["rate_limit_burst"] is None
+    assert brevo_create(sandbox).status_code == 201
 
 
 def test_a_seed_replays_the_same_faults():
