@@ -5,9 +5,11 @@ the workflow runs afterwards and its failures never reach us (crm-api.md section
 The workflow reports back, when it wants to, through the enrichment callback.
 """
 
+from email.utils import parsedate_to_datetime
+
 from django.utils import timezone
 
-from ..exceptions import CRMUnavailable, RetryableError
+from ..exceptions import CRMUnavailable, RateLimited, RetryableError
 from .base import Outcome
 from .base_requests import RequestsBackend, json_or_empty, sandbox_url, server_error_message
 
@@ -104,8 +106,16 @@ class N8nBackend(RequestsBackend):
         return Outcome.permanent(item, "n8n refused it (HTTP %d): %s" % (status, n8n_message(response)), http_status=status)
 
     def raise_for_workflow_error(self, response):
-        """n8n's answers that no contact can get past until someone acts."""
+        """n8n's answers about the workflow as a whole rather than one contact."""
         status, message = response.status_code, n8n_message(response)
+        if status == 429:
+            # n8n has no rate limit; a proxy in front of it does (crm-api.md section 4).
+            raise RateLimited(
+                "n8n, or the proxy in front of it, asked to slow down (%s); waiting." % message,
+                retry_after=retry_after_seconds(response),
+                crm=self.name,
+                status_code=status,
+            )
         if status == 404:
             raise CRMUnavailable(
                 "The n8n workflow is not active, or N8N_WEBHOOK_URL is wrong (n8n: %s). Activate the "
@@ -137,3 +147,14 @@ def n8n_message(response):
     body = json_or_empty(response)
     message = body.get("message") or response.text.strip() or response.reason or "no message"
     return message[:300]
+
+
+def retry_after_seconds(response):
+    """Retry-After in seconds, whether sent as seconds or as an HTTP date; None without one."""
+    value = response.headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - timezone.now()).total_seconds())
+    except (TypeError, ValueError, IndexError):
+        return None
