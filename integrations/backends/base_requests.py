@@ -181,4 +181,6 @@ def json_or_empty(response):
 
 
 def server_error_message(crm_name, response):
-    return "%s answered HTTP %d %s; will retry." % (crm_name, response.status_code, response.reason or "")
+    # No "will retry": the same words end the message of a contact that gave up.
+    reason = " %s" % response.reason if response.reason else ""
+    return "%s answered HTTP %d%s, an error on its side." % (crm_name, response.status_code, reason)

@@ -129,7 +129,7 @@ class HubSpotBackend(RequestsBackend):
             return outcomes + [Outcome.permanent(unmatched[0], message, http_status=207)]
         if unmatched and errors:
             return outcomes + [o for item in unmatched for o in self._upsert([item])]
-        message = "HubSpot answered without a result for this contact; will retry."
+        message = "HubSpot answered without a result for this contact."
         return outcomes + [Outcome.retry(item, message) for item in unmatched]
 
     def _raise_for_account_error(self, response):

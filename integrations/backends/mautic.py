@@ -115,7 +115,7 @@ class MauticBackend(RequestsBackend):
             if code in (200, 201) and found.get("id"):
                 outcomes.append(Outcome.accepted(item, found["id"], http_status=code))
             elif code is not None and code >= 500:
-                outcomes.append(Outcome.retry(item, "Mautic failed on this contact (HTTP %s); will retry." % code, http_status=code))
+                outcomes.append(Outcome.retry(item, "Mautic failed on this contact (HTTP %s), an error on its side." % code, http_status=code))
             else:
                 error = errors.get(str(index)) if isinstance(errors, dict) else None
                 outcomes.append(Outcome.permanent(item, mautic_error_message({"errors": [error or {}]}), http_status=code))
