@@ -13,7 +13,7 @@ from datetime import timezone as dt_timezone
 
 from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.core.validators import URLValidator, validate_email
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.http import JsonResponse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -39,12 +39,21 @@ class BadField(ValueError):
 # Validation: each spec maps a key to a function (value, field path) -> clean value.
 
 
-def text(limit):
+def text(limit, required=False):
     def check(value, field):
         if not isinstance(value, str):
             raise BadField(field, "must be a string")
         if len(value) > limit:
             raise BadField(field, "is %d characters long; the limit is %d" % (len(value), limit))
+        # PostgreSQL stores neither, in text or in JSON.
+        if "\x00" in value:
+            raise BadField(field, "must not contain NUL characters")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadField(field, "must be valid Unicode text") from None
+        if required and not value.strip():
+            raise BadField(field, "must not be empty")
         return value.strip()
 
     return check
@@ -121,7 +130,7 @@ def record(spec, required=()):
         unknown = sorted(set(value) - set(spec))
         if unknown:
             raise BadField(prefix + unknown[0], "is not a known field")
-        missing = [key for key in required if key not in value]
+        missing = [key for key in required if value.get(key) is None]
         if missing:
             raise BadField(prefix + missing[0], "is required")
         return {key: spec[key](item, prefix + key) for key, item in value.items() if item is not None}
@@ -163,7 +172,7 @@ METADATA = record(
 CALLBACK = record(
     {
         "contact_id": whole_number(1),
-        "enrichment_id": text(100),
+        "enrichment_id": text(100, required=True),
         "status": one_of(EnrichmentStatus.values),
         "timestamp": timestamp,
         "enriched_data": ENRICHED_DATA,
@@ -187,14 +196,18 @@ def enrichment_callback(request):
         response = error(401, "Missing or wrong bearer token.")
         response["WWW-Authenticate"] = 'Bearer realm="crmsync"'
         return response
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        return error(415, "Send the body as JSON, with Content-Type: application/json.")
     try:
         if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY_BYTES or len(request.body) > MAX_BODY_BYTES:
             return error(413, "The body is larger than 1 MB.")
-        body = json.loads(request.body)
+        body = json.loads(request.body, parse_constant=not_a_number)
     except RequestDataTooBig:
         return error(413, "The body is larger than 1 MB.")
     except ValueError as exc:
         return error(400, "The body is not valid JSON: %s" % exc)
+    except RecursionError:
+        return error(400, "The body is not valid JSON: it is nested too deeply.")
     try:
         callback = CALLBACK(body, "")
         if callback["status"] != EnrichmentStatus.FAILED and "enriched_data" not in callback:
@@ -202,6 +215,12 @@ def enrichment_callback(request):
     except BadField as exc:
         return error(400, str(exc), field=exc.field)
     return apply_callback(callback)
+
+
+def not_a_number(constant):
+    # Python's json reads NaN and Infinity, which are not JSON and which
+    # PostgreSQL's jsonb refuses.
+    raise ValueError("%s is not a JSON number." % constant)
 
 
 def bearer_matches(request, secret):
@@ -227,10 +246,20 @@ def apply_callback(callback):
             )
     except IntegrityError:
         # Same enrichment_id again (a resent callback): the first one stands.
-        earlier = Enrichment.objects.get(enrichment_id=enrichment_id)
+        earlier = Enrichment.objects.filter(enrichment_id=enrichment_id).first()
+        if earlier is None:
+            return not_stored(enrichment_id)
         return answer(earlier.contact_id, enrichment_id, "Already received; nothing changed.", earlier.updated_fields)
+    except DatabaseError:
+        return not_stored(enrichment_id)
     logger.info("n8n enrichment %s for contact %d: %s, filled %s", enrichment_id, contact_id, callback["status"], updated)
     return answer(contact_id, enrichment_id, "Enrichment %s recorded." % callback["status"], updated)
+
+
+def not_stored(enrichment_id):
+    """The transaction rolled back: nothing was changed, and n8n may send it again."""
+    logger.exception("could not store n8n enrichment %s", enrichment_id)
+    return error(503, "The enrichment could not be stored; nothing was changed. Send it again later.")
 
 
 def enrich(contact, callback):
