@@ -185,7 +185,8 @@ def brevo_sms(phone, default_country_code=""):
         digits = str(default_country_code).lstrip("+") + digits
     else:
         return None
-    if not digits.isdigit() or not 7 <= len(digits) <= 15 or digits.startswith("0"):
+    # ASCII digits only: str.isdigit() also takes "²" and "٣", which Brevo refuses.
+    if not (digits.isascii() and digits.isdigit()) or not 7 <= len(digits) <= 15 or digits.startswith("0"):
         return None
     return "+" + digits
 
