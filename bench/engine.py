@@ -66,11 +66,12 @@ def fill(total, queued, scattered=True):
     re-selected old contacts); otherwise they are the newest rows (new contacts)."""
     due = "id %%%% %d = 0" % (total // queued) if scattered else "id > %d" % (total - queued)
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE contacts_syncattempt, contacts_contactsync, contacts_contact, integrations_crmstate")
+        # CASCADE: whatever else refers to contacts (enrichments) goes too.
+        cursor.execute("TRUNCATE contacts_syncattempt, contacts_contactsync, contacts_contact, integrations_crmstate CASCADE")
         cursor.execute(
             "INSERT INTO contacts_contact (email, first_name, last_name, phone, company, website, source_url,"
-            " attributes, created_at, updated_at) SELECT 'c' || i || '@example.com', 'F', 'L', '', '', '', '',"
-            " '{}', now(), now() FROM generate_series(1, %s) i",
+            " attributes, enrichment, created_at, updated_at) SELECT 'c' || i || '@example.com', 'F', 'L', '', '', '', '',"
+            " '{}', '{}', now(), now() FROM generate_series(1, %s) i",
             [total],
         )
         cursor.execute(
