@@ -1,10 +1,15 @@
 """HTTP plumbing shared by the backends that talk to a CRM's REST API."""
 
+import base64
+import binascii
 import functools
 import importlib.util
+import json
 import logging
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote, quote_plus
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -17,6 +22,12 @@ from .base import CRMBackend, Outcome
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "crmsync/1.0 (+https://github.com/crmsync/crmsync)"
+# Headers and settings whose values are credentials.
+CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|password", re.IGNORECASE)
+CREDENTIAL_SETTING = re.compile(r"KEY|SECRET|PASSWORD|TOKEN")
+# Shorter values ("x" in a test) would be scrubbed out of ordinary text.
+MIN_SECRET_LENGTH = 8
+FILTERED = b"[Filtered]"
 
 
 @functools.cache
@@ -109,6 +120,14 @@ class RequestsBackend(CRMBackend):
             raise RetryableError(
                 "Could not connect to %s (%s)." % (self.verbose_name, type(exc).__name__), crm=self.name
             ) from None
+        except (requests.exceptions.InvalidHeader, UnicodeEncodeError) as exc:
+            # requests quotes the offending header value, a credential, in its message.
+            raise CRMUnavailable(
+                "Could not send a request to %s (%s): a credential in its settings has a space, "
+                "a line break or a character a header cannot carry." % (self.verbose_name, type(exc).__name__),
+                crm=self.name,
+            ) from None
+        scrub_credentials(response, self.credentials_sent(response.request))
         quota_wait = self.quota_spent_for(response)
         if quota_wait and self.pacer:
             self.pacer.hold(quota_wait)
@@ -121,6 +140,21 @@ class RequestsBackend(CRMBackend):
             (time.monotonic() - started) * 1000,
         )
         return response
+
+    def credentials_sent(self, prepared):
+        """The secrets a request carried: its credential headers (and what a Bearer
+        or Basic value holds) and this backend's credential settings."""
+        values = set()
+        for name, value in prepared.headers.items():
+            if CREDENTIAL_HEADER.search(name):
+                scheme, _, credentials = value.partition(" ")
+                values.update((value, credentials))
+                if scheme.lower() == "basic":
+                    values.update(_basic_credentials(credentials))
+        if not self.in_sandbox():
+            names = (*self.required_settings, *self.optional_settings)
+            values.update(str(self.setting(name, "")) for name in names if CREDENTIAL_SETTING.search(name))
+        return {value for value in values if len(value) >= MIN_SECRET_LENGTH}
 
     def quota_spent_for(self, response):
         """Seconds to send nothing more when the response's rate-limit headers say
@@ -170,6 +204,37 @@ class _Halt:
 
     rate_limited = None
     error = None
+
+
+def scrub_credentials(response, secrets):
+    """Replace the credentials in an answer, as some APIs echo the request's headers
+    or body in their errors; the error messages built from it then hold none."""
+    content = response._content  # already read: the backends never stream
+    if not isinstance(content, bytes):
+        return
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in _written_forms(secret):
+            content = content.replace(form, FILTERED)
+            if response.reason and form.decode() in response.reason:
+                response.reason = response.reason.replace(form.decode(), FILTERED.decode())
+    response._content = content
+
+
+def _written_forms(secret):
+    """The secret as an answer may spell it: as is, in a JSON string (PHP also
+    escapes "/"), URL-encoded."""
+    in_json = json.dumps(secret)[1:-1]
+    forms = {secret, in_json, in_json.replace("/", "\\/"), quote(secret, safe=""), quote_plus(secret)}
+    return [form.encode() for form in forms]
+
+
+def _basic_credentials(value):
+    try:
+        # requests encodes them as Latin-1.
+        user, _, password = base64.b64decode(value, validate=True).decode("latin-1").partition(":")
+    except binascii.Error:
+        return []
+    return [password, "%s:%s" % (user, password)]
 
 
 def json_or_empty(response):
