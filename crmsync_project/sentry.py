@@ -1,16 +1,7 @@
 """Optional error reporting to Sentry, started from settings.py when SENTRY_DSN is
 set and sentry-sdk is installed. Without either, nothing here runs."""
 
-import os
-import re
-from urllib.parse import urlsplit
-
-FILTERED = "[Filtered]"
-# Settings and environment variables whose values are secrets (BREVO_API_KEY,
-# MAUTIC_PASSWORD, N8N_WEBHOOK_SECRET, SECRET_KEY, SENTRY_DSN...).
-SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|DSN")
-# Shorter values ("1", "true") would be scrubbed from every message.
-MIN_SECRET_LENGTH = 8
+from .secrets import configured_secrets, scrub
 
 
 def init_sentry(dsn, environment="production", release=None, traces_sample_rate=0.0, transport=None):
@@ -44,41 +35,12 @@ def init_sentry(dsn, environment="production", release=None, traces_sample_rate=
 def scrub_secrets(event, hint):
     """Replace every configured secret wherever it appears in the event: an
     exception message, a log line, a URL."""
-    return _replace(event, _secret_values())
-
-
-def _secret_values():
-    values = set()
-    for name, value in _named_values():
-        if isinstance(value, str):
-            values.add(value if SECRET_NAME.search(name) else _url_password(value))
-    # Longest first, so that a secret containing another is replaced whole.
-    return sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)
-
-
-def _named_values():
-    from django.conf import settings
-
-    # CRM settings may come from the environment alone (integrations.conf.get_setting).
-    yield from os.environ.items()
-    if settings.configured:
-        yield from ((name, getattr(settings, name, None)) for name in dir(settings) if name.isupper())
-        yield from (("PASSWORD", db.get("PASSWORD")) for db in settings.DATABASES.values())
-
-
-def _url_password(value):
-    """The password in a URL such as DATABASE_URL or REDIS_URL, else ""."""
-    try:
-        return urlsplit(value).password or ""
-    except ValueError:
-        return ""
+    return _replace(event, configured_secrets())
 
 
 def _replace(value, secrets):
     if isinstance(value, str):
-        for secret in secrets:
-            value = value.replace(secret, FILTERED)
-        return value
+        return scrub(value, secrets)
     if isinstance(value, dict):
         return {key: _replace(item, secrets) for key, item in value.items()}
     if isinstance(value, (list, tuple)):

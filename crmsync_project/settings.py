@@ -120,11 +120,15 @@ LOGGING = {
             "format": "%(asctime)s %(levelname)s %(name)s %(message)s",
         },
     },
+    "filters": {
+        "scrub_secrets": {"()": "crmsync_project.logging.ScrubSecrets"},
+    },
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "utc",
+            "filters": ["scrub_secrets"],
         },
     },
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},

@@ -83,16 +83,9 @@ MIN_SECRET_LENGTH = 8
 TEST_CREDENTIALS = ("pw-for-tests", "browser-test-password")
 # Tests that log a secret on purpose, with the values they may log: they raise an
 # exception carrying it, to prove that what leaves the process (Sentry events,
-# stored errors) is scrubbed. The engine logs an unexpected backend exception with
-# its text, so these records do hold the secret.
+# stored errors) is scrubbed.
 LOGS_SECRETS_ON_PURPOSE = {
     "tests/test_sentry.py::": ("xkeysib-brevo-secret-4711",),
-    "tests/integrations/test_engine.py::TestFailures::test_an_unexpected_backend_bug_is_retried_without_leaking_its_text": (
-        "scripted-secret-key",
-    ),
-    "tests/integrations/test_engine.py::TestFailures::test_a_crash_while_building_one_payload_retries_that_contact_only": (
-        "scripted-secret-key",
-    ),
 }
 
 
