@@ -3,6 +3,7 @@ import threading
 import time
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db import InterfaceError, OperationalError, connections
 from django.db.models import Min
 from django.utils import timezone
 
@@ -15,6 +16,8 @@ from integrations.exceptions import CRMConfigurationError, InvalidContact, Unkno
 
 BAR_WIDTH = 30
 MAX_WAIT_SECONDS = 10
+# Lost database connections in a row that --until-empty rides out before giving up.
+MAX_CONNECTION_LOSSES = 3
 
 
 class Command(BaseCommand):
@@ -93,17 +96,26 @@ class Command(BaseCommand):
         due_at_start = self._due_count(crm)
         total, shown = RunResult(crm), RunResult(crm)
         started = time.monotonic()
+        losses = 0
         while True:
             remaining = None if limit is None else limit - total.claimed
             if remaining is not None and remaining <= 0:
                 break
-            result = run_workers(
-                backend_class,
-                workers,
-                batch_size=batch_size,
-                max_contacts=remaining,
-                on_batch=lambda batch: self._progress(crm, shown, batch, due_at_start),
-            )
+            try:
+                result = run_workers(
+                    backend_class,
+                    workers,
+                    batch_size=batch_size,
+                    max_contacts=remaining,
+                    on_batch=lambda batch: self._progress(crm, shown, batch, due_at_start),
+                )
+            except (InterfaceError, OperationalError) as exc:
+                losses += 1
+                if not until_empty or losses > MAX_CONNECTION_LOSSES:
+                    raise
+                result = self._connection_lost(crm, exc)
+            else:
+                losses = 0
             total.add(result)
             # A staff pause lasts until someone resumes it: waiting would never end.
             if result.paused_by or not until_empty or not self._wait_for_more(crm):
@@ -140,6 +152,20 @@ class Command(BaseCommand):
     def _end_progress(self):
         if self.on_terminal and self.verbosity >= 1:
             self.stdout.write("")
+
+    def _connection_lost(self, crm, exc):
+        """A run stopped on a lost database connection: the transaction it was in
+        rolled back, and rows it had claimed but not recorded are claimed again when
+        their lease runs out. Carry on over a fresh connection."""
+        connections.close_all()
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        self.stderr.write(
+            self.style.WARNING(
+                "%s: lost the database connection (%s); reconnecting. Contacts of the "
+                "interrupted batch are synced again when their lease runs out." % (crm, reason)
+            )
+        )
+        return RunResult(crm)
 
     def _wait_for_more(self, crm):
         """Sleep until the next row falls due; False when nothing is left queued."""
