@@ -4,7 +4,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import InterfaceError, OperationalError, connections
-from django.db.models import Min
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from contacts.models import ContactSync, ProcessingStatus
@@ -172,8 +172,11 @@ class Command(BaseCommand):
         pending = ContactSync.objects.filter(
             crm=crm, processing_status__in=[ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]
         )
+        # A claimed row keeps the next_attempt_at it was queued with: only a queued
+        # row's counts, or a row in flight would look due at once and keep us spinning.
         next_due = pending.aggregate(
-            queued=Min("next_attempt_at"), leased=Min("lease_expires_at")
+            queued=Min("next_attempt_at", filter=Q(processing_status=ProcessingStatus.QUEUED)),
+            leased=Min("lease_expires_at", filter=Q(processing_status=ProcessingStatus.PROCESSING)),
         )
         moments = [moment for moment in next_due.values() if moment]
         if not moments:
