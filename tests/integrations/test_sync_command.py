@@ -76,6 +76,37 @@ def test_until_empty_waits_out_retries(queued, settings, monkeypatch):
     assert set(ContactSync.objects.values_list("sync_status", "attempts")) == {(SyncStatus.COMPLETE, 2)}
 
 
+def test_until_empty_sleeps_through_a_pause_instead_of_spinning(queued, monkeypatch):
+    from integrations import engine
+    from integrations.exceptions import RateLimited
+
+    queued(6)
+    limited_once = []
+
+    def limited_the_first_time(self, items):
+        if not limited_once:
+            limited_once.append(True)
+            raise RateLimited("Scripted CRM: too many requests", retry_after=1)
+        return self.accept_all(items)
+
+    runs = []
+    real_run = engine.SyncEngine.run
+
+    def counted_run(self, **options):
+        runs.append(1)
+        return real_run(self, **options)
+
+    monkeypatch.setattr(ScriptedBackend, "push", limited_the_first_time)
+    monkeypatch.setattr(engine.SyncEngine, "run", counted_run)
+
+    sync_crm("--crm", "scripted", "--batch-size", "2", "--until-empty")
+
+    # Four rows stayed due through the pause: the loop waited for its end, then
+    # one run synced all six (it does not come back for rows nobody queued).
+    assert len(runs) <= 3
+    assert ContactSync.objects.filter(sync_status=SyncStatus.COMPLETE).count() == 6
+
+
 def test_reports_a_paused_crm(queued, monkeypatch):
     from integrations.exceptions import RateLimited
 

@@ -118,7 +118,7 @@ class Command(BaseCommand):
                 losses = 0
             total.add(result)
             # A staff pause lasts until someone resumes it: waiting would never end.
-            if result.paused_by or not until_empty or not self._wait_for_more(crm):
+            if result.paused_by or not until_empty or not self._wait_for_more(crm, result.paused_until):
                 break
         total.seconds = time.monotonic() - started
         self._end_progress()
@@ -167,8 +167,9 @@ class Command(BaseCommand):
         )
         return RunResult(crm)
 
-    def _wait_for_more(self, crm):
-        """Sleep until the next row falls due; False when nothing is left queued."""
+    def _wait_for_more(self, crm, paused_until=None):
+        """Sleep until the next row falls due, and the CRM's pause (if any) is over;
+        False when nothing is left queued."""
         pending = ContactSync.objects.filter(
             crm=crm, processing_status__in=[ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]
         )
@@ -181,7 +182,8 @@ class Command(BaseCommand):
         moments = [moment for moment in next_due.values() if moment]
         if not moments:
             return False
-        wait = (min(moments) - timezone.now()).total_seconds()
+        # Rows that fell due while the CRM is paused wait for the pause to end.
+        wait = (max(min(moments), paused_until or min(moments)) - timezone.now()).total_seconds()
         if wait > 0:
             if self.verbosity >= 2:
                 self.stdout.write("%s: waiting %.0f s for the next due contact" % (crm, wait))
