@@ -402,7 +402,11 @@ class SyncEngine:
 
     def _failure_message(self, outcome, attempts):
         if outcome.kind is OutcomeKind.RETRY:
-            return "Gave up after %d attempts. Last error: %s" % (attempts, outcome.message)
+            return "Gave up after %d attempts. Last error: %s %s" % (
+                attempts,
+                outcome.message.rstrip(".") + ".",
+                'Once %s answers again, use "Retry failed syncs".' % self.backend.verbose_name,
+            )
         return outcome.message
 
     def _attempt_rows(self, batch, decided, now):

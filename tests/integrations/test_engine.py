@@ -146,7 +146,9 @@ class TestFailures:
             clock.advance(days=1)
         row = rows().get()
         assert (row.sync_status, row.processing_status, row.attempts) == (S.ERROR, P.ERROR, 3)
-        assert row.last_error == "Gave up after 3 attempts. Last error: CRM answered 503"
+        assert row.last_error == (
+            'Gave up after 3 attempts. Last error: CRM answered 503. Once Scripted CRM answers again, use "Retry failed syncs".'
+        )
         assert list(SyncAttempt.objects.values_list("outcome", flat=True).order_by("id")) == ["retry", "retry", "failed"]
         assert sync.run().claimed == 0
 
