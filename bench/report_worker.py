@@ -7,7 +7,6 @@ memory as JSON to RESULT_PATH.
 
 import json
 import os
-import resource
 import sys
 import threading
 import time
@@ -67,8 +66,9 @@ def main():
         "ended": ended,
         # RSS a tenth, half way and all the way through the sync.
         "rss_profile_kb": [sampler.at(0.1), sampler.at(0.5), status_kb("VmRSS")],
-        # Linux gives ru_maxrss in KiB.
-        "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child
+        # started by a large parent reports the parent's peak as its own.
+        "max_rss_kb": status_kb("VmHWM"),
         "queries_kept": len(connection.queries_log),
     }
     result_path.write_text(json.dumps(result))
