@@ -143,6 +143,8 @@ class ContactSync(models.Model):
 class AttemptOutcome(models.TextChoices):
     ACCEPTED = "accepted", _("Accepted")
     RETRY = "retry", _("Retry scheduled")
+    # A rate limit or an unavailable CRM: queued again without using up an attempt.
+    WAITED = "waited", _("Waited for the CRM")
     FAILED = "failed", _("Failed")
 
 

@@ -319,7 +319,8 @@ class SyncEngine:
             written += self._record_released(batch.token, released, now)
             decided = {
                 **{o.key: AttemptOutcome.ACCEPTED for o in accepted},
-                **{o.key: AttemptOutcome.RETRY for o in retry + released},
+                **{o.key: AttemptOutcome.RETRY for o in retry},
+                **{o.key: AttemptOutcome.WAITED for o in released},
                 **{o.key: AttemptOutcome.FAILED for o in failed},
             }
             SyncAttempt.objects.bulk_create(self._attempt_rows(batch, decided, now))

@@ -235,6 +235,8 @@ class TestRateLimits:
         state = CRMState.objects.get(crm="scripted")
         assert state.paused_until == clock.now + timedelta(seconds=30)
         assert state.pause_reason == "Scripted CRM: too many requests"
+        # The history says the contacts waited, not that an attempt failed.
+        assert set(SyncAttempt.objects.values_list("outcome", flat=True)) == {AttemptOutcome.WAITED}
 
     def test_a_second_worker_holds_back_while_paused_and_resumes_after(self, queued, policy, clock):
         queued(3)
