@@ -6,6 +6,7 @@ work, calls the backend and records what happened.
 """
 
 import enum
+import json
 from dataclasses import dataclass
 
 from ..conf import UNSET, get_crm_setting, is_set, setting_name
@@ -181,6 +182,9 @@ def contact_value(contact, source):
         value = (contact.attributes or {}).get(source)
     if value is None:
         return ""
+    if isinstance(value, (list, dict)):
+        # JSON, not Python's repr ("['a']"): what anything reading the field can parse.
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return value if isinstance(value, (bool, int, float)) else str(value).strip()
 
 

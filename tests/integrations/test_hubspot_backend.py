@@ -82,6 +82,15 @@ class TestPayload:
         ann = Contact.objects.create(email="ann@example.com", attributes={"source": "fair"})
         assert HubSpotBackend().build_payload(ann)["properties"] == {"email": "ann@example.com", "lead_source": "fair"}
 
+    def test_list_and_dict_attributes_are_sent_as_json(self, hubspot, settings):
+        settings.HUBSPOT_FIELD_MAP = "tags=tags,profile=profile"
+        ann = Contact.objects.create(
+            email="ann@example.com", attributes={"tags": ["vip", "émigré"], "profile": {"b": 2, "a": [1]}}
+        )
+        properties = HubSpotBackend().build_payload(ann)["properties"]
+        assert properties["tags"] == '["vip", "émigré"]'
+        assert properties["profile"] == '{"a": [1], "b": 2}'
+
     def test_invalid_email_is_refused_before_sending(self, hubspot):
         with pytest.raises(InvalidContact, match="HubSpot can take"):
             HubSpotBackend().build_payload(Contact(email="nope"))
