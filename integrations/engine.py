@@ -455,18 +455,15 @@ class SyncEngine:
 
     def pause(self, until, reason):
         """Pause the CRM until `until` unless it is already paused for longer."""
-        self._ensure_state()
+        ensure_crm_state(self.crm)
         CRMState.objects.filter(crm=self.crm).filter(
             Q(paused_until__isnull=True) | Q(paused_until__lt=until)
         ).update(paused_until=until, pause_reason=_clip(reason))
         logger.warning("crm=%s paused until %s: %s", self.crm, until.isoformat(), reason)
 
-    def _ensure_state(self):
-        ensure_crm_state(self.crm)
-
     def _note_run(self, result):
         now = self.clock()
-        self._ensure_state()
+        ensure_crm_state(self.crm)
         changes = {"last_run_at": now}
         if result.accepted:
             changes["last_success_at"] = now

@@ -14,6 +14,8 @@ from urllib.parse import quote, quote_plus
 import requests
 from requests.adapters import HTTPAdapter
 
+from crmsync_project.secrets import FILTERED, MIN_SECRET_LENGTH, SECRET_NAME
+
 from ..conf import get_setting
 from ..exceptions import CRMUnavailable, RateLimited, RetryableError
 from ..ratelimit import SharedPacer, wait_until
@@ -22,12 +24,8 @@ from .base import CRMBackend, Outcome
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "crmsync/1.0 (+https://github.com/crmsync/crmsync)"
-# Headers and settings whose values are credentials.
+# Headers whose values are credentials (settings: crmsync_project.secrets.SECRET_NAME).
 CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|password", re.IGNORECASE)
-CREDENTIAL_SETTING = re.compile(r"KEY|SECRET|PASSWORD|TOKEN")
-# Shorter values ("x" in a test) would be scrubbed out of ordinary text.
-MIN_SECRET_LENGTH = 8
-FILTERED = b"[Filtered]"
 
 
 @functools.cache
@@ -153,7 +151,7 @@ class RequestsBackend(CRMBackend):
                     values.update(_basic_credentials(credentials))
         if not self.in_sandbox():
             names = (*self.required_settings, *self.optional_settings)
-            values.update(str(self.setting(name, "")) for name in names if CREDENTIAL_SETTING.search(name))
+            values.update(str(self.setting(name, "")) for name in names if SECRET_NAME.search(name))
         return {value for value in values if len(value) >= MIN_SECRET_LENGTH}
 
     def quota_spent_for(self, response):
@@ -214,9 +212,9 @@ def scrub_credentials(response, secrets):
         return
     for secret in sorted(secrets, key=len, reverse=True):
         for form in _written_forms(secret):
-            content = content.replace(form, FILTERED)
+            content = content.replace(form, FILTERED.encode())
             if response.reason and form.decode() in response.reason:
-                response.reason = response.reason.replace(form.decode(), FILTERED.decode())
+                response.reason = response.reason.replace(form.decode(), FILTERED)
     response._content = content
 
 
