@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote, quote_plus
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from crmsync_project.secrets import FILTERED, MIN_SECRET_LENGTH, SECRET_NAME
 
@@ -20,6 +19,7 @@ from ..conf import get_setting
 from ..exceptions import CRMUnavailable, RateLimited, RetryableError
 from ..ratelimit import SharedPacer, wait_until
 from .base import CRMBackend, Outcome
+from .deadline import Deadline, DeadlineAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class RequestsBackend(CRMBackend):
         super().__init__(**overrides)
         self.session = requests.Session()
         # One connection per concurrent request, reused across requests.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(4, self.concurrency()))
+        adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=max(4, self.concurrency()))
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = USER_AGENT
@@ -95,6 +95,8 @@ class RequestsBackend(CRMBackend):
 
     @property
     def timeout(self):
+        """Seconds one request may take in all: connecting, sending, the headers and
+        the whole body. A request still going then is ended and counts as a timeout."""
         return self.setting("TIMEOUT_SECONDS", self.default_timeout_seconds, cast=int)
 
     @property
@@ -105,16 +107,19 @@ class RequestsBackend(CRMBackend):
         return self._pacer
 
     def request(self, method, path, **kwargs):
-        """Send one request; transport failures become RetryableError. The message
-        names the CRM and the failure, never a URL with credentials or a header."""
+        """Send one request within the total deadline `timeout`; transport failures
+        become RetryableError. The message names the CRM and the failure, never a URL
+        with credentials or a header."""
         started = time.monotonic()
+        deadline = Deadline(self.timeout)
         try:
-            response = self.session.request(method, self.api_url + path, timeout=self.timeout, **kwargs)
-        except requests.Timeout:
-            raise RetryableError(
-                "%s did not answer within %d s." % (self.verbose_name, self.timeout), crm=self.name
-            ) from None
-        except requests.ConnectionError as exc:
+            with deadline:
+                response = self.session.request(
+                    method, self.api_url + path, timeout=deadline.requests_timeout(), **kwargs
+                )
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if isinstance(exc, requests.Timeout) or deadline.passed:
+                raise self._timed_out() from None
             raise RetryableError(
                 "Could not connect to %s (%s)." % (self.verbose_name, type(exc).__name__), crm=self.name
             ) from None
@@ -125,6 +130,10 @@ class RequestsBackend(CRMBackend):
                 "a line break or a character a header cannot carry." % (self.verbose_name, type(exc).__name__),
                 crm=self.name,
             ) from None
+        if deadline.expired:
+            # Cut off mid-answer: what arrived (a partial header block, say) can parse
+            # as a complete response, but it is not the CRM's answer.
+            raise self._timed_out()
         scrub_credentials(response, self.credentials_sent(response.request))
         quota_wait = self.quota_spent_for(response)
         if quota_wait and self.pacer:
@@ -138,6 +147,9 @@ class RequestsBackend(CRMBackend):
             (time.monotonic() - started) * 1000,
         )
         return response
+
+    def _timed_out(self):
+        return RetryableError("%s did not answer within %d s." % (self.verbose_name, self.timeout), crm=self.name)
 
     def credentials_sent(self, prepared):
         """The secrets a request carried: its credential headers (and what a Bearer

@@ -100,12 +100,11 @@ class MauticBackend(RequestsBackend):
         return self._add_to_segment(outcomes, chunk)
 
     def _per_item(self, chunk, body):
-        """Match results by index: failed items are missing from `contacts`, which
-        PHP then sends as an object keyed by index rather than a list."""
-        contacts, codes = body.get("contacts") or [], body.get("statusCodes") or []
-        errors = body.get("errors") or {}
-        if isinstance(contacts, list):
-            contacts = {str(i): c for i, c in enumerate(contacts)}
+        """Match results by index. `contacts` and `errors` are PHP arrays keyed by
+        index, which json_encode writes as a list when the keys run 0..n-1 (all
+        accepted; or only the first items failed) and as an object otherwise."""
+        contacts, codes = by_index(body.get("contacts")), body.get("statusCodes") or []
+        errors = by_index(body.get("errors"))
         if isinstance(codes, dict):
             codes = [codes.get(str(i)) for i in range(len(chunk))]
         outcomes = []
@@ -117,7 +116,7 @@ class MauticBackend(RequestsBackend):
             elif code is not None and code >= 500:
                 outcomes.append(Outcome.retry(item, "Mautic failed on this contact (HTTP %s), an error on its side." % code, http_status=code))
             else:
-                error = errors.get(str(index)) if isinstance(errors, dict) else None
+                error = errors.get(str(index))
                 outcomes.append(Outcome.permanent(item, mautic_error_message({"errors": [error or {}]}), http_status=code))
         return outcomes
 
@@ -199,6 +198,9 @@ class MauticBackend(RequestsBackend):
     def _fetch_token(self, client_id):
         data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": self.credential("CLIENT_SECRET")}
         response = self.request("POST", TOKEN_PATH, data=data)
+        if response.status_code == 403:
+            # The token endpoint is an API request too: api_disabled while the API is off.
+            self.raise_for_account_error(response)
         body = json_or_empty(response)
         if response.status_code in (400, 401):
             raise CRMUnavailable(
@@ -217,6 +219,13 @@ class MauticBackend(RequestsBackend):
     def _credential_names(self):
         names = OAUTH if self.auth_mode() == "oauth2" else BASIC
         return " and ".join(setting_name(self.name, name) for name in names)
+
+
+def by_index(value):
+    """A PHP array keyed by index, as json_encode wrote it, as {"0": ...}."""
+    if isinstance(value, list):
+        return {str(index): item for index, item in enumerate(value)}
+    return value if isinstance(value, dict) else {}
 
 
 def first_error(body):

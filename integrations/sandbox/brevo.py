@@ -106,7 +106,7 @@ class BrevoEmulator(Emulator):
 
     def contacts(self):
         with self.lock:
-            return [self._shown(contact) for contact in self.by_id.values()]
+            return [self._shown(contact, details=True) for contact in self.by_id.values()]
 
     # Server hooks
 
@@ -193,7 +193,7 @@ class BrevoEmulator(Emulator):
             contact, problem = self._lookup(identifier, request)
             if problem:
                 return problem
-            return json_response(200, self._shown(contact))
+            return json_response(200, self._shown(contact, details=True))
 
     @route("PUT", r"/v3/contacts/([^/]+)")
     def update(self, request, identifier):
@@ -478,6 +478,7 @@ class BrevoEmulator(Emulator):
             "listIds": [],
             "emailBlacklisted": False,
             "smsBlacklisted": False,
+            "whatsappBlacklisted": False,
             "createdAt": stamp,
             "modifiedAt": stamp,
         }
@@ -516,8 +517,14 @@ class BrevoEmulator(Emulator):
         if index is not None:
             index[value] = contact
 
-    def _shown(self, contact):
-        return {**contact, "attributes": dict(contact["attributes"]), "listIds": list(contact["listIds"])}
+    def _shown(self, contact, details=False):
+        """A contact as GET /contacts lists it, or with `details` as GET /contacts/{id}
+        answers: with `statistics`, which the SDK's model for that answer requires
+        (its keys are all optional; the sandbox sends no campaigns)."""
+        shown = {**contact, "attributes": dict(contact["attributes"]), "listIds": list(contact["listIds"])}
+        if details:
+            shown["statistics"] = {}
+        return shown
 
     def _new_list(self, name, folder_id):
         created = {"id": self.next_list_id, "name": name, "folderId": folder_id, "createdAt": now()}

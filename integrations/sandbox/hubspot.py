@@ -351,25 +351,39 @@ class HubSpotEmulator(Emulator):
 
     @route("POST", CONTACTS + r"/batch/upsert")
     def batch_upsert(self, request):
-        required = ("id", "idProperty", "properties")
-        inputs, problem = batch_inputs(request, "SimplePublicObjectBatchInputUpsert", required)
+        inputs, problem = batch_inputs(request, "SimplePublicObjectBatchInputUpsert", ("id", "properties"))
         if problem:
             return problem
         with self.lock:
             problem = self._upsert_problem(inputs)
             if problem:
                 return problem
-            results = []
-            for item in inputs:
-                record = self._find(str(item["id"]), item["idProperty"])
-                properties = {**item["properties"], item["idProperty"]: item["id"]}
-                if record is None:
-                    results.append({**self._full(self._create(properties)), "new": True})
-                else:
-                    self._write(record, properties)
-                    results.append({**self._full(record), "new": False})
+            upserted = [(str(item["id"]), self._upsert(item)) for item in inputs]
+        results = [result for _, result in upserted if result is not None]
+        missing = [key for key, result in upserted if result is None]
         # The order of results is not documented: clients must match them on the email.
-        return json_response(200, batch_answer(self.shuffled(results)))
+        return with_missing(self.shuffled(results), missing)
+
+    def _upsert(self, item):
+        """The result for one upsert input, or None for a record ID that does not exist.
+
+        idProperty is optional (the spec and the SDK's SimplePublicObjectBatchInputUpsert):
+        without it `id` is the record ID, as everywhere idProperty is taken. A record ID
+        is HubSpot's to give, so an unknown one cannot be created; it is reported as
+        batch/update reports one (inferred: the docs do not say).
+        """
+        id_property = item.get("idProperty") or None
+        record = self._find(str(item["id"]), id_property)
+        if id_property is None:
+            if record is None:
+                return None
+            self._write(record, item["properties"])
+            return {**self._full(record), "new": False}
+        properties = {**item["properties"], id_property: item["id"]}
+        if record is None:
+            return {**self._full(self._create(properties)), "new": True}
+        self._write(record, properties)
+        return {**self._full(record), "new": False}
 
     @route("POST", CONTACTS + r"/batch/create")
     def batch_create(self, request):
@@ -565,17 +579,23 @@ class HubSpotEmulator(Emulator):
     def _upsert_problem(self, inputs):
         """The 400 that rejects a whole upsert batch, or None; nothing is written before it."""
         for item in inputs:
-            definition = self.properties.get(item["idProperty"])
-            if definition is None or not definition["hasUniqueValue"]:
+            if item.get("idProperty") and not self._is_unique(item["idProperty"]):
                 return non_unique_id_property()
-        problem = self._duplicate_ids([self._key(item["idProperty"], item["id"]) for item in inputs])
+        problem = self._duplicate_ids([self._key(item.get("idProperty"), item["id"]) for item in inputs])
         if problem:
             return problem
         for item in inputs:
-            details = self._property_errors({**item["properties"], item["idProperty"]: item["id"]})
+            written = dict(item["properties"])
+            if item.get("idProperty"):
+                written[item["idProperty"]] = item["id"]
+            details = self._property_errors(written)
             if details:
                 return invalid_properties(details)
         return None
+
+    def _is_unique(self, name):
+        definition = self.properties.get(name)
+        return bool(definition and definition["hasUniqueValue"])
 
     def _create_failures(self, inputs):
         """[(input index, the error response)] for a create batch: bad values, taken emails."""

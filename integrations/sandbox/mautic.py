@@ -31,8 +31,43 @@ def now():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
-def errors(status, message, details=None, kind=None):
-    return json_response(status, {"errors": [{"code": status, "message": message, "details": details or [], "type": kind}]})
+def api_error(status, message, details=None):
+    """What CommonApiController::returnError() builds: `details` (the form's errors
+    by field, or an empty list) and a null `type`."""
+    return {"code": status, "message": message, "details": details or [], "type": None}
+
+
+def errors(status, message, details=None):
+    return json_response(status, {"errors": [api_error(status, message, details)]})
+
+
+def auth_error(status, message, kind):
+    """The API and OAuth2 listeners' errors (ApiSubscriber): a type, no details."""
+    return json_response(status, {"errors": [{"message": message, "code": status, "type": kind}]})
+
+
+def email_problem(value):
+    """Why Mautic's EmailValidator refuses this email, or None. An empty email is
+    fine: the core email field is not required (FieldModel::$coreFields)."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    try:
+        validate_email(text)
+    except ValidationError:
+        return "%s is invalid." % text
+    if any(character in text for character in "^&*%"):
+        return "%s has characters not allowed in email addresses." % text
+    return None
+
+
+def php_array(by_index):
+    """{index: value} as PHP's json_encode writes an array: a JSON list when the
+    keys run 0..n-1 in order, else an object keyed by index."""
+    keys = list(by_index)
+    if keys == list(range(len(keys))):
+        return [by_index[key] for key in keys]
+    return {str(key): value for key, value in by_index.items()}
 
 
 class MauticEmulator(Emulator):
@@ -66,29 +101,31 @@ class MauticEmulator(Emulator):
         return response
 
     def authenticate(self, request):
+        # ApiSubscriber refuses every /api and /oauth request while the API is off,
+        # the token endpoint included (RequestHelper::isApiRequest).
+        if not self.settings["api_enabled"]:
+            return auth_error(403, "API disabled. You need to enable the API in the API settings of Mautic's Configuration.", "api_disabled")
+        scheme, _, credentials = request.header("authorization").partition(" ")
+        if scheme.lower() == "basic" and not self.settings["basic_auth_enabled"]:
+            return auth_error(403, "Basic Auth disabled. You need to enable HTTP basic auth in the API settings of Mautic's Configuration.", "access_denied")
         if request.path == "/oauth/v2/token":
             return None
-        if not self.settings["api_enabled"]:
-            return errors(403, "API disabled. You need to enable the API in the API settings of Mautic's Configuration.", kind="api_disabled")
-        scheme, _, credentials = request.header("authorization").partition(" ")
         if scheme.lower() == "basic":
             return self._check_basic(credentials)
         if scheme.lower() == "bearer":
             expires = self.tokens.get(credentials.strip())
             if expires is None or expires < time.monotonic():
-                return errors(401, "The access token provided is invalid.", kind="invalid_grant")
+                return auth_error(401, "The access token provided is invalid.", "invalid_grant")
             return None
-        return errors(401, "API authorization denied.", kind="access_denied")
+        return auth_error(401, "API authorization denied.", "access_denied")
 
     def _check_basic(self, credentials):
-        if not self.settings["basic_auth_enabled"]:
-            return errors(403, "Basic Auth disabled. You need to enable it in the API settings of Mautic's Configuration.", kind="access_denied")
         try:
             user, _, password = base64.b64decode(credentials).decode().partition(":")
         except ValueError:
             user, password = "", ""
         if (user, password) != (USERNAME, PASSWORD):
-            return errors(401, "Authorization denied, invalid credentials.", kind="access_denied")
+            return auth_error(401, "Authorization denied, invalid credentials.", "access_denied")
         return None
 
     def bad_json(self, exc):
@@ -124,7 +161,7 @@ class MauticEmulator(Emulator):
     def token(self, request):
         form = {key: values[0] for key, values in parse_qs(request.body.decode()).items()}
         if form.get("grant_type") != "client_credentials" or (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
-            return errors(400, "The client credentials are invalid", kind="invalid_client")
+            return auth_error(400, "The client credentials are invalid", "invalid_client")
         token = secrets.token_urlsafe(24)
         lifetime = int(self.settings["token_lifetime_seconds"])
         with self.lock:
@@ -139,11 +176,13 @@ class MauticEmulator(Emulator):
         with self.lock:
             problem = self._validate(body)
             if problem:
-                return errors(400, "email: A valid email is required.", details=problem)
+                return json_response(400, {"errors": [problem]})
             record, created = self._upsert(body)
         response = json_response(201 if created else 200, {"contact": self._public(record)})
         if created:
-            response.headers["Location"] = "/api/contacts/%d" % record["id"]
+            # generateUrl(..., true): PHP turns true into 1, Symfony's ABSOLUTE_PATH, so
+            # a path below the instance's base path (here /mautic), not a full URL.
+            response.headers["Location"] = "/%s/api/contacts/%d" % (self.name, record["id"])
         return response
 
     @route("GET", r"/api/contacts/(\d+)")
@@ -171,9 +210,9 @@ class MauticEmulator(Emulator):
             record = self.records.get(int(contact_id))
             if record is None:
                 return errors(404, "Item was not found.")
-            problem = self._validate(body, email_required=False)
+            problem = self._validate(body)
             if problem:
-                return errors(400, "email: A valid email is required.", details=problem)
+                return json_response(400, {"errors": [problem]})
             self._write(record, body, blank_missing=False)
             return json_response(200, {"contact": self._public(record)})
 
@@ -182,9 +221,9 @@ class MauticEmulator(Emulator):
         """PUT creates a missing contact and blanks the fields left out."""
         body = request.json()
         with self.lock:
-            problem = self._validate(body, email_required=False)
+            problem = self._validate(body)
             if problem:
-                return errors(400, "email: A valid email is required.", details=problem)
+                return json_response(400, {"errors": [problem]})
             record = self.records.get(int(contact_id))
             if record is None:
                 record, _ = self._upsert(body)
@@ -205,15 +244,18 @@ class MauticEmulator(Emulator):
             with self.lock:
                 problem = self._validate(item)
                 if problem:
-                    codes.append(400)
-                    problems[str(index)] = {"code": 400, "message": "email: A valid email is required.", "details": problem, "type": "api"}
+                    codes.append(problem["code"])
+                    problems[index] = problem
                     continue
                 record, created = self._upsert(item)
             codes.append(201 if created else 200)
-            contacts[str(index)] = self._public(record)
-        # Failed items are missing, so PHP serialises a sparse array as an object.
-        listed = list(contacts.values()) if not problems else contacts
-        return json_response(201, {"contacts": listed, "statusCodes": codes, "errors": problems})
+            contacts[index] = self._public(record)
+        # CommonApiController::newEntitiesAction: failed items are left out of
+        # `contacts`, and `errors` is there only when an item failed.
+        body = {"contacts": php_array(contacts), "statusCodes": codes}
+        if problems:
+            body["errors"] = php_array(problems)
+        return json_response(201, body)
 
     @route("PATCH", r"/api/contacts/batch/edit")
     def batch_edit(self, request):
@@ -272,9 +314,11 @@ class MauticEmulator(Emulator):
 
     @route("POST", r"/api/segments/(\d+)/contacts/add")
     def add_to_segment(self, request, segment_id):
+        # ListApiController::addLeadsAction refuses only a missing (null) ids; an
+        # empty list adds nobody and succeeds.
         ids = (request.json() or {}).get("ids")
-        if not ids:
-            return errors(400, "ids parameter is required.")
+        if ids is None:
+            return errors(400, "This is a bad request.")
         with self.lock:
             segment = self.segments.get(int(segment_id))
             if segment is None:
@@ -284,27 +328,26 @@ class MauticEmulator(Emulator):
                 found = int(contact_id) in self.records
                 if found and int(contact_id) not in segment["members"]:
                     segment["members"].append(int(contact_id))
-                details[str(contact_id)] = {"success": found}
-        return json_response(200, {"success": 1, "details": details})
+                details[contact_id] = {"success": found}
+        return json_response(200, {"success": 1, "details": php_array(details)})
 
     # State
 
-    def _validate(self, body, email_required=True):
+    def _validate(self, body):
+        """The returnError() entry for a contact the form refuses, or None."""
         if not isinstance(body, dict):
-            return {"body": ["A contact must be an object."]}
-        email = body.get("email")
-        if email is None and not email_required:
-            return None
-        try:
-            validate_email(str(email or ""))
-        except ValidationError:
-            return {"email": ["A valid email is required."]}
+            return api_error(400, "This is a bad request.")
+        problem = email_problem(body.get("email"))
+        if problem:
+            # FormErrorMessagesTrait: "field: message" from the errors by field.
+            return api_error(400, "email: %s" % problem, {"email": [problem]})
         return None
 
     def _upsert(self, body):
-        """Match on email, Mautic's unique identifier: (record, created)."""
-        email = str(body["email"]).strip().lower()
-        existing = self.by_email.get(email)
+        """Match on email, Mautic's unique identifier: (record, created). Without
+        an email there is nothing to match on, and the contact is new."""
+        email = str(body.get("email") or "").strip().lower()
+        existing = self.by_email.get(email) if email else None
         if existing is None and self.settings["non_atomic_uniqueness"]:
             # Mautic checks then inserts, outside any lock a database would give.
             self.lock.release()
@@ -318,7 +361,8 @@ class MauticEmulator(Emulator):
         self.next_id += 1
         self._write(record, body, blank_missing=False)
         self.records[record["id"]] = record
-        self.by_email[email] = record
+        if email:
+            self.by_email[email] = record
         return record, True
 
     def _write(self, record, body, blank_missing):

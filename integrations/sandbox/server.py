@@ -10,6 +10,8 @@ Each emulator answers under its name, where the CRM's API root would be:
     GET  /_sandbox/<crm>/requests   every API request it received, with its status
     GET  /_sandbox/<crm>/faults     the faults in force
     POST /_sandbox/<crm>/faults     {latency_ms, error_rate, timeout_rate, timeout_seconds,
+                                     slow_body, slow_headers (seconds per byte; 0: off),
+                                     down (true: close every connection unanswered),
                                      rate_limit: {"requests": N, "seconds": S} | null,
                                      rate_limit_burst: {"seconds": T, "after": A, "every": E} | null}
     GET  /_sandbox/<crm>/settings   the emulator's settings (each emulator's SETTINGS)
@@ -33,7 +35,15 @@ from .base import Limit, Request, Response, json_response
 logger = logging.getLogger(__name__)
 
 REQUEST_LOG_LIMIT = 500_000
-FAULT_FIELDS = {"latency_ms": float, "error_rate": float, "timeout_rate": float, "timeout_seconds": float}
+FAULT_FIELDS = {
+    "latency_ms": float,
+    "error_rate": float,
+    "timeout_rate": float,
+    "timeout_seconds": float,
+    "slow_body": float,
+    "slow_headers": float,
+}
+SWITCHES = ("down",)
 BURST_SHAPE = 'rate_limit_burst must be {"seconds": T, "after": A, "every": E} (after and every optional) or null.'
 
 
@@ -43,6 +53,8 @@ class SandboxOptions:
     error_rate: float = 0.0
     timeout_rate: float = 0.0
     timeout_seconds: float = 30.0
+    slow_body: float = 0.0
+    slow_headers: float = 0.0
     # crm name -> (requests, seconds): replaces that CRM's main rate-limit window.
     rate_limits: dict = field(default_factory=dict)
     # False: no rate limit at all unless rate_limits sets one.
@@ -56,6 +68,12 @@ class Faults:
     error_rate: float = 0.0
     timeout_rate: float = 0.0
     timeout_seconds: float = 30.0
+    # Seconds between two bytes of the answer's body, or of its header lines (after
+    # the status line): the answer comes whole, but slower than any read timeout.
+    slow_body: float = 0.0
+    slow_headers: float = 0.0
+    # Every connection closed without an answer, the request unread by the CRM.
+    down: bool = False
 
 
 class FaultError(ValueError):
@@ -64,10 +82,15 @@ class FaultError(ValueError):
 
 def checked_faults(body):
     """The fault fields of a /faults body, converted and range-checked."""
-    unknown = sorted(set(body) - set(FAULT_FIELDS) - {"rate_limit", "rate_limit_burst"})
+    unknown = sorted(set(body) - set(FAULT_FIELDS) - set(SWITCHES) - {"rate_limit", "rate_limit_burst"})
     if unknown:
         raise FaultError("Unknown fault fields: %s" % ", ".join(unknown))
     values = {}
+    for name in SWITCHES:
+        if name in body:
+            if not isinstance(body[name], bool):
+                raise FaultError("%s must be true or false." % name)
+            values[name] = body[name]
     for name, cast in FAULT_FIELDS.items():
         if name in body:
             try:
@@ -179,14 +202,24 @@ class Sandbox:
             if name in options.rate_limits:
                 emulator.set_primary_limit(*options.rate_limits[name])
             self.faults[name] = Faults(
-                options.latency_ms, options.error_rate, options.timeout_rate, options.timeout_seconds
+                options.latency_ms,
+                options.error_rate,
+                options.timeout_rate,
+                options.timeout_seconds,
+                options.slow_body,
+                options.slow_headers,
             )
             self.bursts[name] = None
         with self.log_lock:
             self.logs = {name: [] for name in self.emulators}
 
     def handle(self, crm, request):
+        """The CRM's answer, or None when it is down: the server then closes the
+        connection without one."""
         received = datetime.now(timezone.utc).isoformat()
+        if self.faults[crm].down:
+            self._log(crm, request, None, received)
+            return None
         response = self._with_faults(self.emulators[crm], self.faults[crm], self.bursts[crm], request)
         self._log(crm, request, response, received)
         return response
@@ -214,7 +247,7 @@ class Sandbox:
             "method": request.method,
             "path": request.path,
             "query": request.query_string,
-            "status": response.status,
+            "status": response.status if response else None,
             "at": received,
         }
         with self.log_lock:
@@ -317,7 +350,11 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             logger.exception("The sandbox failed on %s %s", self.command, url.path)
             response = json_response(500, {"message": "The sandbox itself failed; see its log."})
-        self._send(response)
+        if response is None:
+            self.close_connection = True  # the CRM is down: no answer at all
+            return
+        crm = parts[0] if parts and parts[0] in self.sandbox.emulators else None
+        self._send(response, self.sandbox.faults[crm] if crm else None)
 
     def _respond(self, url, parts, body):
         if parts[:1] == ["_sandbox"]:
@@ -333,16 +370,31 @@ class _Handler(BaseHTTPRequestHandler):
             return self.sandbox.handle(parts[0], request)
         return json_response(404, {"message": "No CRM is emulated at %s" % url.path})
 
-    def _send(self, response: Response):
+    def _send(self, response: Response, faults=None):
         self.send_response(response.status)
         for key, value in response.headers.items():
             self.send_header(key, str(value))
         self.send_header("Content-Length", str(len(response.body)))
-        if response.body and self.command != "HEAD":
-            self._headers_buffer.append(b"\r\n" + response.body)
-            self.flush_headers()
-        else:
-            self.end_headers()
+        status_line, header_lines = self._headers_buffer[0], b"".join(self._headers_buffer[1:]) + b"\r\n"
+        self._headers_buffer = []
+        body = response.body if self.command != "HEAD" else b""
+        try:
+            if faults and faults.slow_headers:
+                self.wfile.write(status_line)
+                self._trickle(header_lines, faults.slow_headers)
+                self.wfile.write(body)
+            elif faults and faults.slow_body:
+                self.wfile.write(status_line + header_lines)
+                self._trickle(body, faults.slow_body)
+            else:
+                self.wfile.write(status_line + header_lines + body)
+        except OSError:
+            self.close_connection = True  # the client gave up waiting
+
+    def _trickle(self, data, seconds):
+        for index in range(len(data)):
+            time.sleep(seconds)
+            self.wfile.write(data[index : index + 1])
 
     def log_message(self, format, *args):
         logger.debug("sandbox %s", format % args)

@@ -86,6 +86,19 @@ def test_a_validation_error_is_permanent_with_mauti_s_message_and_spares_the_res
     assert outcomes[2].external_id == "102"
 
 
+def test_errors_written_as_a_list_still_reach_their_contacts(basic, crm_api):
+    # PHP's json_encode writes {0: ..., 1: ...} as a list: so `errors` when only the
+    # first items failed, and `contacts` when only the last ones did.
+    error = {"code": 400, "message": "email: p0@example.com is invalid.",
+             "details": {"email": ["p0@example.com is invalid."]}, "type": None}
+    crm_api.post(BATCH, status=201, json={"contacts": {"1": {"id": 101}}, "statusCodes": [400, 201], "errors": [error]})
+    outcomes = push(basic, people(2))
+    assert [(o.kind, o.message, o.external_id) for o in outcomes] == [
+        (OutcomeKind.PERMANENT, "Mautic refused it: email: p0@example.com is invalid.", ""),
+        (OutcomeKind.ACCEPTED, "", "101"),
+    ]
+
+
 def test_more_than_200_go_in_several_requests(basic, crm_api):
     def answer(request):
         import json
@@ -172,6 +185,14 @@ class TestOAuth2:
         assert outcome.kind is OutcomeKind.ACCEPTED
         assert [c.request.headers.get("Authorization") for c in crm_api.calls if c.request.url == BATCH] == ["Bearer stale", "Bearer fresh"]
 
+    def test_a_token_refused_because_the_api_is_disabled_pauses_mautic_saying_so(self, oauth, crm_api):
+        crm_api.post(TOKEN, status=403, json={"errors": [{"message": "API disabled. You need to enable the API in "
+                                                          "the API settings of Mautic's Configuration.", "code": 403, "type": "api_disabled"}]})
+        with pytest.raises(CRMUnavailable, match="Mautic's API is disabled: enable it") as excinfo:
+            push(oauth, people(1))
+        assert not excinfo.value.fail_contacts, "the contacts keep their attempts"
+        assert [c.request.url for c in crm_api.calls] == [TOKEN]
+
     def test_a_rejected_client_fails_the_batch_naming_the_settings(self, oauth, crm_api):
         crm_api.post(TOKEN, status=400, json={"errors": [{"message": "The client credentials are invalid", "code": 400, "type": "invalid_client"}]})
         with pytest.raises(CRMUnavailable, match="Check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET") as excinfo:
@@ -186,3 +207,4 @@ def test_needs_a_url_and_one_pair_of_credentials(settings):
     assert [m.id for m in check_crm_configuration()] == ["integrations.W001"]
     settings.MAUTIC_CLIENT_ID, settings.MAUTIC_CLIENT_SECRET = "1_x", "y"
     assert MauticBackend.is_enabled()
+

@@ -54,6 +54,22 @@ def test_create_then_upsert_then_duplicate(brevo):
     assert brevo("GET", "/contacts/1").json()["email"] == "ann@example.com"
 
 
+# The keys brevo-python 5.1's models require: GetContactInfoResponse (GET one contact)
+# and GetContactDetails (each item of GET /contacts); the older SDK's
+# GetExtendedContactDetails also refused an answer without `statistics`.
+CONTACT_DETAILS_KEYS = {"attributes", "createdAt", "emailBlacklisted", "id", "listIds", "modifiedAt",
+                        "smsBlacklisted", "whatsappBlacklisted"}
+
+
+def test_get_answers_every_key_the_sdk_requires(brevo):
+    brevo("POST", "/contacts", json={"email": "ann@example.com"})
+    one = brevo("GET", "/contacts/ann@example.com").json()
+    assert set(one) >= CONTACT_DETAILS_KEYS | {"statistics"}
+    assert isinstance(one["statistics"], dict) and one["whatsappBlacklisted"] is False
+    [listed] = brevo("GET", "/contacts").json()["contacts"]
+    assert set(listed) >= CONTACT_DETAILS_KEYS
+
+
 @pytest.mark.parametrize(
     "body, code, message",
     [

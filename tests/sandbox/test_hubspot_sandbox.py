@@ -147,11 +147,24 @@ def test_two_inputs_for_one_contact_are_refused(hubspot):
     assert (twice.status_code, twice.json()["message"]) == (400, "Duplicate IDs found in batch input: [a@example.com]")
 
 
-def test_upsert_needs_id_id_property_and_properties(hubspot):
-    response = hubspot("POST", UPSERT, json={"inputs": [{"id": "a@example.com", "properties": {}}]})
-    assert response.status_code == 400 and "idProperty" in response.json()["message"]
+def test_upsert_needs_id_and_properties_and_a_unique_id_property(hubspot):
+    response = hubspot("POST", UPSERT, json={"inputs": [{"idProperty": "email", "id": "a@example.com"}]})
+    assert response.status_code == 400 and "properties" in response.json()["message"]
     by_name = hubspot("POST", UPSERT, json={"inputs": [{"id": "Ann", "idProperty": "firstname", "properties": {}}]})
     assert by_name.json()["message"] == "Unable to perform update/upsert by non-unique 0-1 property"
+
+
+def test_upsert_without_id_property_takes_the_id_for_a_record_id(hubspot):
+    record_id = hubspot("POST", UPSERT, json={"inputs": [upsert_input("ann@example.com")]}).json()["results"][0]["id"]
+
+    by_record = hubspot("POST", UPSERT, json={"inputs": [{"id": record_id, "properties": {"lastname": "Lee"}}]})
+
+    assert by_record.status_code == 200
+    [result] = by_record.json()["results"]
+    assert (result["id"], result["new"], result["properties"]["lastname"]) == (record_id, False, "Lee")
+    unknown = hubspot("POST", UPSERT, json={"inputs": [{"id": "999999", "properties": {"lastname": "X"}}]})
+    assert unknown.status_code == 207 and unknown.json()["errors"][0]["context"] == {"ids": ["999999"]}
+    assert unknown.json()["results"] == [], "a record ID is HubSpot's to give: nothing is created"
 
 
 # Batch create, update, read

@@ -86,10 +86,89 @@ def test_faults_are_per_crm_and_readable(sandbox, control):
     [{"error_rate": 1.5}, {"timeout_rate": -0.1}, {"latency_ms": "slow"}, {"nope": 1}, {"rate_limit": {"requests": 0, "seconds": 1}}, {"rate_limit": 5},
      {"rate_limit_burst": {"seconds": 0}}, {"rate_limit_burst": {"seconds": "nan"}}, {"rate_limit_burst": {"after": 3}},
      {"rate_limit_burst": {"seconds": 1, "after": -1}}, {"rate_limit_burst": {"seconds": 1, "every": 0}},
-     {"rate_limit_burst": {"seconds": 1, "often": 2}}, {"rate_limit_burst": 5}],
+     {"rate_limit_burst": {"seconds": 1, "often": 2}}, {"rate_limit_burst": 5},
+     {"slow_body": -1}, {"slow_headers": "slow"}, {"down": "yes"}, {"down": 1}],
 )
 def test_bad_fault_values_are_refused(control, body):
     assert control("POST", "/brevo/faults", json=body).status_code == 400
+
+
+def raw_get(server, path, headers):
+    """GET over a bare socket: (what each recv returned, the head, the body)."""
+    import socket
+
+    host, port = server.httpd.server_address[:2]
+    lines = ["GET %s HTTP/1.1" % path, "Host: %s:%d" % (host, port), "Connection: close"]
+    lines += ["%s: %s" % item for item in headers.items()]
+    chunks = []
+    with socket.create_connection((host, port), timeout=10) as connection:
+        connection.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        while True:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    return chunks, head, body
+
+
+def chunks_until(chunks, marker):
+    """How many recvs it took for `marker` to arrive."""
+    seen = b""
+    for count, chunk in enumerate(chunks, 1):
+        seen += chunk
+        if marker in seen:
+            return count
+    return None
+
+
+@pytest.fixture
+def stored_brevo_contact(sandbox, brevo):
+    brevo("POST", "/contacts", json={"email": "slow@example.com", "attributes": {"FIRSTNAME": "Slow"}})
+    return brevo("GET", "/contacts/1")
+
+
+def test_slow_body_sends_status_and_headers_at_once_then_the_body_a_byte_at_a_time(sandbox, control, stored_brevo_contact):
+    control("POST", "/brevo/faults", json={"slow_body": 0.005})
+
+    chunks, head, body = raw_get(sandbox, "/brevo/v3/contacts/1", {"api-key": API_KEY})
+
+    assert chunks_until(chunks, b"\r\n\r\n") == 1, "the whole head in the first write"
+    assert len(chunks) > 10, "the body came in pieces"
+    assert head.startswith(b"HTTP/1.1 200") and json.loads(body) == stored_brevo_contact.json()
+
+
+def test_slow_headers_sends_the_status_line_then_the_headers_a_byte_at_a_time(sandbox, control, stored_brevo_contact):
+    control("POST", "/brevo/faults", json={"slow_headers": 0.005})
+
+    chunks, head, body = raw_get(sandbox, "/brevo/v3/contacts/1", {"api-key": API_KEY})
+
+    assert chunks[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert chunks_until(chunks, b"\r\n\r\n") > 10, "the headers came in pieces"
+    assert json.loads(body) == stored_brevo_contact.json(), "then the body, whole"
+
+
+def test_down_closes_every_connection_unanswered_and_applies_nothing_until_switched_back(sandbox, control):
+    control("POST", "/brevo/faults", json={"down": True})
+    with pytest.raises(requests.ConnectionError):
+        brevo_create(sandbox)
+    assert control("GET", "/brevo/contacts").json() == []
+    assert [r["status"] for r in control("GET", "/brevo/requests").json()] == [None], "received, never answered"
+    assert control("GET", "/brevo/faults").json()["down"] is True
+    assert hubspot_get(sandbox).status_code == 404, "the other CRMs are up"
+
+    control("POST", "/brevo/faults", json={"down": False})
+    assert brevo_create(sandbox).status_code == 201
+
+
+@pytest.mark.parametrize("crm", ["brevo", "hubspot", "mautic", "n8n"])
+def test_error_rate_one_is_an_outage_of_5xx_until_switched_back(sandbox, control, crm):
+    call = {"brevo": brevo_create, "hubspot": hubspot_get, "mautic": mautic_create, "n8n": n8n_post}[crm]
+    control("POST", "/%s/faults" % crm, json={"error_rate": 1.0})
+    assert all(call(sandbox).status_code >= 500 for _ in range(5))
+
+    control("POST", "/%s/faults" % crm, json={"error_rate": 0})
+    assert call(sandbox).status_code < 500
 
 
 def test_a_null_rate_limit_turns_that_crms_limits_off(sandbox, control):
@@ -200,6 +279,12 @@ def test_options_set_the_start_up_faults_and_limits():
         assert {brevo_create(server, "o%d@example.com" % i).status_code for i in range(12)} == {201}, "no real limits"
 
 
+def test_slow_answers_can_be_start_up_options():
+    with SandboxServer(options=SandboxOptions(slow_body=0.25, slow_headers=0.5)) as server:
+        faults = requests.get(server.url + "/_sandbox/n8n/faults", timeout=5).json()
+    assert (faults["slow_body"], faults["slow_headers"], faults["down"]) == (0.25, 0.5, False)
+
+
 # Inspection and control
 
 
@@ -301,6 +386,8 @@ def test_parse_rate_limit():
         (["--error-rate", "1.5"], "--error-rate must be between 0 and 1"),
         (["--timeout-rate", "-1"], "--timeout-rate must be between 0 and 1"),
         (["--latency-ms", "-5"], "--latency-ms must be 0 or more"),
+        (["--slow-body", "-1"], "--slow-body must be 0 or more"),
+        (["--slow-headers", "-0.5"], "--slow-headers must be 0 or more"),
         (["--rate-limit", "salesforce=1/1"], "expected CRM=REQUESTS/SECONDS"),
         (["--rate-limit", "hubspot=ten"], "expected CRM=REQUESTS/SECONDS"),
         (["--rate-limit", "hubspot=5/0"], "expected CRM=REQUESTS/SECONDS"),

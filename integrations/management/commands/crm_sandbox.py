@@ -25,7 +25,7 @@ def parse_rate_limit(spec):
 class Command(BaseCommand):
     help = (
         "Serve a local emulator of every CRM's API on one port (/brevo/v3/..., /hubspot/crm/..., and "
-        "/_sandbox/<crm>/contacts to see what arrived), with latency and faults on demand. Runs until "
+        "/_sandbox/<crm>/contacts to see what arrived), with latency, slow answers and faults on demand. Runs until "
         "Ctrl-C or SIGTERM."
     )
 
@@ -41,6 +41,20 @@ class Command(BaseCommand):
         )
         parser.add_argument(
             "--timeout-seconds", type=float, default=30.0, help="How long a timed-out request is held."
+        )
+        parser.add_argument(
+            "--slow-body",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="Send each answer's status and headers at once, then its body one byte per SECONDS.",
+        )
+        parser.add_argument(
+            "--slow-headers",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="Send each answer's status line, then its headers one byte per SECONDS.",
         )
         parser.add_argument(
             "--rate-limit",
@@ -81,7 +95,7 @@ class Command(BaseCommand):
         for name in ("error_rate", "timeout_rate"):
             if not 0 <= options[name] <= 1:
                 raise CommandError("--%s must be between 0 and 1." % name.replace("_", "-"))
-        for name in ("latency_ms", "timeout_seconds"):
+        for name in ("latency_ms", "timeout_seconds", "slow_body", "slow_headers"):
             if options[name] < 0:
                 raise CommandError("--%s must be 0 or more." % name.replace("_", "-"))
         return SandboxOptions(
@@ -89,6 +103,8 @@ class Command(BaseCommand):
             error_rate=options["error_rate"],
             timeout_rate=options["timeout_rate"],
             timeout_seconds=options["timeout_seconds"],
+            slow_body=options["slow_body"],
+            slow_headers=options["slow_headers"],
             rate_limits=dict(parse_rate_limit(spec) for spec in options["rate_limit"]),
             real_rate_limits=not options["no_rate_limits"],
             seed=options["seed"],
