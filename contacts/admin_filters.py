@@ -6,6 +6,7 @@ The status filters therefore read the chosen CRM and test it in one EXISTS.
 """
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import Exists, OuterRef
 from django.utils.translation import gettext_lazy as _
 
@@ -18,6 +19,8 @@ STATUS_PARAMETERS = ("sync_status", "processing_status", "sync_error")
 
 
 def _syncs_of_contact(request):
+    # ContactCRMFilter, built with the others before any filter runs, has refused
+    # a CRM it does not offer.
     syncs = ContactSync.objects.filter(contact=OuterRef("pk"))
     crm = request.GET.get(CRM_PARAMETER)
     if crm:
@@ -25,7 +28,19 @@ def _syncs_of_contact(request):
     return syncs
 
 
-class ContactCRMFilter(admin.SimpleListFilter):
+class OfferedChoicesFilter(admin.SimpleListFilter):
+    """A filter that takes only the values it offers. Anything else is Django's
+    IncorrectLookupParameters (the list without it, flagged ?e=1), so a mistyped
+    link never shows a list that looks filtered but is not, nor reaches a query."""
+
+    def __init__(self, request, params, model, model_admin):
+        super().__init__(request, params, model, model_admin)
+        value = self.value()
+        if value and value not in {str(key) for key, _label in self.lookup_choices}:
+            raise IncorrectLookupParameters("%s has no choice %r." % (self.title, value))
+
+
+class ContactCRMFilter(OfferedChoicesFilter):
     title = _("CRM")
     parameter_name = CRM_PARAMETER
 
@@ -41,7 +56,7 @@ class ContactCRMFilter(admin.SimpleListFilter):
         return queryset.filter(Exists(_syncs_of_contact(request)))
 
 
-class ContactSyncStatusFilter(admin.SimpleListFilter):
+class ContactSyncStatusFilter(OfferedChoicesFilter):
     title = _("sync status")
     parameter_name = STATUS_PARAMETERS[0]
 
@@ -59,7 +74,7 @@ class ContactSyncStatusFilter(admin.SimpleListFilter):
         return queryset.filter(Exists(syncs.filter(sync_status=value)))
 
 
-class ContactProcessingStatusFilter(admin.SimpleListFilter):
+class ContactProcessingStatusFilter(OfferedChoicesFilter):
     title = _("processing status")
     parameter_name = STATUS_PARAMETERS[1]
 
@@ -91,7 +106,7 @@ class ContactSyncErrorFilter(admin.SimpleListFilter):
         return queryset
 
 
-class SyncCRMFilter(admin.SimpleListFilter):
+class SyncCRMFilter(OfferedChoicesFilter):
     """Choices from the registry, not from a DISTINCT over a large table."""
 
     title = _("CRM")
