@@ -69,6 +69,15 @@ class ProcessingStatus(models.TextChoices):
     ERROR = "error", _("Error")
 
 
+class PendingDecision(models.TextChoices):
+    """A staff decision taken while the row was in flight, applied when its batch records."""
+
+    NONE = "", _("(none)")
+    # Staff selected it again, or the contact changed: push again after the record.
+    SELECT = "select", _("Queue again when the push in flight ends")
+    SKIP = "skip", _("Skip when the push in flight ends")
+
+
 class ContactSync(models.Model):
     """The dual status of one contact for one CRM. Only contacts.selection (staff)
     and integrations.engine (worker) write its status fields."""
@@ -95,6 +104,18 @@ class ContactSync(models.Model):
     external_id = models.CharField(_("ID in the CRM"), max_length=100, blank=True)
     synced_at = models.DateTimeField(_("synced at"), null=True, blank=True)
     synced_hash = models.CharField(_("hash of the synced payload"), max_length=64, blank=True)
+    # Set while Processing by a staff decision or a change to the contact; the
+    # record step applies it, so nothing decided mid-push is lost.
+    pending_decision = models.CharField(
+        _("decision taken during the push"),
+        max_length=16,
+        choices=PendingDecision.choices,
+        default=PendingDecision.NONE,
+        blank=True,
+    )
+    # When the current run of failures began: giving up needs both the attempts
+    # and this much time (CRMSYNC_GIVE_UP_AFTER_HOURS).
+    first_failed_at = models.DateTimeField(_("failing since"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 

@@ -4,6 +4,10 @@ This module is the only place that changes sync state on behalf of staff (the
 worker's transitions live in integrations.engine). Every function takes a
 queryset of contacts and a list of CRM names, runs one statement whatever the
 number of contacts, and returns how many (contact, CRM) rows it changed.
+
+A decision about a row a worker is pushing at that moment is not lost: it is kept
+in `pending_decision` and the engine applies it when the batch records (a Skip
+leaves the row Skipped whatever the push did; a Select queues it again).
 """
 
 from django.db import connections
@@ -12,7 +16,7 @@ from django.utils import timezone
 
 from integrations.backends import validate_crm_names
 
-from .models import ContactSync, ProcessingStatus, SyncStatus
+from .models import ContactSync, PendingDecision, ProcessingStatus, SyncStatus
 
 # Columns the upsert writes, in the order of the SELECT list below.
 _UPSERT_COLUMNS = (
@@ -25,6 +29,7 @@ _UPSERT_COLUMNS = (
     "last_error",
     "external_id",
     "synced_hash",
+    "pending_decision",
     "created_at",
     "updated_at",
 )
@@ -33,8 +38,8 @@ _UPSERT_COLUMNS = (
 def select(contacts, crms):
     """Queue contacts for CRMs: Selected / Queued, due now, attempts and error reset.
 
-    Complete rows are queued again (a deliberate re-sync). Rows being processed
-    are left to finish, so the count can be lower than contacts x CRMs.
+    Complete rows are queued again (a deliberate re-sync). A row being pushed is
+    queued again when its batch records; it is not counted.
     """
     now = timezone.now()
     return _upsert(
@@ -45,13 +50,14 @@ def select(contacts, crms):
         next_attempt_at=now,
         now=now,
         reset_attempts=True,
+        in_flight=PendingDecision.SELECT,
     )
 
 
 def skip(contacts, crms):
     """Mark contacts as not to be synced to CRMs: Skipped, nothing queued.
 
-    Rows being processed are left to finish.
+    A row being pushed becomes Skipped when its batch records; it is not counted.
     """
     return _upsert(
         contacts,
@@ -61,6 +67,7 @@ def skip(contacts, crms):
         next_attempt_at=None,
         now=timezone.now(),
         reset_attempts=False,
+        in_flight=PendingDecision.SKIP,
     )
 
 
@@ -84,14 +91,19 @@ def retry_syncs(syncs):
             lease_expires_at=None,
             claim_token=None,
             last_error="",
+            first_failed_at=None,
+            pending_decision=PendingDecision.NONE,
             updated_at=now,
         )
     )
 
 
-def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, now, reset_attempts):
-    """INSERT ... SELECT ... ON CONFLICT DO UPDATE over contacts x CRMs, sparing
-    rows that a worker is processing. Works on PostgreSQL and SQLite."""
+def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, now, reset_attempts, in_flight):
+    """INSERT ... SELECT ... ON CONFLICT DO UPDATE over contacts x CRMs, in one
+    statement. A row being processed keeps its state and gets `in_flight` as its
+    pending decision instead; deciding it in the same statement (under the row's
+    lock) means a batch recording at that moment cannot lose the decision.
+    Returns how many rows took the decision now. Works on PostgreSQL and SQLite."""
     crms = validate_crm_names(crms)
     if not crms:
         return 0
@@ -107,23 +119,32 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     def at(value):
         return next_at_field.get_db_prep_value(value, connection)
 
-    updates = [
-        "sync_status = excluded.sync_status",
-        "processing_status = excluded.processing_status",
-        "next_attempt_at = excluded.next_attempt_at",
-        "lease_expires_at = NULL",
-        "claim_token = NULL",
-        "updated_at = excluded.updated_at",
-    ]
+    # The status value is a fixed identifier of ours, so it is written inline.
+    in_flight_row = "%s.processing_status = '%s'" % (table, ProcessingStatus.PROCESSING.value)
+    decided = {
+        "sync_status": "excluded.sync_status",
+        "processing_status": "excluded.processing_status",
+        "next_attempt_at": "excluded.next_attempt_at",
+        "lease_expires_at": "NULL",
+        "claim_token": "NULL",
+        "updated_at": "excluded.updated_at",
+        "pending_decision": "''",
+    }
     if reset_attempts:
-        updates += ["attempts = 0", "last_error = ''"]
+        decided.update({"attempts": "0", "last_error": "''", "first_failed_at": "NULL"})
+    updates = [
+        "%s = CASE WHEN %s THEN %s ELSE %s END" % (quote(column), in_flight_row, "%s.%s" % (table, quote(column)), value)
+        for column, value in decided.items()
+        if column != "pending_decision"
+    ]
+    updates.append("pending_decision = CASE WHEN %s THEN %%s ELSE '' END" % in_flight_row)
     # SQLite needs the WHERE on the SELECT to parse ON CONFLICT after it.
     sql = (
         "INSERT INTO {table} ({columns}) "
-        "SELECT contact.selected_id, crm.name, %s, %s, 0, %s, '', '', '', %s, %s "
+        "SELECT contact.selected_id, crm.name, %s, %s, 0, %s, '', '', '', '', %s, %s "
         "FROM ({contact_sql}) contact CROSS JOIN ({crm_sql}) crm WHERE 1 = 1 "
         "ON CONFLICT (contact_id, crm) DO UPDATE SET {updates} "
-        "WHERE {table}.processing_status <> %s"
+        "RETURNING processing_status"
     ).format(
         table=table,
         columns=", ".join(quote(column) for column in _UPSERT_COLUMNS),
@@ -139,43 +160,62 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
         at(now),
         *contact_params,
         *crms,
-        ProcessingStatus.PROCESSING,
+        in_flight,
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount
+        return sum(1 for (status,) in cursor.fetchall() if status != ProcessingStatus.PROCESSING)
 
 
-def requeue_changed(sync_hashes, *, using="default"):
-    """Queue again, like select(), Complete rows whose contact changed since they
-    were synced: `sync_hashes` is {ContactSync pk: the synced_hash the caller
-    compared against}. A row is requeued only if it is still Complete with that
-    hash, so a row synced again or taken by a worker in the meantime is left alone.
-    One statement per call; returns how many rows it queued.
+def requeue_changed(new_hashes, *, using="default"):
+    """Queue again, like select(), the rows whose contact changed since they were
+    synced: `new_hashes` is {ContactSync pk: the hash of the payload the contact
+    builds now, or None when it builds none}. A row is requeued only if it is still
+    Complete and its synced_hash differs; a row a worker is pushing gets a pending
+    Select instead (the engine queues it again when its batch records), unless
+    staff already decided something for it. Deciding both in one statement, under
+    the row's lock, means a change saved while the batch records is never lost.
+    Returns how many rows it queued or marked.
     """
-    if not sync_hashes:
+    if not new_hashes:
         return 0
     connection = connections[using]
     quote = connection.ops.quote_name
     table = quote(ContactSync._meta.db_table)
     now = ContactSync._meta.get_field("updated_at").get_db_prep_value(timezone.now(), connection)
+    in_flight = "%s.processing_status = '%s'" % (table, ProcessingStatus.PROCESSING.value)
+    requeued = {
+        "sync_status": "%s",
+        "processing_status": "%s",
+        "attempts": "0",
+        "next_attempt_at": "%s",
+        "lease_expires_at": "NULL",
+        "claim_token": "NULL",
+        "last_error": "''",
+        "first_failed_at": "NULL",
+    }
+    sets = [
+        "%s = CASE WHEN %s THEN %s.%s ELSE %s END" % (quote(column), in_flight, table, quote(column), value)
+        for column, value in requeued.items()
+    ]
+    sets += ["pending_decision = CASE WHEN %s THEN %%s ELSE '' END" % in_flight, "updated_at = %s"]
     # UPDATE ... FROM (VALUES ...) pairs each row with its own hash and reads the
     # same on PostgreSQL and SQLite (whose VALUES columns are column1, column2).
     sql = (
-        "UPDATE {table} SET sync_status = %s, processing_status = %s, attempts = 0, "
-        "next_attempt_at = %s, lease_expires_at = NULL, claim_token = NULL, "
-        "last_error = '', updated_at = %s "
-        "FROM (VALUES {rows}) AS v "
-        "WHERE {table}.{pk} = v.column1 AND {table}.synced_hash = v.column2 "
-        "AND {table}.sync_status = %s AND {table}.processing_status = %s"
+        "UPDATE {table} SET {sets} FROM (VALUES {rows}) AS v "
+        "WHERE {table}.{pk} = v.column1 AND (v.column2 IS NULL OR {table}.synced_hash <> v.column2) "
+        "AND (({table}.sync_status = %s AND {table}.processing_status = %s) "
+        "OR ({in_flight} AND {table}.pending_decision = ''))"
     ).format(
         table=table,
-        rows=", ".join(["(%s, %s)"] * len(sync_hashes)),
+        sets=", ".join(sets),
+        rows=", ".join(["(%s, %s)"] * len(new_hashes)),
         pk=quote(ContactSync._meta.pk.column),
+        in_flight=in_flight,
     )
-    params = [SyncStatus.SELECTED, ProcessingStatus.QUEUED, now, now]
-    for pk, synced_hash in sync_hashes.items():
-        params += [pk, synced_hash]
+    params = [SyncStatus.SELECTED, ProcessingStatus.QUEUED, now, PendingDecision.SELECT, now]
+    for pk, new_hash in new_hashes.items():
+        params += [pk, new_hash]
     params += [SyncStatus.COMPLETE, ProcessingStatus.COMPLETE]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

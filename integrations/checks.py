@@ -5,7 +5,7 @@ import importlib.util
 
 from django.core.checks import Error, Warning
 
-from .conf import SyncPolicy, check_global_settings, is_set
+from .conf import SyncPolicy, check_global_settings, get_crm_setting, is_set, lease_seconds
 from .exceptions import CRMConfigurationError
 
 
@@ -25,7 +25,38 @@ def check_crm_configuration(app_configs=None, **kwargs):
     for backend_class in classes:
         messages += _half_configured(backend_class)
         messages += _invalid_numbers(backend_class)
+        messages += _lease_too_short(backend_class)
     return messages
+
+
+def _lease_too_short(backend_class):
+    """The engine renews a batch's lease every third of it (engine.LeaseRenewal). If
+    a worker stops renewing (it lost its database), the request it has in flight
+    must still end, by its deadline, before the lease does: otherwise another
+    worker could push the same contacts while the first is still sending them."""
+    from .engine import LEASE_RENEWALS_PER_LEASE
+
+    default = getattr(backend_class, "default_timeout_seconds", None)
+    if default is None or not backend_class.is_enabled():
+        return []
+    try:
+        timeout = get_crm_setting(backend_class.name, "TIMEOUT_SECONDS", default, cast=float)
+        lease = lease_seconds()
+    except CRMConfigurationError:
+        return []  # reported by _invalid_numbers
+    unrenewed = lease - lease / LEASE_RENEWALS_PER_LEASE
+    if unrenewed > timeout:
+        return []
+    needed = int(timeout * LEASE_RENEWALS_PER_LEASE / (LEASE_RENEWALS_PER_LEASE - 1)) + 1
+    timeout_name = "%s_TIMEOUT_SECONDS" % backend_class.name.upper()
+    return [
+        Error(
+            "CRMSYNC_LEASE_SECONDS (%d) is too short for %s (%g): a request to %s may outlive the lease, "
+            "and another worker would push the same contacts again." % (lease, timeout_name, timeout, backend_class.verbose_name),
+            hint="Set CRMSYNC_LEASE_SECONDS to at least %d, or lower %s." % (needed, timeout_name),
+            id="integrations.E002",
+        )
+    ]
 
 
 def _sandbox_mode():

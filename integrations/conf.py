@@ -6,8 +6,10 @@ the environment (which `.env` feeds), so that a new CRM needs no edit of
 settings.py. Settings are read when asked for, never at import.
 """
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 
@@ -23,7 +25,7 @@ def setting_name(crm, name):
 
 
 def get_setting(key, default=UNSET, *, cast=str):
-    """A setting by its full name, converted with `cast` (str, int or bool)."""
+    """A setting by its full name, converted with `cast` (str, int, float or bool)."""
     if hasattr(settings, key):
         raw = getattr(settings, key)
     elif key in os.environ:
@@ -59,7 +61,61 @@ def _cast(key, raw, cast):
             return int(str(raw).strip())
         except ValueError:
             raise CRMConfigurationError("%s must be a whole number; it is %r." % (key, raw))
+    if cast is float:
+        try:
+            value = float(str(raw).strip())
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise CRMConfigurationError("%s must be a number (decimals allowed); it is %r." % (key, raw))
+        return value
     return cast(raw)
+
+
+@dataclass(frozen=True)
+class BreakerPolicy:
+    """When a CRM counts as down for everyone, and how it is probed (engine.Breaker).
+
+    After `failures` batches in a row fail with CRM-wide errors (5xx, timeouts,
+    connection errors: no contact accepted), the CRM stops claiming. One worker at
+    a time then probes it with a batch of at most `probe_contacts`, first after
+    `probe_seconds`, each failed probe doubling the wait up to `probe_max_seconds`.
+    An accepted contact closes it.
+    """
+
+    failures: int = 3
+    probe_seconds: float = 30.0
+    probe_max_seconds: float = 300.0
+    probe_contacts: int = 10
+
+    @classmethod
+    def from_settings(cls):
+        breaker = cls(
+            failures=get_setting("CRMSYNC_BREAKER_FAILURES", cls.failures, cast=int),
+            probe_seconds=get_setting("CRMSYNC_BREAKER_PROBE_SECONDS", cls.probe_seconds, cast=float),
+            probe_max_seconds=get_setting("CRMSYNC_BREAKER_PROBE_MAX_SECONDS", cls.probe_max_seconds, cast=float),
+            probe_contacts=get_setting("CRMSYNC_BREAKER_PROBE_CONTACTS", cls.probe_contacts, cast=int),
+        )
+        _at_least("CRMSYNC_BREAKER_FAILURES", breaker.failures, 1)
+        _at_least("CRMSYNC_BREAKER_PROBE_SECONDS", breaker.probe_seconds, 0.1)
+        _at_least("CRMSYNC_BREAKER_PROBE_MAX_SECONDS", breaker.probe_max_seconds, breaker.probe_seconds)
+        _at_least("CRMSYNC_BREAKER_PROBE_CONTACTS", breaker.probe_contacts, 1)
+        return breaker
+
+    def next_interval(self, current):
+        """The wait before the next probe, after a probe that waited `current` failed."""
+        if not current:
+            return self.probe_seconds
+        return min(current * 2, self.probe_max_seconds)
+
+
+# RudderStack gives up on an event only when it has failed enough times AND its
+# first failure is older than a window (3 hours there). A day here: a CRM problem
+# noticed in the morning and fixed that day costs no contact its sync.
+DEFAULT_GIVE_UP_AFTER_HOURS = 24.0
+# With full jitter, a retry waits half of this on average once the back-off has
+# grown to it: about every half hour through the day before giving up.
+DEFAULT_RETRY_MAX_DELAY_MINUTES = 60.0
 
 
 @dataclass(frozen=True)
@@ -71,10 +127,14 @@ class SyncPolicy:
     batch_size: int
     max_instances: int
     max_retries: int
-    retry_delay_minutes: int
+    retry_delay_minutes: float
     retry_exponential: bool
-    retry_max_delay_minutes: int
+    retry_max_delay_minutes: float
     lease_seconds: int
+    give_up_after_hours: float = DEFAULT_GIVE_UP_AFTER_HOURS
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    # Queue a row again when its contact's payload changes (<CRM>_SYNC_ON_CHANGE).
+    sync_on_change: bool = True
 
     @property
     def max_attempts(self):
@@ -91,12 +151,13 @@ class SyncPolicy:
             ),
             max_instances=get_crm_setting(crm, "SYNC_SCHEDULER_MAX_INSTANCES", 1, cast=int),
             max_retries=get_crm_setting(crm, "SYNC_MAX_RETRIES", 3, cast=int),
-            retry_delay_minutes=get_crm_setting(crm, "SYNC_RETRY_DELAY_MINUTES", 5, cast=int),
+            retry_delay_minutes=get_crm_setting(crm, "SYNC_RETRY_DELAY_MINUTES", 5.0, cast=float),
             retry_exponential=get_crm_setting(crm, "SYNC_RETRY_EXPONENTIAL", True, cast=bool),
-            retry_max_delay_minutes=get_setting(
-                "CRMSYNC_RETRY_MAX_DELAY_MINUTES", 24 * 60, cast=int
-            ),
-            lease_seconds=get_setting("CRMSYNC_LEASE_SECONDS", 300, cast=int),
+            retry_max_delay_minutes=retry_max_delay_minutes(),
+            lease_seconds=lease_seconds(),
+            give_up_after_hours=give_up_after_hours(),
+            breaker=BreakerPolicy.from_settings(),
+            sync_on_change=get_crm_setting(crm, "SYNC_ON_CHANGE", True, cast=bool),
         )
         policy.validate()
         return policy
@@ -112,26 +173,53 @@ class SyncPolicy:
         for name, (value, minimum) in minimums.items():
             if value < minimum:
                 raise CRMConfigurationError(
-                    "%s must be at least %d; it is %d."
-                    % (setting_name(self.crm, name), minimum, value)
+                    "%s must be at least %s; it is %s."
+                    % (setting_name(self.crm, name), _number(minimum), _number(value))
                 )
-        _at_least("CRMSYNC_LEASE_SECONDS", self.lease_seconds, 10)
-        _at_least("CRMSYNC_RETRY_MAX_DELAY_MINUTES", self.retry_max_delay_minutes, 1)
+
+    def gives_up(self, attempts, first_failed_at, now):
+        """Whether a contact that failed again now ends in Error: only when it has
+        used its attempts AND it has been failing for long enough."""
+        if attempts < self.max_attempts:
+            return False
+        if first_failed_at is None:
+            return True
+        return now - first_failed_at >= timedelta(hours=self.give_up_after_hours)
 
 
 def _at_least(key, value, minimum):
     if value < minimum:
-        raise CRMConfigurationError("%s must be at least %d; it is %d." % (key, minimum, value))
+        raise CRMConfigurationError("%s must be at least %s; it is %s." % (key, _number(minimum), _number(value)))
+
+
+def _number(value):
+    return "%g" % value if isinstance(value, float) else str(value)
+
+
+def lease_seconds():
+    seconds = get_setting("CRMSYNC_LEASE_SECONDS", 300, cast=int)
+    _at_least("CRMSYNC_LEASE_SECONDS", seconds, 10)
+    return seconds
+
+
+def retry_max_delay_minutes():
+    minutes = get_setting("CRMSYNC_RETRY_MAX_DELAY_MINUTES", DEFAULT_RETRY_MAX_DELAY_MINUTES, cast=float)
+    _at_least("CRMSYNC_RETRY_MAX_DELAY_MINUTES", minutes, 0.01)
+    return minutes
+
+
+def give_up_after_hours():
+    hours = get_setting("CRMSYNC_GIVE_UP_AFTER_HOURS", DEFAULT_GIVE_UP_AFTER_HOURS, cast=float)
+    _at_least("CRMSYNC_GIVE_UP_AFTER_HOURS", hours, 0)
+    return hours
 
 
 def check_global_settings():
     """Raise CRMConfigurationError for the first invalid setting shared by all CRMs."""
-    _at_least("CRMSYNC_LEASE_SECONDS", get_setting("CRMSYNC_LEASE_SECONDS", 300, cast=int), 10)
-    _at_least(
-        "CRMSYNC_RETRY_MAX_DELAY_MINUTES",
-        get_setting("CRMSYNC_RETRY_MAX_DELAY_MINUTES", 24 * 60, cast=int),
-        1,
-    )
+    lease_seconds()
+    retry_max_delay_minutes()
+    give_up_after_hours()
+    BreakerPolicy.from_settings()
     attempt_retention_days()
     drift_check_interval_minutes()
 

@@ -8,6 +8,7 @@ guarded by the claim token so that a worker whose lease expired cannot overwrite
 a newer result.
 """
 
+import enum
 import hashlib
 import json
 import logging
@@ -19,11 +20,19 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import NamedTuple
 
-from django.db import connections, transaction
+from django.db import DatabaseError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from contacts.models import AttemptOutcome, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
+from contacts.models import (
+    AttemptOutcome,
+    Contact,
+    ContactSync,
+    PendingDecision,
+    ProcessingStatus,
+    SyncAttempt,
+    SyncStatus,
+)
 
 from .backends import get_enabled_backend_class
 from .backends.base import Outcome, OutcomeKind, SyncItem
@@ -43,6 +52,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_RATE_LIMIT_WAIT = 60
 DEFAULT_UNAVAILABLE_PAUSE = 600
 ERROR_MAX_LENGTH = 2000
+# A batch's lease is renewed this many times per lease while it is pushed and
+# recorded, so a live worker never loses it (checks.py holds the lease to it).
+LEASE_RENEWALS_PER_LEASE = 3
+# A batch says the CRM as a whole fails only when it failed for several contacts.
+MIN_CONTACTS_FOR_FAILING_VERDICT = 2
 
 
 @dataclass
@@ -54,6 +68,8 @@ class RunResult:
     failed: int = 0
     released: int = 0
     discarded: int = 0
+    # Results of contacts deleted while they were pushed: dropped with their rows.
+    deleted: int = 0
     batches: int = 0
     seconds: float = 0.0
     paused_until: object = None
@@ -62,7 +78,7 @@ class RunResult:
     paused_by: str = ""
 
     def add(self, other):
-        for name in ("claimed", "accepted", "retry_scheduled", "failed", "released", "discarded", "batches"):
+        for name in ("claimed", "accepted", "retry_scheduled", "failed", "released", "discarded", "deleted", "batches"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.paused_until or other.paused_by:
             self.paused_until, self.pause_reason, self.paused_by = other.paused_until, other.pause_reason, other.paused_by
@@ -85,6 +101,10 @@ class _Batch:
     items: list = field(default_factory=list)
     outcomes: list = field(default_factory=list)
     duration_ms: int = 0
+    # Keys whose retry the engine made up (a crash in our code, a missing result):
+    # not the CRM's failure, so the circuit breaker ignores them.
+    unexplained: set = field(default_factory=set)
+    probe: bool = False
 
 
 def payload_hash(payload):
@@ -107,12 +127,14 @@ class SyncEngine:
         self.policy = policy or SyncPolicy.for_backend(type(backend))
         self.clock = clock
         self.rng = rng or random.Random()
+        self.breaker = Breaker(self.crm, self.policy, clock)
 
     # The loop
 
     def run(self, *, budget_seconds=None, max_contacts=None, batch_size=None, on_batch=None):
         """Claim, push and record batches until nothing is due, the budget of
-        seconds or contacts is spent, or the CRM is paused."""
+        seconds or contacts is spent, or the CRM is paused (by staff, by the CRM, or
+        by the circuit breaker between two probes)."""
         result = RunResult(self.crm)
         started = time.monotonic()
         try:
@@ -126,7 +148,10 @@ class SyncEngine:
                     limit = min(limit, max_contacts - result.claimed)
                 if limit <= 0:
                     break
-                batch = self.run_batch(limit)
+                probe = self.breaker.is_open()
+                if probe and not self.breaker.take_probe():
+                    continue  # another worker probes; paused() now says until when
+                batch = self.run_batch(min(limit, self.policy.breaker.probe_contacts) if probe else limit, probe=probe)
                 result.add(batch)
                 if on_batch:
                     on_batch(batch)
@@ -138,19 +163,23 @@ class SyncEngine:
             self._note_run(result)
         return result
 
-    def run_batch(self, limit):
+    def run_batch(self, limit, *, probe=False):
         """One claim -> push -> record cycle of at most `limit` contacts."""
         started = time.monotonic()
         batch = self.claim(limit)
+        batch.probe = probe
         result = RunResult(self.crm)
         if not batch.rows:
+            if probe:
+                self.breaker.probe_found_nothing()
             return result
-        self.push(batch)
-        self.record(batch, result)
+        with LeaseRenewal(self, batch):
+            self.push(batch)
+            self.record(batch, result)
         result.claimed, result.batches = len(batch.rows), 1
         result.seconds = time.monotonic() - started
         logger.info(
-            "crm=%s claimed=%d accepted=%d retry_scheduled=%d failed=%d released=%d seconds=%.2f",
+            "crm=%s claimed=%d accepted=%d retry_scheduled=%d failed=%d released=%d seconds=%.2f%s",
             self.crm,
             result.claimed,
             result.accepted,
@@ -158,6 +187,7 @@ class SyncEngine:
             result.failed,
             result.released,
             result.seconds,
+            " probe=1" if probe else "",
         )
         return result
 
@@ -230,10 +260,11 @@ class SyncEngine:
 
     def push(self, batch):
         """Build payloads and push them with no transaction open. A row that used up
-        its attempts on a lost lease is not pushed again."""
+        its attempts (and its time) on lost leases is not pushed again."""
+        now = self.clock()
         for row in batch.rows:
             item = SyncItem(key=row.pk, contact=row.contact, payload=None)
-            if row.attempts > self.policy.max_attempts:
+            if row.attempts > self.policy.max_attempts and self.policy.gives_up(row.attempts, row.first_failed_at, now):
                 batch.outcomes.append(
                     Outcome.permanent(
                         item,
@@ -250,14 +281,15 @@ class SyncEngine:
             except Exception:
                 logger.exception("crm=%s building the payload of contact %s failed", self.crm, row.contact_id)
                 batch.outcomes.append(Outcome.retry(item, self._unexpected_error_message()))
+                batch.unexplained.add(row.pk)
                 continue
             batch.items.append(SyncItem(key=row.pk, contact=row.contact, payload=payload, external_id=row.external_id))
         if batch.items:
             started = time.monotonic()
-            batch.outcomes += self._call_backend(batch.items)
+            batch.outcomes += self._call_backend(batch, batch.items)
             batch.duration_ms = int((time.monotonic() - started) * 1000)
 
-    def _call_backend(self, items):
+    def _call_backend(self, batch, items):
         try:
             outcomes = self.backend.push(items)
         except RateLimited as exc:
@@ -280,64 +312,135 @@ class SyncEngine:
             return [Outcome.permanent(item, str(exc), http_status=exc.status_code) for item in items]
         except Exception:
             logger.exception("crm=%s the backend failed unexpectedly", self.crm)
+            batch.unexplained.update(item.key for item in items)
             return [Outcome.retry(item, self._unexpected_error_message()) for item in items]
-        return self._one_outcome_per_item(items, outcomes)
+        return self._one_outcome_per_item(batch, items, outcomes)
 
     def _unexpected_error_message(self):
         # The exception's own text may hold anything, secrets included; it goes to the log only.
         return "Unexpected error in the %s backend; see the worker log." % self.backend.verbose_name
 
-    def _one_outcome_per_item(self, items, outcomes):
+    def _one_outcome_per_item(self, batch, items, outcomes):
         by_key = {outcome.key: outcome for outcome in outcomes}
         missing = [item for item in items if item.key not in by_key]
         if missing:
             logger.error("crm=%s the backend returned no outcome for %d contacts", self.crm, len(missing))
+            batch.unexplained.update(item.key for item in missing)
         message = "The %s backend reported no result for this contact." % self.backend.verbose_name
         return [by_key.get(item.key) or Outcome.retry(item, message) for item in items]
 
     # Record
 
     def record(self, batch, result):
-        """Write every outcome in bulk, each write guarded by the batch's token."""
+        """Write every outcome in bulk, each write guarded by the batch's token, then
+        apply what changed while the batch was in flight: a staff decision, an edit
+        of the contact, or its deletion."""
+        until_probe = self.breaker.note_batch(self._verdict(batch), probe=batch.probe)
+        breaker_open = until_probe is not None
         now = self.clock()
-        attempts_by_key = {row.pk: row.attempts for row in batch.rows}
+        rows_by_key = {row.pk: row for row in batch.rows}
         payloads = {item.key: item.payload for item in batch.items}
-        accepted, retry, failed, released = [], [], [], []
+        accepted, retry, failed, released, waited = [], [], [], [], []
         for outcome in batch.outcomes:
+            row = rows_by_key[outcome.key]
             if outcome.kind is OutcomeKind.ACCEPTED:
                 accepted.append(outcome)
             elif outcome.kind is OutcomeKind.RATE_LIMITED:
                 released.append(outcome)
-            elif outcome.kind is OutcomeKind.RETRY and attempts_by_key[outcome.key] < self.policy.max_attempts:
+            elif outcome.kind is OutcomeKind.RETRY and breaker_open and outcome.key not in batch.unexplained:
+                waited.append(outcome)
+            elif outcome.kind is OutcomeKind.RETRY and not self.policy.gives_up(
+                row.attempts, row.first_failed_at or now, now
+            ):
                 retry.append(outcome)
             else:
                 failed.append(outcome)
+        changed = self._changed_during_push(accepted, payloads)
         with transaction.atomic():
             written = self._record_accepted(batch.token, accepted, payloads, now)
-            written += self._record_retry(batch.token, retry, attempts_by_key, now)
-            written += self._record_failed(batch.token, failed, attempts_by_key, now)
-            written += self._record_released(batch.token, released, now)
+            written += self._record_retry(batch.token, retry, rows_by_key, now)
+            written += self._record_failed(batch.token, failed, rows_by_key, now)
+            written += self._record_waiting(batch.token, {o.key: now + _wait(o) for o in released}, now)
+            written += self._record_waiting(batch.token, {o.key: until_probe for o in waited}, now)
+            self._apply_pending_decisions(written, changed, now)
             decided = {
                 **{o.key: AttemptOutcome.ACCEPTED for o in accepted},
                 **{o.key: AttemptOutcome.RETRY for o in retry},
-                **{o.key: AttemptOutcome.WAITED for o in released},
+                **{o.key: AttemptOutcome.WAITED for o in released + waited},
                 **{o.key: AttemptOutcome.FAILED for o in failed},
             }
-            SyncAttempt.objects.bulk_create(self._attempt_rows(batch, decided, now))
+            contacts = _lock_existing_contacts({rows_by_key[key].contact_id for key in written})
+            SyncAttempt.objects.bulk_create(
+                self._attempt_rows(batch, decided, now, {key for key in written if rows_by_key[key].contact_id in contacts})
+            )
         result.accepted, result.retry_scheduled = len(accepted), len(retry)
-        result.failed, result.released = len(failed), len(released)
-        result.discarded = len(batch.outcomes) - written
+        result.failed, result.released = len(failed), len(released) + len(waited)
+        self._count_unwritten(batch, set(written), result)
+        if released:
+            until = now + max(_wait(o) for o in released)
+            self.pause(until, released[0].message)
+            pause = self.paused() or Pause(until, released[0].message)
+            result.paused_until, result.pause_reason, result.paused_by = pause
+
+    def _verdict(self, batch):
+        """What the batch says about the CRM as a whole, for the circuit breaker:
+        up when it accepted a contact; failing when every answer was a CRM-side
+        failure (5xx, timeout, connection error); else nothing."""
+        pushed = {item.key for item in batch.items} - batch.unexplained
+        kinds = {o.kind for o in batch.outcomes if o.key in pushed}
+        if OutcomeKind.ACCEPTED in kinds:
+            return Verdict.UP
+        # One contact failing again and again may be that contact's own trouble: it
+        # keeps its back-off and attempts (and its day before giving up) instead.
+        if kinds == {OutcomeKind.RETRY} and (len(pushed) >= MIN_CONTACTS_FOR_FAILING_VERDICT or batch.probe):
+            return Verdict.FAILING
+        return None
+
+    def _changed_during_push(self, accepted, payloads):
+        """Keys of accepted rows whose contact no longer builds the payload that was
+        pushed (edited mid-push, by any means): they are queued again at once."""
+        if not accepted or not self.policy.sync_on_change:
+            return set()
+        pushed = {o.key: payload_hash(payloads[o.key]) for o in accepted}
+        rows = ContactSync.objects.filter(pk__in=pushed).select_related("contact")
+        now_hashes = {row.pk: (row.contact, self._hash_now(row.contact)) for row in rows}
+        changed = {key for key, (_contact, now_hash) in now_hashes.items() if now_hash != pushed[key]}
+        if changed:
+            # A payload that differs every time it is built (one carrying the time)
+            # would look changed after every push and be pushed for ever.
+            contact, first = now_hashes[next(iter(changed))]
+            if self._hash_now(contact) != first:
+                logger.warning(
+                    "crm=%s builds a different payload each time, so edits made during a push cannot be "
+                    "detected; set %s_SYNC_ON_CHANGE=false",
+                    self.crm,
+                    self.crm.upper(),
+                )
+                return set()
+        return changed
+
+    def _hash_now(self, contact):
+        try:
+            return payload_hash(self.backend.build_payload(contact))
+        except InvalidContact:
+            return None  # queued again: the next push records why, where staff see it
+
+    def _count_unwritten(self, batch, written, result):
+        """Outcomes not written: the row's lease went to another worker (discarded),
+        or its contact was deleted during the push (its rows went with it)."""
+        unwritten = {o.key for o in batch.outcomes} - written
+        if not unwritten:
+            return
+        still_there = set(ContactSync.objects.filter(pk__in=unwritten).values_list("pk", flat=True))
+        result.discarded, result.deleted = len(still_there), len(unwritten - still_there)
         if result.discarded:
             logger.warning(
                 "crm=%s %d results arrived after their lease expired and were discarded",
                 self.crm,
                 result.discarded,
             )
-        if released:
-            until = now + max(_wait(o) for o in released)
-            self.pause(until, released[0].message)
-            pause = self.paused() or Pause(until, released[0].message)
-            result.paused_until, result.pause_reason, result.paused_by = pause
+        if result.deleted:
+            logger.info("crm=%s %d contacts were deleted while being pushed; their results were dropped", self.crm, result.deleted)
 
     def _record_accepted(self, token, outcomes, payloads, now):
         rows = {o.key: (o.external_id, payload_hash(payloads[o.key])) for o in outcomes}
@@ -352,13 +455,14 @@ class SyncEngine:
                 "synced_at": now,
                 "last_error": "",
                 "next_attempt_at": None,
+                "first_failed_at": None,
                 "updated_at": now,
             },
         )
 
-    def _record_retry(self, token, outcomes, attempts_by_key, now):
+    def _record_retry(self, token, outcomes, rows_by_key, now):
         rows = {
-            o.key: (now + self.retry_delay(attempts_by_key[o.key], o.retry_after), _clip(o.message))
+            o.key: (now + self.retry_delay(rows_by_key[o.key].attempts, o.retry_after), _clip(o.message))
             for o in outcomes
         }
         return _write_claimed(
@@ -368,12 +472,13 @@ class SyncEngine:
             fixed={
                 "sync_status": SyncStatus.SELECTED,
                 "processing_status": ProcessingStatus.QUEUED,
+                "first_failed_at": _Sql("COALESCE({column}, %s)", now),
                 "updated_at": now,
             },
         )
 
-    def _record_failed(self, token, outcomes, attempts_by_key, now):
-        rows = {o.key: (_clip(self._failure_message(o, attempts_by_key[o.key])),) for o in outcomes}
+    def _record_failed(self, token, outcomes, rows_by_key, now):
+        rows = {o.key: (_clip(self._failure_message(o, rows_by_key[o.key], now)),) for o in outcomes}
         return _write_claimed(
             token,
             rows,
@@ -382,16 +487,18 @@ class SyncEngine:
                 "sync_status": SyncStatus.ERROR,
                 "processing_status": ProcessingStatus.ERROR,
                 "next_attempt_at": None,
+                "first_failed_at": _Sql("COALESCE({column}, %s)", now),
                 "updated_at": now,
             },
         )
 
-    def _record_released(self, token, outcomes, now):
-        """Back in the queue without using an attempt: waiting for a rate limit
-        or for someone to fix the CRM's configuration is nobody's failure."""
+    def _record_waiting(self, token, due_at, now):
+        """Back in the queue without using an attempt, due at `due_at[key]`: waiting
+        for a rate limit, for someone to fix the CRM's configuration, or for a CRM
+        that is down (the circuit breaker) is nobody's failure."""
         return _write_claimed(
             token,
-            {o.key: (now + _wait(o),) for o in outcomes},
+            {key: (moment,) for key, moment in due_at.items()},
             per_row={"next_attempt_at": "{v}"},
             fixed={
                 "sync_status": SyncStatus.SELECTED,
@@ -401,16 +508,46 @@ class SyncEngine:
             },
         )
 
-    def _failure_message(self, outcome, attempts):
+    def _apply_pending_decisions(self, written, changed, now):
+        """What was decided while the batch was in flight takes effect now, over the
+        outcome just written: a Skip leaves the row Skipped whatever the push did; a
+        Select, or an edit of the contact, queues it again for a new push."""
+        if not written:
+            return
+        rows = ContactSync.objects.filter(pk__in=written)
+        rows.filter(pending_decision=PendingDecision.SKIP).update(
+            sync_status=SyncStatus.SKIPPED,
+            processing_status=ProcessingStatus.NONE,
+            next_attempt_at=None,
+            pending_decision=PendingDecision.NONE,
+            updated_at=now,
+        )
+        requeue = Q(pending_decision=PendingDecision.SELECT)
+        if changed:
+            requeue |= Q(pk__in=changed, pending_decision=PendingDecision.NONE)
+        rows.filter(requeue).update(
+            sync_status=SyncStatus.SELECTED,
+            processing_status=ProcessingStatus.QUEUED,
+            next_attempt_at=now,
+            attempts=0,
+            last_error="",
+            first_failed_at=None,
+            pending_decision=PendingDecision.NONE,
+            updated_at=now,
+        )
+
+    def _failure_message(self, outcome, row, now):
         if outcome.kind is OutcomeKind.RETRY:
-            return "Gave up after %d attempts. Last error: %s %s" % (
-                attempts,
+            since = row.first_failed_at or now
+            return "Gave up after %d attempts over %s. Last error: %s %s" % (
+                row.attempts,
+                _duration(now - since),
                 outcome.message.rstrip(".") + ".",
                 'Once %s answers again, use "Retry failed syncs".' % self.backend.verbose_name,
             )
         return outcome.message
 
-    def _attempt_rows(self, batch, decided, now):
+    def _attempt_rows(self, batch, decided, now, keys):
         contacts = {row.pk: row.contact_id for row in batch.rows}
         return [
             SyncAttempt(
@@ -423,6 +560,7 @@ class SyncEngine:
                 error=_clip(o.message),
             )
             for o in batch.outcomes
+            if o.key in keys
         ]
 
     def retry_delay(self, attempts, retry_after=None):
@@ -431,27 +569,32 @@ class SyncEngine:
         if retry_after is not None:
             return timedelta(seconds=max(0.0, float(retry_after)))
         base = self.policy.retry_delay_minutes * 60
-        ceiling = base * 2 ** (attempts - 1) if self.policy.retry_exponential else base
+        # Past the 30th doubling any delay is over the cap; the exponent stays small.
+        ceiling = base * 2 ** min(max(attempts - 1, 0), 30) if self.policy.retry_exponential else base
         ceiling = min(ceiling, self.policy.retry_max_delay_minutes * 60)
         return timedelta(seconds=self.rng.uniform(0, ceiling))
 
     # The CRM's shared state
 
     def paused(self):
-        """A Pause while the CRM is paused for every worker, else None. A staff pause
-        wins over the CRM's own, since it lasts until someone resumes it."""
+        """A Pause while the CRM is paused for every worker, else None: by staff
+        (until resumed; it wins, since it lasts longest), by the CRM (a rate limit,
+        bad credentials), or by the circuit breaker until its next probe."""
+        now = self.clock()
         state = (
             CRMState.objects.filter(crm=self.crm)
-            .filter(Q(paused_at__isnull=False) | Q(paused_until__gt=self.clock()))
-            .values_list("paused_until", "pause_reason", "paused_by", "paused_at")
+            .filter(Q(paused_at__isnull=False) | Q(paused_until__gt=now) | Q(next_probe_at__gt=now))
+            .values_list("paused_until", "pause_reason", "paused_by", "paused_at", "failing_since", "next_probe_at")
             .first()
         )
         if state is None:
             return None
-        until, reason, paused_by, paused_at = state
+        until, reason, paused_by, paused_at, failing_since, next_probe_at = state
         if paused_at:
             return Pause(None, staff_pause_reason(paused_by, paused_at), paused_by)
-        return Pause(until, reason)
+        if until and until > now:
+            return Pause(until, reason)
+        return Pause(next_probe_at, breaker_reason(self.backend.verbose_name, failing_since, next_probe_at))
 
     def pause(self, until, reason):
         """Pause the CRM until `until` unless it is already paused for longer."""
@@ -468,6 +611,172 @@ class SyncEngine:
         if result.accepted:
             changes["last_success_at"] = now
         CRMState.objects.filter(crm=self.crm).update(**changes)
+
+
+class Verdict(enum.Enum):
+    """What one batch says about its CRM as a whole (SyncEngine._verdict)."""
+
+    UP = "up"
+    FAILING = "failing"
+
+
+class Breaker:
+    """The circuit breaker of one CRM, shared by every worker on every machine
+    through the CRM's CRMState row (rules and defaults: conf.BreakerPolicy).
+
+    Closed, batches count their verdicts: `failures` failing batches in a row open
+    it. Open (next_probe_at set), no worker claims until next_probe_at; then one
+    worker takes the probe, claims a small batch and pushes it. A contact accepted
+    closes the breaker, and the contacts that waited are due at once; a failing
+    probe doubles the wait, up to the cap. Contacts of the batches judged CRM-wide
+    (the one that opens it, any recorded while it is open, failing probes) are
+    recorded as waited for the CRM and keep their attempts.
+    """
+
+    def __init__(self, crm, policy, clock):
+        self.crm = crm
+        self.rules = policy.breaker
+        self.lease_seconds = policy.lease_seconds
+        self.clock = clock
+
+    def _state(self):
+        return CRMState.objects.filter(crm=self.crm)
+
+    def is_open(self):
+        return self._state().filter(next_probe_at__isnull=False).exists()
+
+    def take_probe(self):
+        """Whether this worker may probe now; nobody else may until it records (or
+        its lease, or the longest probe interval, has passed: it died)."""
+        now = self.clock()
+        hold = now + timedelta(seconds=max(self.rules.probe_max_seconds, self.lease_seconds))
+        return bool(self._state().filter(next_probe_at__lte=now).update(next_probe_at=hold))
+
+    def probe_found_nothing(self):
+        """Nothing was due to probe with: the next worker with due contacts probes."""
+        self._state().filter(next_probe_at__isnull=False).update(next_probe_at=self.clock())
+
+    def note_batch(self, verdict, *, probe):
+        """Count a batch's verdict. Returns the next probe time while the breaker is
+        open (the batch's CRM-side failures then wait for the CRM), else None."""
+        if verdict is None and not probe:
+            return None
+        now = self.clock()
+        ensure_crm_state(self.crm)
+        with transaction.atomic():
+            state = CRMState.objects.select_for_update().get(crm=self.crm)
+            was_open = state.next_probe_at is not None
+            if verdict is Verdict.UP:
+                if state.failed_batches or was_open:
+                    self._close(state, now, was_open)
+                return None
+            if verdict is Verdict.FAILING:
+                if not state.failed_batches:
+                    state.failing_since = now
+                state.failed_batches += 1
+                if probe and was_open:
+                    self._schedule_probe(state, now, self.rules.next_interval(state.probe_interval_seconds))
+                elif not was_open and state.failed_batches >= self.rules.failures:
+                    self._schedule_probe(state, now, self.rules.next_interval(0))
+                    logger.error(
+                        "crm=%s circuit breaker open: %d batches in a row failed on the CRM's side since %s; "
+                        "next probe at %s",
+                        self.crm,
+                        state.failed_batches,
+                        state.failing_since.isoformat(),
+                        state.next_probe_at.isoformat(),
+                    )
+            elif probe and was_open:
+                # A probe that showed nothing either way tries again after the same wait.
+                self._schedule_probe(state, now, state.probe_interval_seconds or self.rules.probe_seconds)
+            state.save(update_fields=["failed_batches", "failing_since", "next_probe_at", "probe_interval_seconds", "updated_at"])
+            return state.next_probe_at
+
+    @staticmethod
+    def _schedule_probe(state, now, interval):
+        state.probe_interval_seconds = interval
+        state.next_probe_at = now + timedelta(seconds=interval)
+
+    def _close(self, state, now, was_open):
+        failing_since = state.failing_since
+        state.failed_batches, state.failing_since, state.next_probe_at, state.probe_interval_seconds = 0, None, None, 0
+        state.save(update_fields=["failed_batches", "failing_since", "next_probe_at", "probe_interval_seconds", "updated_at"])
+        if not was_open:
+            return
+        # Drain at full speed: the contacts whose retry the outage pushed back are due now.
+        drained = ContactSync.objects.filter(
+            crm=self.crm,
+            processing_status=ProcessingStatus.QUEUED,
+            next_attempt_at__gt=now,
+            updated_at__gte=failing_since,
+        ).update(next_attempt_at=now)
+        logger.warning(
+            "crm=%s circuit breaker closed: the CRM answers again (failing since %s); %d delayed contacts due now",
+            self.crm,
+            failing_since.isoformat() if failing_since else "?",
+            drained,
+        )
+
+
+def breaker_reason(crm_label, failing_since, next_probe_at):
+    return "%s is failing since %s (server errors, timeouts or refused connections); next probe at %s. " \
+        "Contacts wait without using their attempts." % (crm_label, _when(failing_since), _when(next_probe_at))
+
+
+def _when(moment):
+    if moment is None:
+        return "?"
+    return moment.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+class LeaseRenewal:
+    """Keeps a batch's lease while its worker pushes and records it: a thread renews
+    it every lease / LEASE_RENEWALS_PER_LEASE, so a push that legitimately takes
+    long (a slow CRM, many paced requests, later an asynchronous import) is never
+    taken over by another worker while this one is alive. A dead worker renews
+    nothing, and its rows are claimed again when the lease runs out."""
+
+    def __init__(self, engine, batch):
+        self.engine = engine
+        self.ids = [row.pk for row in batch.rows]
+        self.token = batch.token
+        self.interval = engine.policy.lease_seconds / LEASE_RENEWALS_PER_LEASE
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._keep, name="crmsync-%s-lease" % engine.crm, daemon=True)
+        self.renewals = 0
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopped.set()
+        self.thread.join()
+
+    def _keep(self):
+        try:
+            while not self.stopped.wait(self.interval):
+                self.renew()
+        finally:
+            connections.close_all()  # this thread's own connection
+
+    def renew(self):
+        policy = self.engine.policy
+        try:
+            kept = ContactSync.objects.filter(
+                pk__in=self.ids, claim_token=self.token, processing_status=ProcessingStatus.PROCESSING
+            ).update(lease_expires_at=self.engine.clock() + timedelta(seconds=policy.lease_seconds))
+        except DatabaseError as exc:
+            logger.warning("crm=%s could not renew a batch's lease: %s", self.engine.crm, type(exc).__name__)
+            return
+        self.renewals += 1
+        if kept < len(self.ids):
+            logger.warning(
+                "crm=%s %d of %d contacts of the batch in flight are no longer held by this worker",
+                self.engine.crm,
+                len(self.ids) - kept,
+                len(self.ids),
+            )
 
 
 def ensure_crm_state(crm):
@@ -512,23 +821,26 @@ def _wait(outcome):
 
 
 class _Sql:
-    """A SET expression written in SQL; `{column}` stands for the column's current value."""
+    """A SET expression written in SQL; `{column}` stands for the column's current
+    value and each %s for one of `values`, prepared like the column's own values."""
 
-    def __init__(self, template):
+    def __init__(self, template, *values):
         self.template = template
+        self.values = values
 
 
 def _write_claimed(token, rows, *, per_row, fixed):
     """UPDATE the rows still held under `token` in one statement: each row gets its
     own values from `rows` ({pk: (value, ...)}, in the order of `per_row`), all
-    get `fixed`; lease and token are cleared. Returns how many rows were written.
+    get `fixed`; lease and token are cleared. Returns the pks of the rows written
+    (a row is missing when its lease went to another worker or it was deleted).
 
     UPDATE ... FROM (VALUES ...) reads the same on PostgreSQL and SQLite (whose
     VALUES columns are both named column1, column2, ...), and costs far less to
     build than a CASE per row.
     """
     if not rows:
-        return 0
+        return []
     connection = connections[ContactSync.objects.db]
     quote = connection.ops.quote_name
     table = quote(ContactSync._meta.db_table)
@@ -546,6 +858,7 @@ def _write_claimed(token, rows, *, per_row, fixed):
     for name, value in fixed.items():
         if isinstance(value, _Sql):
             sets.append("%s = %s" % (quote(name), value.template.format(column=column_ref(name))))
+            set_params += [prep(name, v) for v in value.values]
         else:
             sets.append("%s = %%s" % quote(name))
             set_params.append(prep(name, value))
@@ -555,12 +868,36 @@ def _write_claimed(token, rows, *, per_row, fixed):
         row_params += [pk, *(prep(name, value) for name, value in zip(per_row, values))]
     sql = (
         "UPDATE {table} SET {sets} FROM (VALUES {rows}) AS v "
-        "WHERE {table}.{pk} = v.column1 AND {table}.claim_token = %s AND {table}.processing_status = %s"
+        "WHERE {table}.{pk} = v.column1 AND {table}.claim_token = %s AND {table}.processing_status = %s "
+        "RETURNING {pk}"
     ).format(table=table, sets=", ".join(sets), rows=", ".join([row_sql] * len(rows)), pk=quote("id"))
     params = [*set_params, *row_params, prep("claim_token", token), ProcessingStatus.PROCESSING]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return cursor.rowcount
+        return [pk for (pk,) in cursor.fetchall()]
+
+
+def _lock_existing_contacts(ids):
+    """The ids among `ids` whose contact still exists, locked against deletion until
+    the transaction ends: an attempt recorded for them can then never refer to a
+    contact deleted in the meantime (see contacts migration 0007)."""
+    if not ids:
+        return set()
+    connection = connections[Contact.objects.db]
+    if not connection.features.has_select_for_update:
+        return set(Contact.objects.filter(pk__in=ids).values_list("pk", flat=True))
+    table = connection.ops.quote_name(Contact._meta.db_table)
+    # FOR KEY SHARE blocks a DELETE but not an edit of the contact.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT id FROM %s WHERE id = ANY(%%s) FOR KEY SHARE" % table, [list(ids)])
+        return {pk for (pk,) in cursor.fetchall()}
+
+
+def _duration(delta):
+    hours = delta.total_seconds() / 3600
+    if hours >= 1:
+        return "%.1f hours" % hours
+    return "%d minutes" % round(delta.total_seconds() / 60)
 
 
 def _clip(message):

@@ -19,6 +19,12 @@ class CRMState(models.Model):
     last_success_at = models.DateTimeField(_("last run that synced a contact"), null=True, blank=True)
     # The next moment a request to this CRM may start, for every worker: see ratelimit.py.
     next_request_at = models.DateTimeField(_("next request slot"), null=True, blank=True)
+    # The circuit breaker (engine.Breaker): failed batches in a row, and while it
+    # is open, since when the CRM fails and when one worker may probe it next.
+    failed_batches = models.PositiveIntegerField(_("failed batches in a row"), default=0)
+    failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
+    next_probe_at = models.DateTimeField(_("next probe at"), null=True, blank=True)
+    probe_interval_seconds = models.FloatField(_("probe interval (s)"), default=0)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:

@@ -8,6 +8,8 @@ sweep that also catches changes made without signals (QuerySet.update, raw SQL).
 import logging
 from contextlib import contextmanager
 
+from django.db.models import Q
+
 from contacts.models import ContactSync, ProcessingStatus, SyncStatus
 from contacts.selection import requeue_changed
 
@@ -32,11 +34,12 @@ def crms_syncing_on_change():
 
 def requeue_if_changed(contacts):
     """Queue again the contacts' Complete rows whose payload changed, for every CRM
-    syncing on change; `contacts` are Contact instances or pks. Returns the count."""
+    syncing on change, and mark the rows being pushed right now to be queued again
+    when their batch records; `contacts` are Contact instances or pks. Returns the count."""
     crms = crms_syncing_on_change()
     if not crms:
         return 0
-    rows = list(_complete_rows().filter(contact__in=contacts, crm__in=crms))
+    rows = list(_complete_or_in_flight_rows().filter(contact__in=contacts, crm__in=crms))
     changed = {}
     for crm in crms:
         crm_rows = [row for row in rows if row.crm == crm]
@@ -78,10 +81,18 @@ def _complete_rows():
     ).select_related("contact")
 
 
+def _complete_or_in_flight_rows():
+    complete = Q(sync_status=SyncStatus.COMPLETE, processing_status=ProcessingStatus.COMPLETE)
+    return ContactSync.objects.filter(complete | Q(processing_status=ProcessingStatus.PROCESSING)).select_related(
+        "contact"
+    )
+
+
 def _changed(backend, rows):
-    """{pk: synced_hash} of the rows whose current payload hashes differently."""
+    """{pk: current payload hash} of the rows whose current payload hashes
+    differently from the one last synced."""
     current = {row.pk: _current_hash(backend, row.contact) for row in rows}
-    changed = {row.pk: row.synced_hash for row in rows if current[row.pk] != row.synced_hash}
+    changed = {row.pk: current[row.pk] for row in rows if current[row.pk] != row.synced_hash}
     if changed and not _reproducible(backend, rows, current, changed):
         return {}
     return changed

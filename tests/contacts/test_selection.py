@@ -7,7 +7,7 @@ import pytest
 from django.utils import timezone
 
 from contacts import selection
-from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
+from contacts.models import Contact, ContactSync, PendingDecision, ProcessingStatus, SyncStatus
 from integrations.exceptions import UnknownCRM
 
 P = ProcessingStatus
@@ -102,6 +102,7 @@ class TestSelect:
 
         row = sync_of(contact)
         assert (row.processing_status, row.attempts, row.claim_token) == (P.PROCESSING, 1, token)
+        assert row.pending_decision == PendingDecision.SELECT, "remembered for when the batch records"
 
     def test_runs_one_statement_whatever_the_number_of_contacts(
         self, make_contacts, django_assert_num_queries
@@ -156,6 +157,21 @@ class TestSkip:
         assert selection.skip(only(contact), ["brevo"]) == 0
         row = sync_of(contact)
         assert (row.sync_status, row.processing_status) == (S.SELECTED, P.PROCESSING)
+        assert row.pending_decision == PendingDecision.SKIP, "remembered for when the batch records"
+
+    def test_the_latest_decision_in_flight_wins(self, make_contact, make_sync):
+        contact = make_contact()
+        make_sync(contact, sync_status=S.SELECTED, processing_status=P.PROCESSING)
+        selection.skip(only(contact), ["brevo"])
+        selection.select(only(contact), ["brevo"])
+        assert sync_of(contact).pending_decision == PendingDecision.SELECT
+
+    def test_a_decision_on_a_settled_row_clears_an_old_pending_one(self, make_contact, make_sync):
+        contact = make_contact()
+        make_sync(contact, sync_status=S.COMPLETE, processing_status=P.COMPLETE, pending_decision=PendingDecision.SKIP)
+        assert selection.select(only(contact), ["brevo"]) == 1
+        row = sync_of(contact)
+        assert (row.processing_status, row.pending_decision) == (P.QUEUED, PendingDecision.NONE)
 
     def test_runs_one_statement(self, make_contacts, django_assert_num_queries):
         contacts = make_contacts(20)
@@ -205,12 +221,12 @@ class TestRequeueChanged:
         fields = {"sync_status": S.COMPLETE, "processing_status": P.COMPLETE, "attempts": 2, **fields}
         return make_sync(make_contact(), synced_hash=synced_hash, **fields)
 
-    def test_queues_complete_rows_still_holding_the_compared_hash(self, make_contact, make_sync):
+    def test_queues_complete_rows_whose_synced_hash_differs_from_the_new_one(self, make_contact, make_sync):
         first = self.complete(make_contact, make_sync, external_id="ext-1")
         second = self.complete(make_contact, make_sync, synced_hash="hash-b")
         before = timezone.now()
 
-        assert selection.requeue_changed({first.pk: "hash-a", second.pk: "hash-b"}) == 2
+        assert selection.requeue_changed({first.pk: "hash-new", second.pk: None}) == 2
 
         for row in ContactSync.objects.all():
             assert (row.sync_status, row.processing_status) == (S.SELECTED, P.QUEUED)
@@ -218,18 +234,32 @@ class TestRequeueChanged:
             assert before <= row.next_attempt_at <= timezone.now()
         assert sync_of(first.contact).external_id == "ext-1", "the CRM's id is kept for the re-sync"
 
-    def test_leaves_a_row_synced_again_since_the_comparison(self, make_contact, make_sync):
+    def test_leaves_a_row_synced_again_with_the_new_payload(self, make_contact, make_sync):
         row = self.complete(make_contact, make_sync, synced_hash="newer")
-        assert selection.requeue_changed({row.pk: "older"}) == 0
+        assert selection.requeue_changed({row.pk: "newer"}) == 0
         assert sync_of(row.contact).processing_status == P.COMPLETE
+
+    def test_marks_a_row_in_flight_to_be_queued_again_when_its_batch_records(self, make_contact, make_sync):
+        row = self.complete(make_contact, make_sync, sync_status=S.SELECTED, processing_status=P.PROCESSING)
+        assert selection.requeue_changed({row.pk: "hash-new"}) == 1
+        row.refresh_from_db()
+        assert (row.sync_status, row.processing_status, row.attempts) == (S.SELECTED, P.PROCESSING, 2)
+        assert row.pending_decision == PendingDecision.SELECT
+
+    def test_a_change_never_overrides_a_skip_taken_in_flight(self, make_contact, make_sync):
+        row = self.complete(
+            make_contact, make_sync, processing_status=P.PROCESSING, pending_decision=PendingDecision.SKIP
+        )
+        assert selection.requeue_changed({row.pk: "hash-new"}) == 0
+        assert sync_of(row.contact).pending_decision == PendingDecision.SKIP
 
     @pytest.mark.parametrize(
         "status, processing",
-        [(S.SELECTED, P.QUEUED), (S.SELECTED, P.PROCESSING), (S.ERROR, P.ERROR), (S.SKIPPED, P.NONE)],
+        [(S.SELECTED, P.QUEUED), (S.ERROR, P.ERROR), (S.SKIPPED, P.NONE)],
     )
     def test_leaves_rows_that_are_not_complete(self, make_contact, make_sync, status, processing):
         row = self.complete(make_contact, make_sync, sync_status=status, processing_status=processing)
-        assert selection.requeue_changed({row.pk: "hash-a"}) == 0
+        assert selection.requeue_changed({row.pk: "hash-new"}) == 0
         row.refresh_from_db()
         assert (row.sync_status, row.processing_status, row.attempts) == (status, processing, 2)
 
@@ -238,6 +268,6 @@ class TestRequeueChanged:
     ):
         rows = [self.complete(make_contact, make_sync) for _ in range(30)]
         with django_assert_num_queries(1):
-            assert selection.requeue_changed({row.pk: "hash-a" for row in rows}) == 30
+            assert selection.requeue_changed({row.pk: "hash-new" for row in rows}) == 30
         with django_assert_num_queries(0):
             assert selection.requeue_changed({}) == 0

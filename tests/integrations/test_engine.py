@@ -147,7 +147,8 @@ class TestFailures:
         row = rows().get()
         assert (row.sync_status, row.processing_status, row.attempts) == (S.ERROR, P.ERROR, 3)
         assert row.last_error == (
-            'Gave up after 3 attempts. Last error: CRM answered 503. Once Scripted CRM answers again, use "Retry failed syncs".'
+            'Gave up after 3 attempts over 48.0 hours. Last error: CRM answered 503. Once Scripted CRM answers again, '
+            'use "Retry failed syncs".'
         )
         assert list(SyncAttempt.objects.values_list("outcome", flat=True).order_by("id")) == ["retry", "retry", "failed"]
         assert sync.run().claimed == 0

@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from contacts import selection
-from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
+from contacts.models import Contact, ContactSync, PendingDecision, ProcessingStatus, SyncStatus
 from integrations import engine, resync
 from integrations.backends.brevo import BrevoBackend
 from integrations.backends.n8n import N8nBackend
@@ -227,7 +227,6 @@ class TestRowsThatAreNotComplete:
         "status, processing",
         [
             (S.SELECTED, P.QUEUED),
-            (S.SELECTED, P.PROCESSING),
             (S.ERROR, P.ERROR),
             (S.SKIPPED, P.NONE),
             (S.NEW, P.NONE),
@@ -246,6 +245,15 @@ class TestRowsThatAreNotComplete:
         assert resync.requeue_if_changed([contact]) == 0
         assert resync.requeue_drifted() == {"scripted": 0}
         assert ContactSync.objects.filter(pk=row.pk).values().get() == before
+
+
+    def test_a_row_in_flight_is_marked_by_the_signal_path_only(self, scripted_crm, make_contact, make_sync):
+        contact = make_contact(first_name="Ann")
+        row = make_sync(contact, "scripted", sync_status=S.SELECTED, processing_status=P.PROCESSING, synced_hash="stale")
+        assert resync.requeue_drifted() == {"scripted": 0}
+        assert resync.requeue_if_changed([contact]) == 1
+        row.refresh_from_db()
+        assert (row.processing_status, row.pending_decision) == (P.PROCESSING, PendingDecision.SELECT)
 
 
 class TestDriftSweep:
