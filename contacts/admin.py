@@ -230,8 +230,8 @@ class ContactAdmin(admin.ModelAdmin):
                 self.message_user(
                     request,
                     ngettext(
-                        "%d sync is being processed right now and was left to finish.",
-                        "%d syncs are being processed right now and were left to finish.",
+                        "%d sync is being pushed right now; the decision takes effect when its push ends.",
+                        "%d syncs are being pushed right now; the decision takes effect when their push ends.",
                         left,
                     )
                     % left,

@@ -13,6 +13,6 @@ def crm_status(request):
         "crmsync_sandbox_url": sandbox_url(),
         # Lazy: evaluated only by templates that show it, one small query.
         "crmsync_paused_crms": CRMState.objects.filter(
-            Q(paused_until__gt=timezone.now()) | Q(paused_at__isnull=False)
+            Q(paused_until__gt=timezone.now()) | Q(paused_at__isnull=False) | Q(next_probe_at__isnull=False)
         ).order_by("crm"),
     }

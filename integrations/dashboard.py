@@ -24,7 +24,7 @@ from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStat
 
 from .backends import enabled_backend_classes
 from .conf import SyncPolicy
-from .engine import pause_crm, resume_crm, staff_pause_reason
+from .engine import breaker_reason, pause_crm, resume_crm, staff_pause_reason
 from .exceptions import CRMConfigurationError
 from .models import CRMState
 
@@ -82,6 +82,13 @@ class CRMCard:
     def staff_pause(self):
         if self.state and self.state.paused_at:
             return staff_pause_reason(self.state.paused_by, self.state.paused_at)
+        return ""
+
+    @property
+    def breaker(self):
+        """"Failing since ..., next probe at ..." while the circuit breaker is open."""
+        if self.state and self.state.next_probe_at:
+            return breaker_reason(self.verbose_name, self.state.failing_since, self.state.next_probe_at)
         return ""
 
     @property

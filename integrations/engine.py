@@ -128,6 +128,7 @@ class SyncEngine:
         self.clock = clock
         self.rng = rng or random.Random()
         self.breaker = Breaker(self.crm, self.policy, clock)
+        self.reclaimed = set()
 
     # The loop
 
@@ -211,6 +212,8 @@ class SyncEngine:
         token = uuid.uuid4()
         with transaction.atomic():
             ids = self._lock_due_ids(self._expired_leases(now).order_by("lease_expires_at"), limit)
+            # Their last attempt did not finish: push() may give up on them.
+            self.reclaimed = set(ids)
             if len(ids) < limit:
                 # Ordered by the partial index alone, so the scan stops at `limit`.
                 due = self._due_queued(now).order_by("next_attempt_at")
@@ -264,7 +267,7 @@ class SyncEngine:
         now = self.clock()
         for row in batch.rows:
             item = SyncItem(key=row.pk, contact=row.contact, payload=None)
-            if row.attempts > self.policy.max_attempts and self.policy.gives_up(row.attempts, row.first_failed_at, now):
+            if row.pk in self.reclaimed and self.policy.gives_up(row.attempts - 1, row.first_failed_at, now):
                 batch.outcomes.append(
                     Outcome.permanent(
                         item,

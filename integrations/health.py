@@ -68,7 +68,7 @@ def _read_facts(names, now):
         "states": {
             row["crm"]: row
             for row in CRMState.objects.filter(crm__in=names).values(
-                "crm", "last_run_at", "last_success_at", "paused_until", "paused_at"
+                "crm", "last_run_at", "last_success_at", "paused_until", "paused_at", "failing_since", "next_probe_at"
             )
         },
         "schedules": {
@@ -109,6 +109,9 @@ def _crm_health(backend_class, facts, now):
         "last_run_at": _isoformat(state.get("last_run_at")),
         "last_success_at": _isoformat(state.get("last_success_at")),
         "paused": _is_paused(state, now),
+        # The circuit breaker: set while the CRM fails for everyone (engine.Breaker).
+        "failing_since": _isoformat(state.get("failing_since")) if state.get("next_probe_at") else None,
+        "next_probe_at": _isoformat(state.get("next_probe_at")),
         "schedule": _schedule_health(backend_class, schedule, state.get("last_run_at"), now),
     }
 

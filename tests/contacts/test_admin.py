@@ -156,7 +156,7 @@ class TestQueueAction:
         response = post_action(staff_client, "queue_for_crm", [busy.pk, idle.pk], post="yes", crms=["brevo"])
         assert messages_of(response) == [
             "2 contacts queued for Brevo.",
-            "1 sync is being processed right now and was left to finish.",
+            "1 sync is being pushed right now; the decision takes effect when its push ends.",
         ]
         assert ContactSync.objects.get(contact=busy).processing_status == P.PROCESSING
 

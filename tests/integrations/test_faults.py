@@ -210,9 +210,13 @@ def retry_failed_in_admin(client, contacts):
         ("n8n", {"error_rate": 1.0}, "n8n answered HTTP 50"),
     ],
 )
-def test_a_crm_down_longer_than_all_retries_ends_in_error_and_retry_failed_brings_contacts_home(
-    name, fault, last_error, sandbox, crm_settings, staff_client
+def test_without_breaker_or_give_up_window_a_crm_down_past_all_retries_ends_in_error_and_retry_failed_brings_contacts_home(
+    name, fault, last_error, sandbox, crm_settings, staff_client, settings
 ):
+    # The old rule alone (attempts only): the breaker and the give-up window, which
+    # keep an outage from costing anything (test_change_and_outage.py), are off.
+    settings.CRMSYNC_BREAKER_FAILURES = 10_000
+    settings.CRMSYNC_GIVE_UP_AFTER_HOURS = 0
     crm = crm_settings(CRMS[name], max_retries=2)
     contacts = people(6)
     selection.select(contacts, [crm.name])
@@ -223,7 +227,8 @@ def test_a_crm_down_longer_than_all_retries_ends_in_error_and_retry_failed_bring
     rows = ContactSync.objects.filter(crm=crm.name)
     assert {(r.sync_status, r.processing_status, r.attempts) for r in rows} == {(SyncStatus.ERROR, ProcessingStatus.ERROR, 3)}
     for row in rows:
-        assert row.last_error.startswith("Gave up after 3 attempts. Last error: %s" % last_error), row.last_error
+        assert row.last_error.startswith("Gave up after 3 attempts over "), row.last_error
+        assert ". Last error: %s" % last_error in row.last_error, row.last_error
         assert "will retry" not in row.last_error, "nothing will: the row is in Error"
     recorded = json.dumps(list(rows.values_list("last_error", flat=True)) + list(SyncAttempt.objects.values_list("error", flat=True)))
     assert not [secret for secret in SECRETS if secret in recorded]
