@@ -19,6 +19,8 @@ QUIET = {
     "last_run_at": None,
     "last_success_at": None,
     "paused": False,
+    "failing_since": None,
+    "next_probe_at": None,
     "schedule": "none",
 }
 
@@ -91,6 +93,12 @@ class TestShape:
             "last_success_at": state.last_success_at.isoformat(),
             "paused": True,
         }
+
+    def test_an_open_circuit_breaker_is_reported(self, client, scripted_crm):
+        failing, probe = timezone.now() - timedelta(minutes=40), timezone.now() + timedelta(minutes=5)
+        CRMState.objects.create(crm="scripted", failed_batches=3, failing_since=failing, next_probe_at=probe)
+        body = healthz(client)[1]["crms"]["scripted"]
+        assert (body["failing_since"], body["next_probe_at"]) == (failing.isoformat(), probe.isoformat())
 
     def test_a_staff_pause_is_reported(self, client, scripted_crm):
         CRMState.objects.create(crm="scripted", paused_at=timezone.now(), paused_by="alice")
