@@ -16,6 +16,7 @@ from django.db import DatabaseError, transaction
 from integrations.backends import validate_crm_names
 
 from . import selection
+from .emails import canonical_email
 from .models import Contact
 
 CONTACT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "website", "source_url")
@@ -240,11 +241,13 @@ def _clean_contact_value(name, value):
     if not value:
         return value
     if name == "email":
-        value = value.lower()
+        # Canonical here, not only in the field: the batch is keyed by it, so two
+        # spellings of one mailbox in a file update one contact.
+        typed, value = value, canonical_email(value)
         try:
             validate_email(value)
         except ValidationError:
-            raise RowError("email %r is not a valid email address" % _preview(value))
+            raise RowError("email %r is not a valid email address" % _preview(typed))
     elif name in ("website", "source_url"):
         url = value if "://" in value else "https://" + value
         try:

@@ -4,17 +4,21 @@ from django.utils.translation import gettext_lazy as _
 
 from integrations.backends import validate_crm_name, verbose_crm_name
 
+from .emails import canonical_email
+
 
 class LowercaseEmailField(models.EmailField):
-    """An email stored and looked up lower-cased, so uniqueness ignores case."""
+    """An email stored and looked up in its canonical form (contacts.emails:
+    stripped, NFC, lower-cased, the domain in Unicode after IDNA mapping), so that
+    every spelling of one mailbox is one value: uniqueness and every lookup
+    (filter, get_or_create, bulk upserts, the admin) ignore case, normalization and
+    punycode."""
 
     def get_prep_value(self, value):
-        value = super().get_prep_value(value)
-        return value.strip().lower() if isinstance(value, str) else value
+        return canonical_email(super().get_prep_value(value))
 
     def to_python(self, value):
-        value = super().to_python(value)
-        return value.strip().lower() if isinstance(value, str) else value
+        return canonical_email(super().to_python(value))
 
 
 class Contact(models.Model):

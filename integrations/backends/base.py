@@ -9,7 +9,12 @@ import enum
 import json
 from dataclasses import dataclass
 
+from contacts.emails import ascii_email, canonical_email
+
 from ..conf import UNSET, get_crm_setting, is_set, setting_name
+
+# The forms of an email a CRM may take; see CRMBackend.email_form.
+EMAIL_FORMS = {"unicode": canonical_email, "ascii": ascii_email}
 
 
 class OutcomeKind(enum.Enum):
@@ -66,6 +71,8 @@ class CRMBackend:
     - `required_settings`: setting names without the CRM prefix (e.g. "API_KEY")
       that must all be set for the CRM to be enabled; `optional_settings` the rest;
     - `default_batch_size`: contacts per push when the deployment sets none;
+    - `email_form`: how the CRM's API takes an email, "unicode" or "ascii"
+      (checked_email and crm_email give that form);
 
     and implement `build_payload(contact)` (raise InvalidContact for a contact the
     CRM cannot take) and `push(items)`, which returns one Outcome per SyncItem or
@@ -79,6 +86,9 @@ class CRMBackend:
     default_batch_size = 100
     # {CRM field: contact field or attributes key}; <CRM>_FIELD_MAP adds or overrides.
     default_field_map = {}
+    # How the CRM's API takes an email's domain: "unicode" (as crmsync stores it)
+    # or "ascii" (punycode). Each backend says which, citing docs/crm-api.md.
+    email_form = "unicode"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -90,6 +100,8 @@ class CRMBackend:
             )
         if not cls.verbose_name:
             raise TypeError("%s must set verbose_name" % cls.__name__)
+        if cls.email_form not in EMAIL_FORMS:
+            raise TypeError("%s.email_form must be one of %s" % (cls.__name__, ", ".join(EMAIL_FORMS)))
 
     def __init__(self, **overrides):
         # Keyword arguments stand in for settings (tests, several accounts).
@@ -122,19 +134,28 @@ class CRMBackend:
         return {**self.default_field_map, **extra}
 
     def checked_email(self, contact):
-        """The contact's email, or InvalidContact if no CRM would take it."""
+        """The contact's email in the form this CRM takes (`email_form`), or
+        InvalidContact if this CRM cannot take it."""
         from django.core.exceptions import ValidationError
         from django.core.validators import validate_email
 
         from ..exceptions import InvalidContact
 
+        email = self.crm_email(contact.email)
         try:
             validate_email(contact.email)
+            # A domain IDNA cannot map has no ASCII form for such a CRM to take.
+            valid = self.email_form != "ascii" or email.rpartition("@")[2].isascii()
         except ValidationError:
-            raise InvalidContact(
-                "%r is not an email address %s can take." % (contact.email, self.verbose_name)
-            ) from None
-        return contact.email
+            valid = False
+        if not valid:
+            raise InvalidContact("%r is not an email address %s can take." % (contact.email, self.verbose_name))
+        return email
+
+    def crm_email(self, email):
+        """`email` in the form this CRM takes, without validating it; the same
+        mailbox always gives the same text, whatever its spelling."""
+        return EMAIL_FORMS[self.email_form](email)
 
     def mapped_values(self, contact):
         """{CRM field: value} for the contact's non-empty mapped values."""

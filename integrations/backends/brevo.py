@@ -33,6 +33,9 @@ class BrevoBackend(RequestsBackend):
     )
     default_batch_size = 50
     default_api_url = "https://api.brevo.com/v3"
+    # Brevo answers 400 to an address with a Unicode domain and takes its punycode
+    # form (docs/crm-api.md, section 1, "Email addresses").
+    email_form = "ascii"
     sandbox_path = "/brevo/v3"
     # The General tier's limit for /v3/contacts endpoints; Advanced is 20, Extended 60.
     default_requests_per_second = 10
@@ -67,13 +70,13 @@ class BrevoBackend(RequestsBackend):
     # Payload
 
     def build_payload(self, contact):
-        self.checked_email(contact)
+        email = self.checked_email(contact)
         attributes = self.mapped_values(contact)
         if "SMS" in attributes:
             sms = brevo_sms(attributes.pop("SMS"), self.setting("DEFAULT_COUNTRY_CODE", ""))
             if sms:
                 attributes["SMS"] = sms
-        payload = {"email": contact.email, "attributes": attributes, "updateEnabled": True}
+        payload = {"email": email, "attributes": attributes, "updateEnabled": True}
         list_ids = self.list_ids()
         if list_ids:
             payload["listIds"] = list_ids
@@ -138,7 +141,7 @@ class BrevoBackend(RequestsBackend):
         self.pacer.wait()
         try:
             response = self.request(
-                "GET", "/contacts/%s" % quote(item.contact.email, safe="@"), params={"identifierType": "email_id"}
+                "GET", "/contacts/%s" % quote(item.payload["email"], safe="@"), params={"identifierType": "email_id"}
             )
         except RetryableError:
             return outcome

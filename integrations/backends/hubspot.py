@@ -32,6 +32,10 @@ class HubSpotBackend(RequestsBackend):
     optional_settings = ("API_BASE_URL", "PORTAL_ID", "FIELD_MAP", "REQUESTS_PER_SECOND", "TIMEOUT_SECONDS")
     default_batch_size = MAX_INPUTS
     default_api_url = "https://api.hubapi.com"
+    # HubSpot validates emails by RFC 2822 plus a TLD check; the ASCII (punycode)
+    # form passes under every reading of its docs (docs/crm-api.md, section 2,
+    # "Email addresses").
+    email_form = "ascii"
     sandbox_path = "/hubspot"
     # 100 requests per rolling 10 s on Free/Starter (19/s fits Professional and
     # Enterprise), paced a hair under so that timing jitter never tips a window over.
@@ -63,9 +67,9 @@ class HubSpotBackend(RequestsBackend):
     # Payload
 
     def build_payload(self, contact):
-        self.checked_email(contact)
-        properties = {"email": contact.email, **self.mapped_values(contact)}
-        return {"id": contact.email, "idProperty": "email", "properties": properties}
+        email = self.checked_email(contact)
+        properties = {"email": email, **self.mapped_values(contact)}
+        return {"id": email, "idProperty": "email", "properties": properties}
 
     # Push
 
@@ -111,18 +115,20 @@ class HubSpotBackend(RequestsBackend):
         return first + self._upsert(chunk[middle:])
 
     def _match_results(self, chunk, response):
-        """Results come back in no documented order: match them on the email."""
+        """Results come back in no documented order: match them on the email, both
+        sides in the form HubSpot was sent, whatever case or form it echoes."""
         body = json_or_empty(response)
         ids = {
-            str((result.get("properties") or {}).get("email", "")).lower(): str(result.get("id", ""))
+            self.crm_email(str((result.get("properties") or {}).get("email", ""))): str(result.get("id", ""))
             for result in body.get("results", [])
         }
         errors = body.get("errors") or []
-        unmatched = [item for item in chunk if item.contact.email not in ids]
+        sent = {item.key: self.crm_email(item.contact.email) for item in chunk}
+        unmatched = [item for item in chunk if sent[item.key] not in ids]
         outcomes = [
-            Outcome.accepted(item, ids[item.contact.email], http_status=response.status_code)
+            Outcome.accepted(item, ids[sent[item.key]], http_status=response.status_code)
             for item in chunk
-            if item.contact.email in ids
+            if sent[item.key] in ids
         ]
         if unmatched and errors and len(unmatched) == 1:
             message = "HubSpot refused it: %s" % errors[0].get("message", "no message")

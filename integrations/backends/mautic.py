@@ -29,6 +29,9 @@ class MauticBackend(RequestsBackend):
     optional_settings = (*BASIC, *OAUTH, "SEGMENT_ID", "FIELD_MAP", "TIMEOUT_SECONDS")
     default_batch_size = BATCH_LIMIT
     sandbox_path = "/mautic"
+    # Mautic validates with PHP's filter_var(FILTER_VALIDATE_EMAIL), which refuses
+    # a non-ASCII domain (docs/crm-api.md, section 3, "Email addresses").
+    email_form = "ascii"
     default_field_map = {
         "firstname": "first_name",
         "lastname": "last_name",
@@ -75,8 +78,7 @@ class MauticBackend(RequestsBackend):
     # Payload
 
     def build_payload(self, contact):
-        self.checked_email(contact)
-        return {"email": contact.email, **self.mapped_values(contact)}
+        return {"email": self.checked_email(contact), **self.mapped_values(contact)}
 
     # Push
 

@@ -23,6 +23,9 @@ class N8nBackend(RequestsBackend):
     optional_settings = ("WEBHOOK_SECRET", "WEBHOOK_AUTH_HEADER", "WEBHOOK_BATCH", "CONCURRENCY", "TIMEOUT_SECONDS")
     default_batch_size = 50
     sandbox_path = "/n8n"
+    # Our own workflow gets what we send: the form crmsync stores, readable, and
+    # its ASCII form derivable without loss (docs/crm-api.md, section 4, "Email addresses").
+    email_form = "unicode"
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
@@ -62,7 +65,8 @@ class N8nBackend(RequestsBackend):
     def build_payload(self, contact):
         return {
             "contact_id": contact.pk,
-            "email": contact.email,
+            # Not checked_email: n8n passes every contact on to its workflow.
+            "email": self.crm_email(contact.email),
             "first_name": contact.first_name,
             "last_name": contact.last_name,
             "phone": contact.phone,

@@ -53,6 +53,9 @@ def contact_not_found():
 
 
 def valid_email(email):
+    # Brevo refuses a Unicode domain and takes its punycode form (crm-api.md, section 1).
+    if not email.isascii():
+        return False
     try:
         validate_email(email)
     except ValidationError:

@@ -56,6 +56,9 @@ def email_problem(value):
         validate_email(text)
     except ValidationError:
         return "%s is invalid." % text
+    if not text.isascii():
+        # filter_var(FILTER_VALIDATE_EMAIL) takes ASCII only (crm-api.md, section 3).
+        return "%s is invalid." % text
     if any(character in text for character in "^&*%"):
         return "%s has characters not allowed in email addresses." % text
     return None

@@ -10,6 +10,7 @@ from integrations.backends.base import OutcomeKind
 from integrations.backends.brevo import BrevoBackend, brevo_sms
 from integrations.exceptions import CRMUnavailable, InvalidContact
 
+from ..contacts.legacy_rows import stored_as
 from .conftest import make_item, sent_json
 
 API = "https://api.brevo.com/v3"
@@ -257,3 +258,20 @@ class TestSetup:
         assert out.getvalue().strip() == "Brevo: created COMPANY; already there: WEBSITE."
         created = [c for c in crm_api.calls if c.request.method == "POST"]
         assert [sent_json(c) for c in created] == [{"type": "text"}]
+
+
+class TestEmailForm:
+    """Brevo takes an address with a Unicode domain only in its punycode form
+    (docs/crm-api.md, section 1, "Email addresses")."""
+
+    @pytest.mark.parametrize("spelling", ["zoe@ex\u00e4mple.com", "zoe@exa\u0308mple.com"])
+    def test_every_spelling_is_sent_with_the_punycode_domain(self, brevo, crm_api, spelling):
+        crm_api.post(API + "/contacts", status=201, json={"id": 42})
+        push(brevo, stored_as(spelling))
+        assert sent_json(crm_api.calls[0])["email"] == "zoe@xn--exmple-cua.com"
+
+    def test_the_id_lookup_after_an_update_uses_the_form_that_was_sent(self, brevo, crm_api):
+        crm_api.post(API + "/contacts", status=204)
+        crm_api.get(API + "/contacts/zoe@xn--exmple-cua.com", json={"id": 77})
+        [outcome] = push(brevo, contact(email="zoe@ex\u00e4mple.com"))
+        assert outcome.external_id == "77"

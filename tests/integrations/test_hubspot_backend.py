@@ -13,6 +13,7 @@ from integrations.backends.base import OutcomeKind
 from integrations.backends.hubspot import HubSpotBackend
 from integrations.exceptions import CRMUnavailable, InvalidContact
 
+from ..contacts.legacy_rows import stored_as
 from .conftest import make_item, sent_json
 
 API = "https://api.hubapi.com"
@@ -217,3 +218,18 @@ def test_setup_creates_missing_custom_properties(hubspot, settings, crm_api):
     created = sent_json(crm_api.calls[1])
     assert (created["name"], created["type"], created["fieldType"], created["groupName"]) == (
         "lead_source", "string", "text", "contactinformation")
+
+
+class TestEmailForm:
+    """HubSpot is sent the punycode form (docs/crm-api.md, section 2, "Email
+    addresses") and its results are matched in that form, whatever it echoes."""
+
+    def test_every_spelling_is_sent_with_the_punycode_domain(self, hubspot):
+        payload = HubSpotBackend().build_payload(stored_as("zoe@exa\u0308mple.com"))
+        assert payload["id"] == payload["properties"]["email"] == "zoe@xn--exmple-cua.com"
+
+    @pytest.mark.parametrize("echoed", ["zoe@xn--exmple-cua.com", "Zoe@Ex\u00e4mple.com", "ZOE@XN--EXMPLE-CUA.COM"])
+    def test_results_are_matched_whatever_form_hubspot_echoes(self, hubspot, crm_api, echoed):
+        crm_api.post(UPSERT, json={"status": "COMPLETE", "results": [{"id": "901", "properties": {"email": echoed}}]})
+        [outcome] = push(hubspot, [stored_as("zoe@exa\u0308mple.com")])
+        assert (outcome.kind, outcome.external_id) == (OutcomeKind.ACCEPTED, "901")

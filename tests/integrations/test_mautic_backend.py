@@ -11,6 +11,7 @@ from integrations.backends.mautic import MauticBackend
 from integrations.checks import check_crm_configuration
 from integrations.exceptions import CRMUnavailable, InvalidContact
 
+from ..contacts.legacy_rows import stored_as
 from .conftest import make_item, sent_json
 
 BASE = "https://mautic.example.com"
@@ -208,3 +209,15 @@ def test_needs_a_url_and_one_pair_of_credentials(settings):
     settings.MAUTIC_CLIENT_ID, settings.MAUTIC_CLIENT_SECRET = "1_x", "y"
     assert MauticBackend.is_enabled()
 
+
+def test_mautic_is_sent_the_punycode_domain(basic, crm_api):
+    # Mautic's filter_var(FILTER_VALIDATE_EMAIL) refuses a Unicode domain (docs/crm-api.md, section 3).
+    crm_api.post(BATCH, status=201, json=batch_answer(201))
+    push(basic, [stored_as("zoe@exa\u0308mple.com")])
+    assert sent_json(crm_api.calls[0])[0]["email"] == "zoe@xn--exmple-cua.com"
+
+
+def test_a_domain_with_no_ascii_form_is_refused_before_sending(basic):
+    # Django's validator takes a zero-width joiner in a domain; IDNA has no ASCII form for it.
+    with pytest.raises(InvalidContact, match="not an email address Mautic can take"):
+        MauticBackend().build_payload(Contact(email="zoe@ex\u200dample.com"))

@@ -9,6 +9,7 @@ from integrations.backends.base import OutcomeKind
 from integrations.backends.n8n import N8nBackend
 from integrations.exceptions import CRMUnavailable
 
+from ..contacts.legacy_rows import stored_as
 from .conftest import make_item, sent_json
 
 HOOK = "https://n8n.example.com/webhook/crmsync-contacts"
@@ -101,3 +102,10 @@ def test_an_empty_200_still_counts_as_accepted(n8n, crm_api):
     # n8n's responseNode bug answers 200 with no body even when the workflow failed.
     crm_api.post(HOOK, status=200, body="")
     assert [o.kind for o in push(people(1))] == [OutcomeKind.ACCEPTED]
+
+
+@pytest.mark.parametrize("spelling", ["zoe@exa\u0308mple.com", "zoe@xn--exmple-cua.com"])
+def test_the_workflow_gets_the_canonical_unicode_form(n8n, crm_api, spelling):
+    crm_api.post(HOOK, json={"message": "Workflow was started"})
+    push([stored_as(spelling)])
+    assert sent_json(crm_api.calls[0])["email"] == "zoe@ex\u00e4mple.com"
