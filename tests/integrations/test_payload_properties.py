@@ -321,6 +321,9 @@ def expected_error(crm, contact):
     verbose = get_backend_class(crm).verbose_name
     if crm != "n8n" and not crm_takes(crm, contact.email):
         return "%r is not an email address %s can take." % (contact.email, verbose)
+    if crm == "mautic" and any(character in sent_email(crm, contact.email) for character in "^&*%"):
+        # Mautic's EmailValidator::hasValidCharacters (docs/crm-api.md, section 3, Error model).
+        return "Mautic refused it: email: %s has characters not allowed in email addresses." % sent_email(crm, contact.email)
     notes = str((contact.attributes or {}).get("notes") or "").strip()
     if crm == "brevo" and len(notes) > MAX_ATTRIBUTE_LENGTH:
         return "Brevo refused it: Attribute NOTES exceeds the maximum length of 5000 characters [invalid_parameter]"
