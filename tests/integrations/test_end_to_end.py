@@ -118,6 +118,8 @@ def test_injected_errors_timeouts_and_rate_limits_end_with_every_contact_complet
     # headers keep crmsync clear of its 429s, so another client spends its window first.
     settings.BREVO_REQUESTS_PER_SECOND = settings.HUBSPOT_REQUESTS_PER_SECOND = 100
     settings.HUBSPOT_SYNC_SCHEDULER_BATCH_SIZE = 2
+    # Three failed requests in a row open the circuit breaker; probe soon after.
+    settings.CRMSYNC_BREAKER_PROBE_SECONDS, settings.CRMSYNC_BREAKER_PROBE_MAX_SECONDS = 0.5, 1
     from contacts import selection
 
     selection.select(people(40), CRMS)

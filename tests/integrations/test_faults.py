@@ -69,6 +69,8 @@ def crm_settings(settings):
             values["SYNC_SCHEDULER_BATCH_SIZE"] = crm.batch_size
         for name, value in values.items():
             setattr(settings, "%s_%s" % (prefix, name), value)
+        # Three failed requests in a row open the circuit breaker; probe soon after.
+        settings.CRMSYNC_BREAKER_PROBE_SECONDS, settings.CRMSYNC_BREAKER_PROBE_MAX_SECONDS = 0.5, 1
         return crm
 
     return apply
