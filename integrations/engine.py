@@ -129,6 +129,8 @@ class SyncEngine:
         self.rng = rng or random.Random()
         self.breaker = Breaker(self.crm, self.policy, clock)
         self.reclaimed = set()
+        if not hasattr(backend, "stop_sending"):  # an extra backend that skipped CRMBackend.__init__
+            backend.stop_sending = threading.Event()
 
     # The loop
 
@@ -760,6 +762,7 @@ class LeaseRenewal:
     def __exit__(self, *exc_info):
         self.stopped.set()
         self.thread.join()
+        self.engine.backend.stop_sending.clear()
 
     def _keep(self):
         try:
@@ -775,12 +778,21 @@ class LeaseRenewal:
                 pk__in=self.ids, claim_token=self.token, processing_status=ProcessingStatus.PROCESSING
             ).update(lease_expires_at=self.engine.clock() + timedelta(seconds=policy.lease_seconds))
         except DatabaseError as exc:
-            logger.warning("crm=%s could not renew a batch's lease: %s", self.engine.crm, type(exc).__name__)
+            # The lease may run out before the next try: send nothing more (the
+            # request in flight ends by its deadline, before the lease: check E002).
+            self.engine.backend.stop_sending.set()
+            logger.warning(
+                "crm=%s could not renew a batch's lease (%s); sending nothing more of it",
+                self.engine.crm,
+                type(exc).__name__,
+            )
             return
         self.renewals += 1
         if kept < len(self.ids):
+            self.engine.backend.stop_sending.set()
             logger.warning(
-                "crm=%s %d of %d contacts of the batch in flight are no longer held by this worker",
+                "crm=%s %d of %d contacts of the batch in flight are no longer held by this worker; "
+                "sending nothing more of it",
                 self.engine.crm,
                 len(self.ids) - kept,
                 len(self.ids),

@@ -7,6 +7,7 @@ work, calls the backend and records what happened.
 
 import enum
 import json
+import threading
 from dataclasses import dataclass
 
 from contacts.emails import ascii_email, canonical_email
@@ -106,6 +107,9 @@ class CRMBackend:
     def __init__(self, **overrides):
         # Keyword arguments stand in for settings (tests, several accounts).
         self.overrides = {key.upper(): value for key, value in overrides.items()}
+        # Set by the engine when this worker can no longer renew its batch's lease:
+        # requests not yet sent are not sent, since another worker may take the batch.
+        self.stop_sending = threading.Event()
 
     def setting(self, name, default=UNSET, *, cast=str):
         if name in self.overrides:

@@ -110,6 +110,12 @@ class RequestsBackend(CRMBackend):
         """Send one request within the total deadline `timeout`; transport failures
         become RetryableError. The message names the CRM and the failure, never a URL
         with credentials or a header."""
+        if self.stop_sending.is_set():
+            raise RetryableError(
+                "Not sent to %s: this worker lost its hold on the batch; another worker will push it."
+                % self.verbose_name,
+                crm=self.name,
+            )
         started = time.monotonic()
         deadline = Deadline(self.timeout)
         try:

@@ -244,6 +244,40 @@ def test_a_live_worker_keeps_its_lease_through_a_push_longer_than_the_lease(on_p
     assert len(posts(sandbox, "hubspot")) == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_lost_its_batch_sends_nothing_more_of_it(on_postgres, scripted_crm, queued, policy):
+    import uuid
+
+    queued(3)
+    seen = {}
+
+    def respond(items):
+        # Another worker takes the batch over (as after a lease it could not renew).
+        ContactSync.objects.filter(pk__in=[i.key for i in items]).update(claim_token=uuid.uuid4())
+        seen["stopped"] = backend.stop_sending.wait(5)
+        return [Outcome.retry(i, "not sent") for i in items]
+
+    backend = ScriptedBackend(respond)
+    result = SyncEngine(backend, policy(lease_seconds=0.3)).run()
+
+    assert seen["stopped"], "the renewal found the rows gone and told the backend to stop"
+    assert not backend.stop_sending.is_set(), "cleared for the next batch"
+    assert result.discarded == 3, "the other worker's rows are left alone"
+
+
+def test_a_backend_told_to_stop_sends_no_request(db, crm_api, settings):
+    from integrations.backends.base import SyncItem
+
+    settings.HUBSPOT_API_KEY = "pat-na1-stop-token"
+    backend = HubSpotBackend()
+    backend.stop_sending.set()
+    contact = Contact(pk=1, email="ann@example.com")
+    outcomes = backend.push([SyncItem(key=1, contact=contact, payload=backend.build_payload(contact))])
+    assert [o.kind.value for o in outcomes] == ["retry"]
+    assert "lost its hold on the batch" in outcomes[0].message
+    assert len(crm_api.calls) == 0
+
+
 def test_check_refuses_a_lease_shorter_than_a_request_may_last(settings, db):
     settings.HUBSPOT_API_KEY = "pat-na1-check-token"
     settings.CRMSYNC_LEASE_SECONDS = 30
