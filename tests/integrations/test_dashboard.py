@@ -251,3 +251,16 @@ def test_every_admin_page_says_a_crm_is_paused_by_staff(viewer):
     assert re.search(r"Scripted CRM is paused by alice since .*resumes it on the", page, re.S)
     engine.resume_crm("scripted", "alice")
     assert "is paused by" not in viewer.get(reverse("admin:contacts_contact_changelist")).content.decode()
+
+
+def test_an_open_circuit_breaker_says_failing_since_and_next_probe_on_the_dashboard_and_every_page(viewer):
+    failing = timezone.now() - timedelta(minutes=40)
+    CRMState.objects.create(
+        crm="scripted", failed_batches=3, failing_since=failing, next_probe_at=timezone.now() + timedelta(minutes=5)
+    )
+    assert re.search(r"Scripted CRM is failing since \d{4}-\d\d-\d\d .*next probe at \d{4}", card(viewer.get(DASHBOARD)))
+    page = viewer.get(reverse("admin:contacts_contact_changelist")).content.decode()
+    assert re.search(r"Scripted CRM is failing since .*next probe at .*without using their attempts", page, re.S)
+
+    CRMState.objects.filter(crm="scripted").update(failed_batches=0, failing_since=None, next_probe_at=None)
+    assert "is failing since" not in viewer.get(reverse("admin:contacts_contact_changelist")).content.decode()
