@@ -119,8 +119,6 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     def at(value):
         return next_at_field.get_db_prep_value(value, connection)
 
-    # The status value is a fixed identifier of ours, so it is written inline.
-    in_flight_row = "%s.processing_status = '%s'" % (table, ProcessingStatus.PROCESSING.value)
     decided = {
         "sync_status": "excluded.sync_status",
         "processing_status": "excluded.processing_status",
@@ -128,16 +126,10 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
         "lease_expires_at": "NULL",
         "claim_token": "NULL",
         "updated_at": "excluded.updated_at",
-        "pending_decision": "''",
     }
     if reset_attempts:
         decided.update({"attempts": "0", "last_error": "''", "first_failed_at": "NULL"})
-    updates = [
-        "%s = CASE WHEN %s THEN %s ELSE %s END" % (quote(column), in_flight_row, "%s.%s" % (table, quote(column)), value)
-        for column, value in decided.items()
-        if column != "pending_decision"
-    ]
-    updates.append("pending_decision = CASE WHEN %s THEN %%s ELSE '' END" % in_flight_row)
+    updates = _unless_in_flight(decided, connection)
     # SQLite needs the WHERE on the SELECT to parse ON CONFLICT after it.
     sql = (
         "INSERT INTO {table} ({columns}) "
@@ -167,6 +159,26 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
         return sum(1 for (status,) in cursor.fetchall() if status != ProcessingStatus.PROCESSING)
 
 
+def _in_flight(connection):
+    table = connection.ops.quote_name(ContactSync._meta.db_table)
+    # The status value is a fixed identifier of ours, so it is written inline.
+    return "%s.processing_status = '%s'" % (table, ProcessingStatus.PROCESSING.value)
+
+
+def _unless_in_flight(values, connection):
+    """SET clauses that write `values` ({column: SQL}) on a settled row but keep a
+    row a worker is pushing as it is, giving it a pending decision (the statement's
+    next %s parameter) instead."""
+    quote = connection.ops.quote_name
+    table = quote(ContactSync._meta.db_table)
+    in_flight = _in_flight(connection)
+    sets = [
+        "%s = CASE WHEN %s THEN %s.%s ELSE %s END" % (quote(column), in_flight, table, quote(column), value)
+        for column, value in values.items()
+    ]
+    return sets + ["pending_decision = CASE WHEN %s THEN %%s ELSE '' END" % in_flight]
+
+
 def requeue_changed(new_hashes, *, using="default"):
     """Queue again, like select(), the rows whose contact changed since they were
     synced: `new_hashes` is {ContactSync pk: the hash of the payload the contact
@@ -183,7 +195,6 @@ def requeue_changed(new_hashes, *, using="default"):
     quote = connection.ops.quote_name
     table = quote(ContactSync._meta.db_table)
     now = ContactSync._meta.get_field("updated_at").get_db_prep_value(timezone.now(), connection)
-    in_flight = "%s.processing_status = '%s'" % (table, ProcessingStatus.PROCESSING.value)
     requeued = {
         "sync_status": "%s",
         "processing_status": "%s",
@@ -194,11 +205,8 @@ def requeue_changed(new_hashes, *, using="default"):
         "last_error": "''",
         "first_failed_at": "NULL",
     }
-    sets = [
-        "%s = CASE WHEN %s THEN %s.%s ELSE %s END" % (quote(column), in_flight, table, quote(column), value)
-        for column, value in requeued.items()
-    ]
-    sets += ["pending_decision = CASE WHEN %s THEN %%s ELSE '' END" % in_flight, "updated_at = %s"]
+    sets = _unless_in_flight(requeued, connection) + ["updated_at = %s"]
+    in_flight = _in_flight(connection)
     # UPDATE ... FROM (VALUES ...) pairs each row with its own hash and reads the
     # same on PostgreSQL and SQLite (whose VALUES columns are column1, column2).
     sql = (

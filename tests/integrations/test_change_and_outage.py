@@ -181,15 +181,20 @@ def test_an_edit_is_not_pushed_again_when_the_crm_does_not_sync_on_change(on_pos
     assert ContactSync.objects.get(crm="hubspot").processing_status == P.COMPLETE
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_skip_taken_during_a_push_leaves_the_row_skipped(on_postgres, sandbox):
+def push_one_slowly_to_hubspot(sandbox):
+    """Queue one contact for HubSpot and start a sync whose push takes 1.5 s; return
+    (the contact as a queryset, thread, errors) once the push has started."""
     sandbox.faults("hubspot", latency_ms=1500)
-    contact = people(1).get()
-    only = Contact.objects.filter(pk=contact.pk)
+    only = Contact.objects.filter(pk=people(1).get().pk)
     selection.select(only, ["hubspot"])
-
     thread, errors = sync_in_background("hubspot")
     wait_for(in_flight("hubspot"), "the push to start")
+    return only, thread, errors
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_skip_taken_during_a_push_leaves_the_row_skipped(on_postgres, sandbox):
+    only, thread, errors = push_one_slowly_to_hubspot(sandbox)
     assert selection.skip(only, ["hubspot"]) == 0, "in flight: not applied yet"
     assert ContactSync.objects.get(crm="hubspot").pending_decision == PendingDecision.SKIP
     finish(thread, errors)
@@ -202,13 +207,7 @@ def test_a_skip_taken_during_a_push_leaves_the_row_skipped(on_postgres, sandbox)
 
 @pytest.mark.django_db(transaction=True)
 def test_a_select_taken_during_a_push_pushes_again_after_the_record(on_postgres, sandbox):
-    sandbox.faults("hubspot", latency_ms=1500)
-    contact = people(1).get()
-    only = Contact.objects.filter(pk=contact.pk)
-    selection.select(only, ["hubspot"])
-
-    thread, errors = sync_in_background("hubspot")
-    wait_for(in_flight("hubspot"), "the push to start")
+    only, thread, errors = push_one_slowly_to_hubspot(sandbox)
     selection.select(only, ["hubspot"])
     finish(thread, errors)
 
