@@ -38,7 +38,37 @@ def get_setting(key, default=UNSET, *, cast=str):
 
 
 def get_crm_setting(crm, name, default=UNSET, *, cast=str):
+    overrides = sandbox_settings(crm)
+    if name in overrides:
+        return _cast(setting_name(crm, name), overrides[name], cast)
     return get_setting(setting_name(crm, name), default, cast=cast)
+
+
+# The local CRM sandbox (the separate crm_sandbox app) registers, for each CRM it
+# emulates, the settings that point the CRM at it: its API root and placeholder
+# credentials. They replace the CRM's own settings while CRMSYNC_SANDBOX_URL is set.
+_sandbox_settings = {}
+
+
+def register_sandbox(crm, settings_for):
+    """`settings_for(sandbox_url)` returns {setting name without the CRM prefix: value}."""
+    _sandbox_settings[crm] = settings_for
+
+
+def sandbox_url():
+    """The local CRM sandbox every emulated CRM talks to instead, or "" (see README)."""
+    return get_setting("CRMSYNC_SANDBOX_URL", "").rstrip("/")
+
+
+def sandbox_settings(crm):
+    """The settings the sandbox puts in place of `crm`'s own, or {} when it does not."""
+    settings_for = _sandbox_settings.get(crm)
+    url = sandbox_url() if settings_for else ""
+    return settings_for(url) if url else {}
+
+
+def in_sandbox(crm):
+    return bool(sandbox_settings(crm))
 
 
 def is_set(key):
