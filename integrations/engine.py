@@ -66,7 +66,7 @@ class RunResult:
     accepted: int = 0
     retry_scheduled: int = 0
     failed: int = 0
-    released: int = 0
+    waited: int = 0
     discarded: int = 0
     # Results of contacts deleted while they were pushed: dropped with their rows.
     deleted: int = 0
@@ -78,7 +78,7 @@ class RunResult:
     paused_by: str = ""
 
     def add(self, other):
-        for name in ("claimed", "accepted", "retry_scheduled", "failed", "released", "discarded", "deleted", "batches"):
+        for name in ("claimed", "accepted", "retry_scheduled", "failed", "waited", "discarded", "deleted", "batches"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.paused_until or other.paused_by:
             self.paused_until, self.pause_reason, self.paused_by = other.paused_until, other.pause_reason, other.paused_by
@@ -182,13 +182,13 @@ class SyncEngine:
         result.claimed, result.batches = len(batch.rows), 1
         result.seconds = time.monotonic() - started
         logger.info(
-            "crm=%s claimed=%d accepted=%d retry_scheduled=%d failed=%d released=%d seconds=%.2f%s",
+            "crm=%s claimed=%d accepted=%d retry_scheduled=%d failed=%d waited=%d seconds=%.2f%s",
             self.crm,
             result.claimed,
             result.accepted,
             result.retry_scheduled,
             result.failed,
-            result.released,
+            result.waited,
             result.seconds,
             " probe=1" if probe else "",
         )
@@ -298,7 +298,7 @@ class SyncEngine:
         try:
             outcomes = self.backend.push(items)
         except RateLimited as exc:
-            return [Outcome.rate_limited(item, str(exc), retry_after=exc.retry_after) for item in items]
+            return [Outcome.wait(item, str(exc), retry_after=exc.retry_after) for item in items]
         except (CRMUnavailable, CRMConfigurationError) as exc:
             # Nothing will succeed until someone acts: pause every worker.
             pause = getattr(exc, "pause_seconds", None) or DEFAULT_UNAVAILABLE_PAUSE
@@ -307,7 +307,7 @@ class SyncEngine:
             self.pause(self.clock() + timedelta(seconds=pause), str(exc))
             if getattr(exc, "fail_contacts", False):
                 return [Outcome.permanent(item, str(exc), http_status=status) for item in items]
-            return [Outcome.rate_limited(item, str(exc), retry_after=pause, http_status=status) for item in items]
+            return [Outcome.wait(item, str(exc), retry_after=pause, http_status=status) for item in items]
         except RetryableError as exc:
             return [
                 Outcome.retry(item, str(exc), retry_after=exc.retry_after, http_status=exc.status_code)
@@ -350,7 +350,7 @@ class SyncEngine:
             row = rows_by_key[outcome.key]
             if outcome.kind is OutcomeKind.ACCEPTED:
                 accepted.append(outcome)
-            elif outcome.kind is OutcomeKind.RATE_LIMITED:
+            elif outcome.kind is OutcomeKind.WAIT:
                 released.append(outcome)
             elif outcome.kind is OutcomeKind.RETRY and breaker_open and outcome.key not in batch.unexplained:
                 waited.append(outcome)
@@ -379,7 +379,7 @@ class SyncEngine:
                 self._attempt_rows(batch, decided, now, {key for key in written if rows_by_key[key].contact_id in contacts})
             )
         result.accepted, result.retry_scheduled = len(accepted), len(retry)
-        result.failed, result.released = len(failed), len(released) + len(waited)
+        result.failed, result.waited = len(failed), len(released) + len(waited)
         self._count_unwritten(batch, set(written), result)
         if released:
             until = now + max(_wait(o) for o in released)

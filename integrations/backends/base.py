@@ -21,7 +21,7 @@ EMAIL_FORMS = {"unicode": canonical_email, "ascii": ascii_email}
 class OutcomeKind(enum.Enum):
     ACCEPTED = "accepted"
     RETRY = "retry"
-    RATE_LIMITED = "rate_limited"
+    WAIT = "wait"
     PERMANENT = "permanent"
 
 
@@ -54,9 +54,9 @@ class Outcome:
         return cls(item.key, OutcomeKind.RETRY, message=message, retry_after=retry_after, http_status=http_status)
 
     @classmethod
-    def rate_limited(cls, item, message, *, retry_after=None, http_status=429):
+    def wait(cls, item, message, *, retry_after=None, http_status=429):
         return cls(
-            item.key, OutcomeKind.RATE_LIMITED, message=message, retry_after=retry_after, http_status=http_status
+            item.key, OutcomeKind.WAIT, message=message, retry_after=retry_after, http_status=http_status
         )
 
     @classmethod

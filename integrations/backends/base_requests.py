@@ -193,7 +193,7 @@ class RequestsBackend(CRMBackend):
 
     def _push_one(self, item, slot, send, halt):
         if halt.rate_limited:
-            return Outcome.rate_limited(item, halt.rate_limited.message, retry_after=halt.rate_limited.retry_after)
+            return Outcome.wait(item, halt.rate_limited.message, retry_after=halt.rate_limited.retry_after)
         if halt.error:
             return None
         wait_until(slot)
@@ -201,7 +201,7 @@ class RequestsBackend(CRMBackend):
             return self.outcome_for(item, send(item))
         except RateLimited as exc:
             halt.rate_limited = exc
-            return Outcome.rate_limited(item, exc.message, retry_after=exc.retry_after)
+            return Outcome.wait(item, exc.message, retry_after=exc.retry_after)
         except RetryableError as exc:
             return Outcome.retry(item, str(exc), retry_after=exc.retry_after)
         except CRMUnavailable as exc:

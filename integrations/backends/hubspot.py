@@ -78,7 +78,7 @@ class HubSpotBackend(RequestsBackend):
         for start in range(0, len(items), MAX_INPUTS):
             chunk = items[start : start + MAX_INPUTS]
             if waiting:
-                outcomes += [Outcome.rate_limited(i, waiting.message, retry_after=waiting.retry_after) for i in chunk]
+                outcomes += [Outcome.wait(i, waiting.message, retry_after=waiting.retry_after) for i in chunk]
                 continue
             chunk_outcomes = self._upsert(chunk)
             outcomes += chunk_outcomes
@@ -98,7 +98,7 @@ class HubSpotBackend(RequestsBackend):
         if status == 429:
             seconds = rate_limit_wait(response)
             message = "HubSpot's %s rate limit was reached; waiting." % rate_limit_policy(response)
-            return [Outcome.rate_limited(item, message, retry_after=seconds) for item in chunk]
+            return [Outcome.wait(item, message, retry_after=seconds) for item in chunk]
         if status >= 500:
             return [Outcome.retry(item, server_error_message(self.verbose_name, response), http_status=status) for item in chunk]
         return self._isolate_bad_records(chunk, response)
@@ -111,7 +111,7 @@ class HubSpotBackend(RequestsBackend):
         first = self._upsert(chunk[:middle])
         waiting = first_rate_limited(first)
         if waiting:
-            return first + [Outcome.rate_limited(i, waiting.message, retry_after=waiting.retry_after) for i in chunk[middle:]]
+            return first + [Outcome.wait(i, waiting.message, retry_after=waiting.retry_after) for i in chunk[middle:]]
         return first + self._upsert(chunk[middle:])
 
     def _match_results(self, chunk, response):
@@ -202,7 +202,7 @@ class HubSpotBackend(RequestsBackend):
 
 
 def first_rate_limited(outcomes):
-    return next((o for o in outcomes if o.kind is OutcomeKind.RATE_LIMITED), None)
+    return next((o for o in outcomes if o.kind is OutcomeKind.WAIT), None)
 
 
 def property_definition(name):

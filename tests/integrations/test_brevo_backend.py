@@ -165,7 +165,7 @@ class TestPush:
             headers={"x-sib-ratelimit-limit": "10", "x-sib-ratelimit-remaining": "0", "x-sib-ratelimit-reset": "7"},
         )
         outcomes = push(brevo, contact(email="a@example.com"), contact(email="b@example.com"))
-        assert [(o.kind, o.retry_after) for o in outcomes] == [(OutcomeKind.RATE_LIMITED, 7.0)] * 2
+        assert [(o.kind, o.retry_after) for o in outcomes] == [(OutcomeKind.WAIT, 7.0)] * 2
         assert len(crm_api.calls) == 1
 
     def test_bad_key_fails_the_batch_with_an_actionable_message_and_no_secret(self, brevo, crm_api, caplog):

@@ -228,7 +228,7 @@ class TestRateLimits:
         queued(3)
         result = engine(policy, clock, raise_(RateLimited("Scripted CRM: too many requests", retry_after=30))).run()
 
-        assert (result.claimed, result.released, result.failed) == (3, 3, 0)
+        assert (result.claimed, result.waited, result.failed) == (3, 3, 0)
         assert result.paused_until == clock.now + timedelta(seconds=30)
         for row in rows():
             assert (row.sync_status, row.processing_status, row.attempts) == (S.SELECTED, P.QUEUED, 0)

@@ -85,7 +85,7 @@ def test_a_rate_limit_seen_by_one_worker_holds_back_the_others(on_postgres, queu
 
     def worker(index):
         result = SyncEngine(backend, policy(batch_size=20)).run()
-        if result.released:
+        if result.waited:
             pause_recorded.set()
         claimed.append(result.claimed)
 

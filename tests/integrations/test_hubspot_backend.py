@@ -149,7 +149,7 @@ class TestPush:
         crm_api.post(UPSERT, status=429, headers={"X-HubSpot-RateLimit-Interval-Milliseconds": "10000"}, json={
             "status": "error", "message": "You have reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING"})
         outcomes = push(hubspot, contacts(3))
-        assert {(o.kind, o.retry_after) for o in outcomes} == {(OutcomeKind.RATE_LIMITED, 10.0)}
+        assert {(o.kind, o.retry_after) for o in outcomes} == {(OutcomeKind.WAIT, 10.0)}
         assert "ten_secondly_rolling" in outcomes[0].message
 
     def test_retry_after_wins_and_daily_limit_waits_for_the_next_day(self, hubspot, crm_api):
@@ -163,7 +163,7 @@ class TestPush:
         crm_api.post(UPSERT, status=429, json={"policyName": "TEN_SECONDLY_ROLLING"})
         outcomes = push(hubspot, contacts(150))
         assert len(crm_api.calls) == 1
-        assert {o.kind for o in outcomes} == {OutcomeKind.RATE_LIMITED}
+        assert {o.kind for o in outcomes} == {OutcomeKind.WAIT}
 
     @pytest.mark.parametrize("remaining, held_seconds", [("0", 10), ("7", 0)])
     def test_a_spent_quota_holds_every_worker_until_the_window_rolls(self, hubspot, crm_api, remaining, held_seconds):
