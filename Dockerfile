@@ -1,5 +1,6 @@
 # Production image: gunicorn serves the admin, WhiteNoise the static files.
-# The same image runs the django-q2 worker (`python manage.py qcluster`).
+# The same image runs the django-q2 worker (`python manage.py qcluster`) and the
+# local CRM sandbox (`python manage.py crm_sandbox`, the crm_sandbox app).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -72,10 +72,10 @@ from bench import engine as engine_bench  # noqa: E402
 from bench import throughput  # noqa: E402
 from contacts import selection  # noqa: E402
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncAttempt  # noqa: E402
+from crm_sandbox import mautic as mautic_sandbox  # noqa: E402
+from crm_sandbox import n8n as n8n_sandbox  # noqa: E402
+from crm_sandbox.server import SandboxOptions, SandboxServer  # noqa: E402
 from integrations.engine import RunResult, SyncEngine, _Batch  # noqa: E402
-from integrations.sandbox import mautic as mautic_sandbox  # noqa: E402
-from integrations.sandbox import n8n as n8n_sandbox  # noqa: E402
-from integrations.sandbox.server import SandboxOptions, SandboxServer  # noqa: E402
 
 CRMS = ("brevo", "hubspot", "mautic", "n8n")
 SECTIONS = ("e2e", "naive", "scaleout", "claim", "memory")

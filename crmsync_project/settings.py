@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "django_q",
     "contacts",
     "integrations",
+    "crm_sandbox",
 ]
 
 MIDDLEWARE = [

@@ -1,7 +1,7 @@
 from django.db.models import Q
 from django.utils import timezone
 
-from .backends.base_requests import sandbox_url
+from .conf import sandbox_url
 from .models import CRMState
 
 

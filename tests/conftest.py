@@ -162,11 +162,11 @@ class SecretLogGuard(logging.Handler):
 
 
 def _sandbox_placeholders():
-    import integrations.sandbox
+    import crm_sandbox
 
     values = set()
-    for module in pkgutil.iter_modules(integrations.sandbox.__path__):
-        names = vars(importlib.import_module("integrations.sandbox.%s" % module.name))
+    for module in pkgutil.iter_modules(crm_sandbox.__path__):
+        names = vars(importlib.import_module("crm_sandbox.%s" % module.name))
         values.update(v for k, v in names.items() if k.isupper() and SECRET_NAME.search(k) and isinstance(v, str))
     return values
 

@@ -131,7 +131,7 @@ class SandboxClient:
 
 @pytest.fixture(scope="session")
 def sandbox_server():
-    from integrations.sandbox.server import SandboxOptions, SandboxServer
+    from crm_sandbox.server import SandboxOptions, SandboxServer
 
     server = SandboxServer(port=0, options=SandboxOptions(seed=7)).start()
     yield server

@@ -9,8 +9,8 @@ import requests
 from django.core.management import call_command
 
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
-from integrations.sandbox.brevo import API_KEY as BREVO_KEY
-from integrations.sandbox.mautic import PASSWORD, USERNAME
+from crm_sandbox.brevo import API_KEY as BREVO_KEY
+from crm_sandbox.mautic import PASSWORD, USERNAME
 
 pytestmark = pytest.mark.django_db
 

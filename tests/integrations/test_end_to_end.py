@@ -195,7 +195,7 @@ def test_mautic_over_oauth2_fetches_a_token_and_refreshes_it_after_a_401(sandbox
 
     from contacts import selection
     from integrations.backends.mautic import MauticBackend
-    from integrations.sandbox import mautic as mautic_sandbox
+    from crm_sandbox import mautic as mautic_sandbox
 
     MauticBackend._tokens.clear()
     # As a real instance would be configured, not sandbox mode.

@@ -15,7 +15,7 @@ from django.urls import reverse
 
 from contacts import selection
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
-from integrations.sandbox import brevo, hubspot, mautic, n8n
+from crm_sandbox import brevo, hubspot, mautic, n8n
 
 pytestmark = pytest.mark.django_db
 

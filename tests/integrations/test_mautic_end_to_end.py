@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from contacts import selection
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
+from crm_sandbox import mautic as mautic_sandbox
 from integrations.backends.mautic import MauticBackend
 from integrations.models import CRMState
-from integrations.sandbox import mautic as mautic_sandbox
 
 pytestmark = pytest.mark.django_db
 

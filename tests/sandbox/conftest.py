@@ -1,9 +1,9 @@
 import pytest
 import requests
 
-from integrations.sandbox.brevo import API_KEY
-from integrations.sandbox.hubspot import ACCESS_TOKEN
-from integrations.sandbox.server import SandboxOptions, SandboxServer
+from crm_sandbox.brevo import API_KEY
+from crm_sandbox.hubspot import ACCESS_TOKEN
+from crm_sandbox.server import SandboxOptions, SandboxServer
 
 
 @pytest.fixture

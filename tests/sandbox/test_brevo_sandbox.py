@@ -3,7 +3,7 @@ import time
 import pytest
 import requests
 
-from integrations.sandbox.brevo import API_KEY
+from crm_sandbox.brevo import API_KEY
 
 DUPLICATE_EMAIL = {
     "code": "duplicate_parameter",

@@ -5,8 +5,8 @@ import uuid
 import pytest
 import requests
 
-from integrations.sandbox.base import DailyQuota
-from integrations.sandbox.hubspot import ACCESS_TOKEN
+from crm_sandbox.base import DailyQuota
+from crm_sandbox.hubspot import ACCESS_TOKEN
 
 CONTACTS = "/crm/v3/objects/contacts"
 UPSERT = CONTACTS + "/batch/upsert"

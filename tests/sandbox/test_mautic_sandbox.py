@@ -1,7 +1,7 @@
 import pytest
 import requests
 
-from integrations.sandbox.mautic import CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME
+from crm_sandbox.mautic import CLIENT_ID, CLIENT_SECRET, PASSWORD, USERNAME
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import time
 import pytest
 import requests
 
-from integrations.sandbox.n8n import BASIC_USER, WEBHOOK_PATH, WEBHOOK_SECRET
+from crm_sandbox.n8n import BASIC_USER, WEBHOOK_PATH, WEBHOOK_SECRET
 
 
 @pytest.fixture

@@ -11,13 +11,13 @@ import pytest
 import requests
 from django.core.management import CommandError, call_command
 
-from integrations.management.commands.crm_sandbox import parse_rate_limit
-from integrations.sandbox import EMULATOR_CLASSES
-from integrations.sandbox.brevo import API_KEY
-from integrations.sandbox.hubspot import ACCESS_TOKEN
-from integrations.sandbox.mautic import PASSWORD, USERNAME
-from integrations.sandbox.n8n import WEBHOOK_PATH, WEBHOOK_SECRET
-from integrations.sandbox.server import RateLimitBurst, SandboxOptions, SandboxServer
+from crm_sandbox import EMULATOR_CLASSES
+from crm_sandbox.brevo import API_KEY
+from crm_sandbox.hubspot import ACCESS_TOKEN
+from crm_sandbox.management.commands.crm_sandbox import parse_rate_limit
+from crm_sandbox.mautic import PASSWORD, USERNAME
+from crm_sandbox.n8n import WEBHOOK_PATH, WEBHOOK_SECRET
+from crm_sandbox.server import RateLimitBurst, SandboxOptions, SandboxServer
 
 PROJECT = Path(__file__).resolve().parents[2]
 

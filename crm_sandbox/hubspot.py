@@ -90,6 +90,11 @@ POLICIES = {
 }
 
 
+def crm_settings(url):
+    """The HubSpot settings that point crmsync at this emulator when it is served at `url`."""
+    return {"API_BASE_URL": url + "/hubspot", "API_KEY": ACCESS_TOKEN}
+
+
 def now():
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -35,6 +35,15 @@ NOT_ACTIVE_HINT = (
 )
 
 
+def crm_settings(url):
+    """The n8n settings that point crmsync at this emulator when it is served at `url`."""
+    return {
+        "WEBHOOK_URL": url + "/n8n/webhook/" + WEBHOOK_PATH,
+        "WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "WEBHOOK_AUTH_HEADER": "Authorization",
+    }
+
+
 class N8nEmulator(Emulator):
     name = "n8n"
     SETTINGS = {

@@ -31,6 +31,11 @@ SMS_PUNCTUATION = re.compile(r"[\s\-.()]")
 SMS_DIGITS = re.compile(r"^[1-9]\d{6,14}$")
 
 
+def crm_settings(url):
+    """The Brevo settings that point crmsync at this emulator when it is served at `url`."""
+    return {"API_BASE_URL": url + "/brevo/v3", "API_KEY": API_KEY}
+
+
 def now():
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 

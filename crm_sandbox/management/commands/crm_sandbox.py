@@ -4,8 +4,8 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.sandbox import EMULATOR_CLASSES
-from integrations.sandbox.server import SandboxOptions, SandboxServer
+from crm_sandbox import EMULATOR_CLASSES
+from crm_sandbox.server import SandboxOptions, SandboxServer
 
 RATE_LIMIT = re.compile(r"^(?P<crm>[\w-]+)=(?P<requests>\d+)/(?P<seconds>\d+(?:\.\d+)?)$")
 

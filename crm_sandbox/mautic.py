@@ -27,6 +27,19 @@ BATCH_LIMIT = 200
 CORE_FIELDS = ("email", "firstname", "lastname", "phone", "mobile", "company", "position", "website", "city", "country")
 
 
+def crm_settings(url):
+    """The Mautic settings that point crmsync at this emulator when it is served at `url`."""
+    # Basic auth with the placeholder user: the empty client overrides a real
+    # OAuth2 client configured beside the sandbox, which would take precedence.
+    return {
+        "BASE_URL": url + "/mautic",
+        "USERNAME": USERNAME,
+        "PASSWORD": PASSWORD,
+        "CLIENT_ID": "",
+        "CLIENT_SECRET": "",
+    }
+
+
 def now():
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
