@@ -57,3 +57,12 @@ def wait_until(moment):
     delay = moment - time.monotonic()
     if delay > 0:
         time.sleep(delay)
+
+
+def share_pace(backend):
+    """Give `backend` the pacer every worker on every machine shares for its CRM,
+    in place of its own (a CRM without a pace keeps the one it has)."""
+    rate = backend.requests_per_second()
+    if rate:
+        backend.pacer = SharedPacer(backend.name, rate)
+    return backend

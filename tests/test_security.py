@@ -24,7 +24,7 @@ from django.utils.html import escape
 from contacts import selection
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 from integrations import engine
-from integrations.backends.base_requests import scrub_credentials
+from integrations.backends.http import scrub_credentials
 from integrations.backends.mautic import MauticBackend
 from integrations.models import CRMState, Enrichment
 from integrations.webhooks.n8n import enrichment_callback
@@ -379,7 +379,7 @@ def token_in_environment(monkeypatch):
 
 
 def test_the_session_guard_collects_the_secrets_tests_configure(secret_log_guard, settings, token_in_environment):
-    from integrations.sandbox.brevo import API_KEY as SANDBOX_KEY
+    from crm_sandbox.brevo import API_KEY as SANDBOX_KEY
 
     settings.ACME_API_KEY = "acme-SECURITY-settings-key"
     settings.ACME_PASSWORD = "short"

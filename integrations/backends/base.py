@@ -1,18 +1,42 @@
-"""The interface every CRM backend implements.
+"""The base every CRM backend fills in.
 
-A backend turns contacts into its CRM's payloads and pushes a batch of them,
-returning one Outcome per item. It never touches the database: the engine claims
-work, calls the backend and records what happened.
+A backend turns contacts into its CRM's payloads and pushes a batch of them over
+HTTP, returning one Outcome per item. It never touches the database: the engine
+claims work, calls the backend, paces it, and records what happened.
 """
 
 import enum
 import json
+import logging
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from contacts.emails import ascii_email, canonical_email
+import requests
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 
-from ..conf import UNSET, get_crm_setting, is_set, setting_name
+from contacts.emails import ascii_email, canonical_email
+from crmsync_project.secrets import MIN_SECRET_LENGTH, SECRET_NAME
+
+from ..conf import UNSET, get_crm_setting, in_sandbox, is_set, setting_name
+from ..exceptions import (
+    CRMConfigurationError,
+    CRMUnavailable,
+    InvalidContact,
+    PermanentError,
+    RateLimited,
+    RetryableError,
+)
+from .deadline import Deadline, DeadlineAdapter
+from .http import USER_AGENT, credentials_in_headers, retry_after_seconds, scrub_credentials, server_error_message
+from .pacing import LocalPacer, wait_until
+
+logger = logging.getLogger(__name__)
+
+# How long a CRM that rejected our credentials is paused: someone must fix them.
+AUTH_PAUSE_SECONDS = 900
 
 # The forms of an email a CRM may take; see CRMBackend.email_form.
 EMAIL_FORMS = {"unicode": canonical_email, "ascii": ascii_email}
@@ -65,19 +89,30 @@ class Outcome:
 
 
 class CRMBackend:
-    """One CRM. Subclasses set:
+    """One CRM, over HTTP. The class owns the push flow (`push`); a CRM's module
+    sets its facts and fills the hooks where it differs. See docs/adding-a-crm.md.
+
+    Facts a subclass sets:
 
     - `name`: a short lower-case slug stored in the database (never rename it);
     - `verbose_name`: shown to staff;
     - `required_settings`: setting names without the CRM prefix (e.g. "API_KEY")
-      that must all be set for the CRM to be enabled; `optional_settings` the rest;
-    - `default_batch_size`: contacts per push when the deployment sets none;
-    - `email_form`: how the CRM's API takes an email, "unicode" or "ascii"
-      (checked_email and crm_email give that form);
+      that must all be set for the CRM to be enabled; `optional_settings` the rest
+      (listing "CONCURRENCY" lets the deployment send requests side by side);
+    - `default_batch_size`: contacts per engine batch when the deployment sets none;
+    - `email_form`: how the CRM's API takes an email, "unicode" or "ascii";
+    - `default_api_url`, `default_requests_per_second` (None: no pace),
+      `default_timeout_seconds`, `default_concurrency`.
 
-    and implement `build_payload(contact)` (raise InvalidContact for a contact the
-    CRM cannot take) and `push(items)`, which returns one Outcome per SyncItem or
-    raises a SyncError subclass for the whole batch.
+    Hooks, in the order of the flow: `build_payload(contact)` (required),
+    `contacts_per_request()`, `send(chunk)` (required), `classify(response)` with
+    its parts (`raise_for_account_error`, `rate_limit_message`, `rate_limit_wait`,
+    `credentials_rejected_message`, `error_message`), `parse_outcomes(chunk,
+    response)` (required), `split_rejected(response)`, `after_push(items,
+    outcomes)`; for set-up, `existing_custom_fields()` and
+    `create_custom_field(name)`. A backend does HTTP only: no model, no database;
+    the engine records what it returns and pauses the CRM when it raises
+    CRMUnavailable.
     """
 
     name = None
@@ -90,15 +125,21 @@ class CRMBackend:
     # How the CRM's API takes an email's domain: "unicode" (as crmsync stores it)
     # or "ascii" (punycode). Each backend says which, citing docs/crm-api.md.
     email_form = "unicode"
+    default_api_url = ""
+    default_requests_per_second = None
+    default_timeout_seconds = 30
+    default_concurrency = 1
+    # Whether ensure_custom_fields applies (the CRM needs its fields created first).
+    has_custom_fields = False
+    # Custom field names the CRM has built in, as custom_field_key() gives them.
+    built_in_fields = frozenset()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if cls.name is None:
-            return  # an abstract base such as RequestsBackend
+            return  # an abstract base
         if not cls.name or cls.name != cls.name.lower() or len(cls.name) > 32:
-            raise TypeError(
-                "%s.name must be a lower-case slug of at most 32 characters" % cls.__name__
-            )
+            raise TypeError("%s.name must be a lower-case slug of at most 32 characters" % cls.__name__)
         if not cls.verbose_name:
             raise TypeError("%s must set verbose_name" % cls.__name__)
         if cls.email_form not in EMAIL_FORMS:
@@ -110,6 +151,17 @@ class CRMBackend:
         # Set by the engine when this worker can no longer renew its batch's lease:
         # requests not yet sent are not sent, since another worker may take the batch.
         self.stop_sending = threading.Event()
+        # Where request slots come from; the engine puts in one shared by every worker.
+        self.pacer = LocalPacer(self.requests_per_second())
+        self.session = requests.Session()
+        # One connection per concurrent request, reused across requests.
+        adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=max(4, self.concurrency()))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.configure_session(self.session)
+
+    # Settings
 
     def setting(self, name, default=UNSET, *, cast=str):
         if name in self.overrides:
@@ -117,11 +169,18 @@ class CRMBackend:
         return get_crm_setting(self.name, name, default, cast=cast)
 
     @classmethod
+    def in_sandbox(cls):
+        """Whether the local sandbox stands in for this CRM (README, "The sandbox")."""
+        return in_sandbox(cls.name)
+
+    @classmethod
     def is_enabled(cls):
-        return bool(cls.required_settings) and not cls.missing_settings()
+        return cls.in_sandbox() or (bool(cls.required_settings) and not cls.missing_settings())
 
     @classmethod
     def missing_settings(cls):
+        if cls.in_sandbox():
+            return []
         return [
             setting_name(cls.name, name)
             for name in cls.required_settings
@@ -133,18 +192,48 @@ class CRMBackend:
         names = (*cls.required_settings, *cls.optional_settings)
         return [setting_name(cls.name, name) for name in names if is_set(setting_name(cls.name, name))]
 
+    @property
+    def api_url(self):
+        return self.setting("API_BASE_URL", self.default_api_url).rstrip("/")
+
+    @property
+    def timeout(self):
+        """Seconds one request may take in all: connecting, sending, the headers and
+        the whole body. A request still going then is ended and counts as a timeout."""
+        return self.setting("TIMEOUT_SECONDS", self.default_timeout_seconds, cast=int)
+
+    def concurrency(self):
+        if "CONCURRENCY" not in self.optional_settings:
+            return self.default_concurrency
+        return self.setting("CONCURRENCY", self.default_concurrency, cast=int)
+
+    def requests_per_second(self):
+        """The pace every worker together keeps, or None for a CRM without one."""
+        if not self.default_requests_per_second:
+            return None
+        return self.setting("REQUESTS_PER_SECOND", self.default_requests_per_second, cast=float)
+
+    def configure_session(self, session):
+        """Hook: put the CRM's credentials and fixed headers on the session."""
+
+    # Payload
+
+    def build_payload(self, contact):
+        """Hook: the CRM's payload for `contact`; InvalidContact if it cannot take it."""
+        raise NotImplementedError("%s must implement build_payload(contact)" % self.__class__.__name__)
+
     def field_map(self):
         extra = parse_field_map(self.setting("FIELD_MAP", ""), setting_name(self.name, "FIELD_MAP"))
         return {**self.default_field_map, **extra}
 
+    def mapped_values(self, contact):
+        """{CRM field: value} for the contact's non-empty mapped values."""
+        values = {target: contact_value(contact, source) for target, source in self.field_map().items()}
+        return {target: value for target, value in values.items() if value not in ("", None)}
+
     def checked_email(self, contact):
         """The contact's email in the form this CRM takes (`email_form`), or
         InvalidContact if this CRM cannot take it."""
-        from django.core.exceptions import ValidationError
-        from django.core.validators import validate_email
-
-        from ..exceptions import InvalidContact
-
         email = self.crm_email(contact.email)
         try:
             validate_email(contact.email)
@@ -161,33 +250,278 @@ class CRMBackend:
         mailbox always gives the same text, whatever its spelling."""
         return EMAIL_FORMS[self.email_form](email)
 
-    def mapped_values(self, contact):
-        """{CRM field: value} for the contact's non-empty mapped values."""
-        values = {target: contact_value(contact, source) for target, source in self.field_map().items()}
-        return {target: value for target, value in values.items() if value not in ("", None)}
-
     @classmethod
     def external_url(cls, external_id):
         """Where staff can see the contact in the CRM, or None."""
         return None
 
-    def build_payload(self, contact):
-        raise NotImplementedError(
-            "%s must implement build_payload(contact)" % self.__class__.__name__
-        )
+    # The push flow
 
     def push(self, items):
-        raise NotImplementedError("%s must implement push(items)" % self.__class__.__name__)
+        """Push `items`, `contacts_per_request()` per request, `concurrency()`
+        requests at a time, each in its paced slot; return one Outcome per item.
+
+        A rate limit stops the requests not yet sent (their contacts wait); a
+        CRMUnavailable stops them too and is raised for the whole batch."""
+        size = self.contacts_per_request() or len(items)
+        chunks = [items[start : start + size] for start in range(0, len(items), size)]
+        slots = self.pacer.reserve(len(chunks))
+        halt = _Halt()
+        if self.concurrency() <= 1 or len(chunks) <= 1:
+            results = [self._push_chunk(chunk, slot, halt) for chunk, slot in zip(chunks, slots)]
+        else:
+            with ThreadPoolExecutor(max_workers=self.concurrency(), thread_name_prefix=self.name) as pool:
+                results = list(pool.map(self._push_chunk, chunks, slots, [halt] * len(chunks)))
+        if halt.error:
+            raise halt.error
+        return self.after_push(items, [outcome for outcomes in results for outcome in outcomes])
+
+    def _push_chunk(self, chunk, slot, halt):
+        if not halt.waiting and not halt.error:
+            wait_until(slot)
+        if halt.waiting:
+            return waiting_outcomes(chunk, halt.waiting)
+        if halt.error:
+            return []
+        try:
+            outcomes = self.send_and_judge(chunk)
+        except CRMUnavailable as exc:
+            halt.error = exc
+            return []
+        halt.waiting = halt.waiting or first_waiting(outcomes)
+        return outcomes
+
+    def send_and_judge(self, chunk):
+        """One request for `chunk`, and what it says of each contact in it."""
+        try:
+            response = self.send(chunk)
+            rejection = self.classify(response)
+        except RateLimited as exc:
+            return [Outcome.wait(item, exc.message, retry_after=exc.retry_after) for item in chunk]
+        except RetryableError as exc:
+            return [Outcome.retry(item, str(exc), retry_after=exc.retry_after) for item in chunk]
+        if rejection is None:
+            return self.parse_outcomes(chunk, response)
+        if isinstance(rejection, RetryableError):
+            return [Outcome.retry(item, rejection.message, http_status=rejection.status_code) for item in chunk]
+        if len(chunk) > 1 and self.split_rejected(response):
+            return self._split(chunk)
+        return [Outcome.permanent(item, rejection.message, http_status=rejection.status_code) for item in chunk]
+
+    def _split(self, chunk):
+        """The CRM refused the whole request because of some of its contacts: send
+        each half on its own, until each bad contact stands alone with its reason."""
+        middle = len(chunk) // 2
+        first = self.send_in_slot(chunk[:middle])
+        waiting = first_waiting(first)
+        if waiting:
+            return first + waiting_outcomes(chunk[middle:], waiting)
+        return first + self.send_in_slot(chunk[middle:])
+
+    def send_in_slot(self, chunk):
+        """send_and_judge in a new paced slot: a request the flow had not planned."""
+        self.pacer.wait()
+        return self.send_and_judge(chunk)
+
+    def contacts_per_request(self):
+        """Hook: the most contacts one request carries (None: the whole batch)."""
+        return 1
+
+    def send(self, chunk):
+        """Hook: send one request for `chunk` (a list of SyncItem) and return the response."""
+        raise NotImplementedError("%s must implement send(chunk)" % self.__class__.__name__)
+
+    def classify(self, response):
+        """None when the answer holds per-contact results (parse_outcomes reads
+        them); else what refused the whole request: a RetryableError (the CRM's
+        fault) or a PermanentError (the request's). Answers about the account
+        raise: RateLimited, CRMUnavailable."""
+        self.raise_for_account_error(response)
+        status = response.status_code
+        if status == 429:
+            raise RateLimited(
+                self.rate_limit_message(response),
+                retry_after=self.rate_limit_wait(response),
+                crm=self.name,
+                status_code=status,
+            )
+        if status == 401:
+            # Spend the batch's attempts: staff see on each contact what to fix.
+            raise CRMUnavailable(
+                self.credentials_rejected_message(response),
+                pause_seconds=AUTH_PAUSE_SECONDS,
+                fail_contacts=True,
+                crm=self.name,
+                status_code=status,
+            )
+        if status >= 500:
+            return RetryableError(server_error_message(self.verbose_name, response), crm=self.name, status_code=status)
+        if status >= 400:
+            return PermanentError(self.error_message(response), crm=self.name, status_code=status)
+        return None
+
+    def raise_for_account_error(self, response):
+        """Hook: raise CRMUnavailable for the CRM's answers that say nothing will
+        succeed until someone acts (scopes, a disabled API, a missing list)."""
+
+    def rate_limit_message(self, response):
+        return "%s's rate limit was reached; waiting." % self.verbose_name
+
+    def rate_limit_wait(self, response):
+        """Seconds a 429 asks to wait, or None (the engine's default)."""
+        return retry_after_seconds(response)
+
+    def credentials_rejected_message(self, response):
+        names = " and ".join(setting_name(self.name, name) for name in self.required_settings)
+        return "%s rejected the credentials (HTTP 401). Check %s, then retry these contacts." % (
+            self.verbose_name,
+            names,
+        )
+
+    def error_message(self, response):
+        """Hook: the CRM's reason for refusing, in one line for staff."""
+        return "%s refused it (HTTP %d)." % (self.verbose_name, response.status_code)
+
+    def parse_outcomes(self, chunk, response):
+        """Hook: one Outcome per item of `chunk` from an answer classify() accepted."""
+        raise NotImplementedError("%s must implement parse_outcomes(chunk, response)" % self.__class__.__name__)
+
+    def split_rejected(self, response):
+        """Hook: whether a request refused as a whole should be split in halves
+        (the CRM refuses a batch for one bad contact)."""
+        return False
+
+    def after_push(self, items, outcomes):
+        """Hook: a last step over the whole push (look up ids, add to a list)."""
+        return outcomes
+
+    # HTTP
+
+    def request(self, method, path, **kwargs):
+        """Send one request within the total deadline `timeout`; transport failures
+        become RetryableError. The message names the CRM and the failure, never a URL
+        with credentials or a header."""
+        if self.stop_sending.is_set():
+            raise RetryableError(
+                "Not sent to %s: this worker lost its hold on the batch; another worker will push it."
+                % self.verbose_name,
+                crm=self.name,
+            )
+        started = time.monotonic()
+        response = self._send_within_deadline(method, path, kwargs)
+        scrub_credentials(response, self.credentials_sent(response.request))
+        quota_wait = self.quota_spent_for(response)
+        if quota_wait:
+            self.pacer.hold(quota_wait)
+        logger.debug(
+            "crm=%s %s %s -> %s in %.0f ms",
+            self.name,
+            method,
+            path,
+            response.status_code,
+            (time.monotonic() - started) * 1000,
+        )
+        return response
+
+    def _send_within_deadline(self, method, path, kwargs):
+        deadline = Deadline(self.timeout)
+        url = path if path.startswith(("http://", "https://")) else self.api_url + path
+        try:
+            with deadline:
+                response = self.session.request(method, url, timeout=deadline.requests_timeout(), **kwargs)
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if isinstance(exc, requests.Timeout) or deadline.passed:
+                raise self._timed_out() from None
+            raise RetryableError(
+                "Could not connect to %s (%s)." % (self.verbose_name, type(exc).__name__), crm=self.name
+            ) from None
+        except (requests.exceptions.InvalidHeader, UnicodeEncodeError) as exc:
+            # requests quotes the offending header value, a credential, in its message.
+            raise CRMUnavailable(
+                "Could not send a request to %s (%s): a credential in its settings has a space, "
+                "a line break or a character a header cannot carry." % (self.verbose_name, type(exc).__name__),
+                crm=self.name,
+            ) from None
+        if deadline.expired:
+            # Cut off mid-answer: what arrived (a partial header block, say) can parse
+            # as a complete response, but it is not the CRM's answer.
+            raise self._timed_out()
+        return response
+
+    def _timed_out(self):
+        return RetryableError("%s did not answer within %d s." % (self.verbose_name, self.timeout), crm=self.name)
+
+    def credentials_sent(self, prepared):
+        """The secrets a request carried: its credential headers and this
+        backend's credential settings."""
+        values = credentials_in_headers(prepared.headers)
+        names = (*self.required_settings, *self.optional_settings)
+        values.update(str(self.setting(name, "")) for name in names if SECRET_NAME.search(name))
+        return {value for value in values if len(value) >= MIN_SECRET_LENGTH}
+
+    def quota_spent_for(self, response):
+        """Hook: seconds to send nothing more when the response's rate-limit headers
+        say the quota is spent (before any 429), else None."""
+        return None
 
     def close(self):
         """Release connections; the engine calls it when a run ends."""
+        self.session.close()
+
+    # Set-up
+
+    def ensure_custom_fields(self):
+        """Create the custom fields the field map needs; return (created, existing)."""
+        wanted = [name for name in self.field_map() if self.custom_field_key(name) not in self.built_in_fields]
+        self.pacer.wait()
+        have = self.existing_custom_fields()
+        created, existing = [], []
+        for name in wanted:
+            if self.custom_field_key(name) in have:
+                existing.append(name)
+                continue
+            self.pacer.wait()
+            (created if self.create_custom_field(name) else existing).append(name)
+        return created, existing
+
+    def custom_field_key(self, name):
+        """Hook: `name` as the CRM compares field names."""
+        return name
+
+    def existing_custom_fields(self):
+        """Hook: the keys (custom_field_key) of the fields the CRM has."""
+        raise NotImplementedError("%s has no custom fields to set up" % self.__class__.__name__)
+
+    def create_custom_field(self, name):
+        """Hook: create the text field `name`; False if it turned out to exist."""
+        raise NotImplementedError("%s has no custom fields to set up" % self.__class__.__name__)
+
+    def check_setup_answer(self, response):
+        """Raise for a set-up request the CRM refused, with its reason."""
+        if response.status_code >= 400:
+            self.raise_for_account_error(response)
+            self.classify(response)  # raises for a rate limit and bad credentials
+            raise RetryableError(self.error_message(response), crm=self.name, status_code=response.status_code)
+
+
+class _Halt:
+    """What the first request to stop the push tells the others not yet sent."""
+
+    waiting = None  # the Outcome of a contact that waits for the CRM
+    error = None  # a CRMUnavailable, raised for the whole batch
+
+
+def first_waiting(outcomes):
+    return next((o for o in outcomes if o.kind is OutcomeKind.WAIT), None)
+
+
+def waiting_outcomes(items, waiting):
+    return [Outcome.wait(item, waiting.message, retry_after=waiting.retry_after) for item in items]
 
 
 def parse_field_map(text, setting):
     """`"TARGET=source,OTHER=source"` -> {"TARGET": "source", ...}. A source is a
     Contact field (first_name, company, ...) or a key of the contact's attributes."""
-    from ..exceptions import CRMConfigurationError
-
     mapping = {}
     for pair in filter(None, (part.strip() for part in (text or "").split(","))):
         target, _, source = pair.partition("=")

@@ -9,16 +9,14 @@ the contacts endpoints' rate limit shared by every worker.
 import re
 from urllib.parse import quote
 
-from ..exceptions import CRMUnavailable, RateLimited, RetryableError
-from .base import Outcome, OutcomeKind
-from .base_requests import RequestsBackend, json_or_empty, server_error_message
+from ..exceptions import CRMUnavailable, RetryableError
+from .base import CRMBackend, Outcome, OutcomeKind
+from .http import json_or_empty
 
-BUILT_IN_ATTRIBUTES = {"EMAIL", "FIRSTNAME", "LASTNAME", "SMS"}
 PHONE_PUNCTUATION = re.compile(r"[\s\-.()/]")
-AUTH_PAUSE_SECONDS = 900
 
 
-class BrevoBackend(RequestsBackend):
+class BrevoBackend(CRMBackend):
     name = "brevo"
     verbose_name = "Brevo"
     required_settings = ("API_KEY",)
@@ -36,9 +34,9 @@ class BrevoBackend(RequestsBackend):
     # Brevo answers 400 to an address with a Unicode domain and takes its punycode
     # form (docs/crm-api.md, section 1, "Email addresses").
     email_form = "ascii"
-    sandbox_path = "/brevo/v3"
     # The General tier's limit for /v3/contacts endpoints; Advanced is 20, Extended 60.
     default_requests_per_second = 10
+    default_concurrency = 4
     default_field_map = {
         "FIRSTNAME": "first_name",
         "LASTNAME": "last_name",
@@ -46,19 +44,12 @@ class BrevoBackend(RequestsBackend):
         "COMPANY": "company",
         "WEBSITE": "website",
     }
+    has_custom_fields = True
+    built_in_fields = frozenset({"EMAIL", "FIRSTNAME", "LASTNAME", "SMS"})
 
-    def __init__(self, **overrides):
-        super().__init__(**overrides)
-        self.session.headers["api-key"] = self.credential("API_KEY")
-        self.session.headers["Accept"] = "application/json"
-
-    def sandbox_credentials(self):
-        from ..sandbox.brevo import API_KEY
-
-        return {"API_KEY": API_KEY}
-
-    def concurrency(self):
-        return self.setting("CONCURRENCY", 4, cast=int)
+    def configure_session(self, session):
+        session.headers["api-key"] = self.setting("API_KEY")
+        session.headers["Accept"] = "application/json"
 
     def list_ids(self):
         raw = self.setting("LIST_ID", "")
@@ -82,47 +73,26 @@ class BrevoBackend(RequestsBackend):
             payload["listIds"] = list_ids
         return payload
 
-    # Push
+    # Push: Brevo has no batch create, so one contact per request (the default).
 
-    def push(self, items):
-        outcomes = self.push_each(items, lambda item: self.request("POST", "/contacts", json=item.payload))
-        return [self._with_brevo_id(outcome, item) for outcome, item in zip(outcomes, items)]
+    def send(self, chunk):
+        return self.request("POST", "/contacts", json=chunk[0].payload)
 
-    def outcome_for(self, item, response):
-        status = response.status_code
+    def parse_outcomes(self, chunk, response):
+        item, status = chunk[0], response.status_code
         if status == 201:
-            return Outcome.accepted(item, json_or_empty(response).get("id", ""), http_status=status)
+            return [Outcome.accepted(item, json_or_empty(response).get("id", ""), http_status=status)]
         if status == 204:
             # Updated an existing contact: Brevo sends no body, so no id.
-            return Outcome.accepted(item, item.external_id, http_status=status)
-        self.raise_for_account_error(response)
-        if status >= 500:
-            return Outcome.retry(item, server_error_message(self.verbose_name, response), http_status=status)
-        return Outcome.permanent(item, brevo_error_message(response), http_status=status)
+            return [Outcome.accepted(item, item.external_id, http_status=status)]
+        return [Outcome.permanent(item, self.error_message(response), http_status=status)]
 
     def raise_for_account_error(self, response):
-        """Raise for the answers that say nothing will succeed until someone acts."""
         status, body = response.status_code, json_or_empty(response)
-        if status == 429:
-            raise RateLimited(
-                "Brevo's rate limit was reached; waiting as Brevo asked.",
-                retry_after=reset_seconds(response),
-                crm=self.name,
-                status_code=status,
-            )
-        if status == 401:
-            raise CRMUnavailable(
-                "Brevo rejected the API key (401 %s). Set a valid BREVO_API_KEY, then retry "
-                "these contacts." % body.get("code", "unauthorized"),
-                pause_seconds=AUTH_PAUSE_SECONDS,
-                fail_contacts=True,
-                crm=self.name,
-                status_code=status,
-            )
         if status in (402, 403) or body.get("code") == "account_under_validation":
             raise CRMUnavailable(
                 "Brevo refused the account: %s. Fix it in Brevo; syncing resumes by itself."
-                % brevo_error_message(response),
+                % self.error_message(response),
                 crm=self.name,
                 status_code=status,
             )
@@ -132,6 +102,24 @@ class BrevoBackend(RequestsBackend):
                 crm=self.name,
                 status_code=status,
             )
+
+    def rate_limit_message(self, response):
+        return "Brevo's rate limit was reached; waiting as Brevo asked."
+
+    def rate_limit_wait(self, response):
+        return reset_seconds(response)
+
+    def credentials_rejected_message(self, response):
+        return (
+            "Brevo rejected the API key (401 %s). Set a valid BREVO_API_KEY, then retry these contacts."
+            % json_or_empty(response).get("code", "unauthorized")
+        )
+
+    def error_message(self, response):
+        return brevo_error_message(response)
+
+    def after_push(self, items, outcomes):
+        return [self._with_brevo_id(outcome, item) for outcome, item in zip(outcomes, items)]
 
     def _with_brevo_id(self, outcome, item):
         """A contact that already existed in Brevo before its first sync answers 204
@@ -149,28 +137,20 @@ class BrevoBackend(RequestsBackend):
             return outcome
         return Outcome.accepted(item, json_or_empty(response).get("id", ""), http_status=outcome.http_status)
 
-    # Set-up
+    # Set-up: text attributes for the mapped fields Brevo lacks.
 
-    def ensure_custom_fields(self):
-        """Create the text attributes the field map needs; return (created, existing)."""
-        wanted = [name for name in self.field_map() if name.upper() not in BUILT_IN_ATTRIBUTES]
+    def custom_field_key(self, name):
+        return name.upper()
+
+    def existing_custom_fields(self):
         response = self.request("GET", "/contacts/attributes")
-        self._raise_for_setup(response)
-        have = {a.get("name", "").upper() for a in json_or_empty(response).get("attributes", [])}
-        created, existing = [], []
-        for name in wanted:
-            if name.upper() in have:
-                existing.append(name)
-                continue
-            response = self.request("POST", "/contacts/attributes/normal/%s" % name.upper(), json={"type": "text"})
-            self._raise_for_setup(response)
-            created.append(name)
-        return created, existing
+        self.check_setup_answer(response)
+        return {a.get("name", "").upper() for a in json_or_empty(response).get("attributes", [])}
 
-    def _raise_for_setup(self, response):
-        if response.status_code >= 400:
-            self.raise_for_account_error(response)
-            raise RetryableError(brevo_error_message(response), crm=self.name, status_code=response.status_code)
+    def create_custom_field(self, name):
+        response = self.request("POST", "/contacts/attributes/normal/%s" % name.upper(), json={"type": "text"})
+        self.check_setup_answer(response)
+        return True
 
 
 def brevo_sms(phone, default_country_code=""):

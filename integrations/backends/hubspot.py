@@ -10,22 +10,17 @@ import json
 from datetime import datetime, timedelta, timezone
 
 from ..conf import get_crm_setting
-from ..exceptions import CRMUnavailable, RetryableError
-from .base import Outcome, OutcomeKind
-from .base_requests import RequestsBackend, json_or_empty, server_error_message
+from ..exceptions import CRMUnavailable
+from .base import CRMBackend, Outcome
+from .http import json_or_empty
 
 MAX_INPUTS = 100
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 PROPERTIES_PATH = "/crm/v3/properties/contacts"
-BUILT_IN_PROPERTIES = {
-    "email", "firstname", "lastname", "phone", "company", "website", "city", "country",
-    "jobtitle", "lifecyclestage", "mobilephone", "address", "state", "zip",
-}
-AUTH_PAUSE_SECONDS = 900
 DEFAULT_WINDOW_SECONDS = 10
 
 
-class HubSpotBackend(RequestsBackend):
+class HubSpotBackend(CRMBackend):
     name = "hubspot"
     verbose_name = "HubSpot"
     required_settings = ("API_KEY",)
@@ -36,7 +31,6 @@ class HubSpotBackend(RequestsBackend):
     # form passes under every reading of its docs (docs/crm-api.md, section 2,
     # "Email addresses").
     email_form = "ascii"
-    sandbox_path = "/hubspot"
     # 100 requests per rolling 10 s on Free/Starter (19/s fits Professional and
     # Enterprise), paced a hair under so that timing jitter never tips a window over.
     default_requests_per_second = 9.8
@@ -47,15 +41,14 @@ class HubSpotBackend(RequestsBackend):
         "company": "company",
         "website": "website",
     }
+    has_custom_fields = True
+    built_in_fields = frozenset({
+        "email", "firstname", "lastname", "phone", "company", "website", "city", "country",
+        "jobtitle", "lifecyclestage", "mobilephone", "address", "state", "zip",
+    })
 
-    def __init__(self, **overrides):
-        super().__init__(**overrides)
-        self.session.headers["Authorization"] = "Bearer %s" % self.credential("API_KEY")
-
-    def sandbox_credentials(self):
-        from ..sandbox.hubspot import ACCESS_TOKEN
-
-        return {"API_KEY": ACCESS_TOKEN}
+    def configure_session(self, session):
+        session.headers["Authorization"] = "Bearer %s" % self.setting("API_KEY")
 
     @classmethod
     def external_url(cls, external_id):
@@ -71,50 +64,19 @@ class HubSpotBackend(RequestsBackend):
         properties = {"email": email, **self.mapped_values(contact)}
         return {"id": email, "idProperty": "email", "properties": properties}
 
-    # Push
+    # Push: batch upsert by email, no search first (docs/crm-api.md, section 2).
 
-    def push(self, items):
-        outcomes, waiting = [], None
-        for start in range(0, len(items), MAX_INPUTS):
-            chunk = items[start : start + MAX_INPUTS]
-            if waiting:
-                outcomes += [Outcome.wait(i, waiting.message, retry_after=waiting.retry_after) for i in chunk]
-                continue
-            chunk_outcomes = self._upsert(chunk)
-            outcomes += chunk_outcomes
-            waiting = first_rate_limited(chunk_outcomes)
-        return outcomes
+    def contacts_per_request(self):
+        return MAX_INPUTS
 
-    def _upsert(self, chunk):
-        self.pacer.wait()
-        try:
-            response = self.request("POST", UPSERT_PATH, json={"inputs": [item.payload for item in chunk]})
-        except RetryableError as exc:
-            return [Outcome.retry(item, str(exc)) for item in chunk]
-        status = response.status_code
-        if status in (200, 201, 207):
-            return self._match_results(chunk, response)
-        self._raise_for_account_error(response)
-        if status == 429:
-            seconds = rate_limit_wait(response)
-            message = "HubSpot's %s rate limit was reached; waiting." % rate_limit_policy(response)
-            return [Outcome.wait(item, message, retry_after=seconds) for item in chunk]
-        if status >= 500:
-            return [Outcome.retry(item, server_error_message(self.verbose_name, response), http_status=status) for item in chunk]
-        return self._isolate_bad_records(chunk, response)
+    def send(self, chunk):
+        return self.request("POST", UPSERT_PATH, json={"inputs": [item.payload for item in chunk]})
 
-    def _isolate_bad_records(self, chunk, response):
-        """A 4xx for the whole batch: find the records it is about by halving."""
-        if len(chunk) == 1:
-            return [Outcome.permanent(chunk[0], hubspot_error_message(response), http_status=response.status_code)]
-        middle = len(chunk) // 2
-        first = self._upsert(chunk[:middle])
-        waiting = first_rate_limited(first)
-        if waiting:
-            return first + [Outcome.wait(i, waiting.message, retry_after=waiting.retry_after) for i in chunk[middle:]]
-        return first + self._upsert(chunk[middle:])
+    def split_rejected(self, response):
+        # HubSpot refuses a whole batch for one bad record: halve until it stands alone.
+        return True
 
-    def _match_results(self, chunk, response):
+    def parse_outcomes(self, chunk, response):
         """Results come back in no documented order: match them on the email, both
         sides in the form HubSpot was sent, whatever case or form it echoes."""
         body = json_or_empty(response)
@@ -134,21 +96,12 @@ class HubSpotBackend(RequestsBackend):
             message = "HubSpot refused it: %s" % errors[0].get("message", "no message")
             return outcomes + [Outcome.permanent(unmatched[0], message, http_status=207)]
         if unmatched and errors:
-            return outcomes + [o for item in unmatched for o in self._upsert([item])]
+            return outcomes + [o for item in unmatched for o in self.send_in_slot([item])]
         message = "HubSpot answered without a result for this contact."
         return outcomes + [Outcome.retry(item, message) for item in unmatched]
 
-    def _raise_for_account_error(self, response):
+    def raise_for_account_error(self, response):
         status, body = response.status_code, json_or_empty(response)
-        if status == 401:
-            raise CRMUnavailable(
-                "HubSpot rejected the access token (401 %s). Set a valid HUBSPOT_API_KEY "
-                "(a private app token), then retry these contacts." % body.get("category", "INVALID_AUTHENTICATION"),
-                pause_seconds=AUTH_PAUSE_SECONDS,
-                fail_contacts=True,
-                crm=self.name,
-                status_code=status,
-            )
         if status == 403:
             raise CRMUnavailable(
                 "HubSpot refused the access token (403 %s): give the private app the "
@@ -165,6 +118,22 @@ class HubSpotBackend(RequestsBackend):
                 status_code=status,
             )
 
+    def rate_limit_message(self, response):
+        return "HubSpot's %s rate limit was reached; waiting." % rate_limit_policy(response)
+
+    def rate_limit_wait(self, response):
+        return rate_limit_wait(response)
+
+    def credentials_rejected_message(self, response):
+        return (
+            "HubSpot rejected the access token (401 %s). Set a valid HUBSPOT_API_KEY "
+            "(a private app token), then retry these contacts."
+            % json_or_empty(response).get("category", "INVALID_AUTHENTICATION")
+        )
+
+    def error_message(self, response):
+        return hubspot_error_message(response)
+
     def quota_spent_for(self, response):
         # Other apps on the same account share the window, so our own pace is not
         # enough: when HubSpot says none are left, wait for the window to roll.
@@ -172,37 +141,22 @@ class HubSpotBackend(RequestsBackend):
             return window_seconds(response)
         return None
 
-    # Set-up
+    # Set-up: text properties for the mapped fields HubSpot lacks.
 
-    def ensure_custom_fields(self):
-        """Create the text properties the field map needs; return (created, existing)."""
-        wanted = [name for name in self.field_map() if name.lower() not in BUILT_IN_PROPERTIES]
-        self.pacer.wait()
+    def custom_field_key(self, name):
+        return name.lower()
+
+    def existing_custom_fields(self):
         response = self.request("GET", PROPERTIES_PATH)
-        self._raise_for_setup(response)
-        have = {p.get("name") for p in json_or_empty(response).get("results", [])}
-        created, existing = [], []
-        for name in wanted:
-            if name in have:
-                existing.append(name)
-                continue
-            self.pacer.wait()
-            response = self.request("POST", PROPERTIES_PATH, json=property_definition(name))
-            if response.status_code == 409:
-                existing.append(name)
-                continue
-            self._raise_for_setup(response)
-            created.append(name)
-        return created, existing
+        self.check_setup_answer(response)
+        return {p.get("name", "").lower() for p in json_or_empty(response).get("results", [])}
 
-    def _raise_for_setup(self, response):
-        if response.status_code >= 400:
-            self._raise_for_account_error(response)
-            raise RetryableError(hubspot_error_message(response), crm=self.name, status_code=response.status_code)
-
-
-def first_rate_limited(outcomes):
-    return next((o for o in outcomes if o.kind is OutcomeKind.WAIT), None)
+    def create_custom_field(self, name):
+        response = self.request("POST", PROPERTIES_PATH, json=property_definition(name))
+        if response.status_code == 409:
+            return False
+        self.check_setup_answer(response)
+        return True
 
 
 def property_definition(name):

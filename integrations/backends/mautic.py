@@ -9,26 +9,24 @@ import threading
 import time
 
 from ..conf import is_set, setting_name
-from ..exceptions import CRMUnavailable, RateLimited, RetryableError
-from .base import Outcome
-from .base_requests import RequestsBackend, json_or_empty, server_error_message
+from ..exceptions import CRMUnavailable, RetryableError
+from .base import AUTH_PAUSE_SECONDS, CRMBackend, Outcome
+from .http import json_or_empty
 
 BATCH_LIMIT = 200  # Mautic's api_batch_max_limit
 BATCH_PATH = "/api/contacts/batch/new"
 TOKEN_PATH = "/oauth/v2/token"
 TOKEN_MARGIN_SECONDS = 60
-AUTH_PAUSE_SECONDS = 900
 BASIC = ("USERNAME", "PASSWORD")
 OAUTH = ("CLIENT_ID", "CLIENT_SECRET")
 
 
-class MauticBackend(RequestsBackend):
+class MauticBackend(CRMBackend):
     name = "mautic"
     verbose_name = "Mautic"
     required_settings = ("BASE_URL",)
     optional_settings = (*BASIC, *OAUTH, "SEGMENT_ID", "FIELD_MAP", "TIMEOUT_SECONDS")
     default_batch_size = BATCH_LIMIT
-    sandbox_path = "/mautic"
     # Mautic validates with PHP's filter_var(FILTER_VALIDATE_EMAIL), which refuses
     # a non-ASCII domain (docs/crm-api.md, section 3, "Email addresses").
     email_form = "ascii"
@@ -43,11 +41,10 @@ class MauticBackend(RequestsBackend):
     _tokens = {}
     _tokens_lock = threading.Lock()
 
-    def __init__(self, **overrides):
-        super().__init__(**overrides)
-        self.session.headers["Accept"] = "application/json"
+    def configure_session(self, session):
+        session.headers["Accept"] = "application/json"
         if self.auth_mode() == "basic":
-            self.session.auth = (self.credential("USERNAME"), self.credential("PASSWORD"))
+            session.auth = (self.setting("USERNAME"), self.setting("PASSWORD"))
 
     @classmethod
     def missing_settings(cls):
@@ -60,19 +57,11 @@ class MauticBackend(RequestsBackend):
         ]
 
     def auth_mode(self):
-        if self.in_sandbox():
-            return "basic"
-        return "oauth2" if _all_set(type(self), OAUTH) else "basic"
-
-    def sandbox_credentials(self):
-        from ..sandbox.mautic import PASSWORD, USERNAME
-
-        return {"USERNAME": USERNAME, "PASSWORD": PASSWORD}
+        oauth = all(self.setting(name, "") for name in OAUTH)
+        return "oauth2" if oauth else "basic"
 
     @property
     def api_url(self):
-        if self.in_sandbox():
-            return super().api_url
         return self.setting("BASE_URL").rstrip("/")
 
     # Payload
@@ -80,80 +69,32 @@ class MauticBackend(RequestsBackend):
     def build_payload(self, contact):
         return {"email": self.checked_email(contact), **self.mapped_values(contact)}
 
-    # Push
+    # Push: batch/new creates or updates on the email, one status per item
+    # (docs/crm-api.md, section 3).
 
-    def push(self, items):
-        outcomes = []
-        for start in range(0, len(items), BATCH_LIMIT):
-            outcomes += self._push_chunk(items[start : start + BATCH_LIMIT])
-        return outcomes
+    def contacts_per_request(self):
+        return BATCH_LIMIT
 
-    def _push_chunk(self, chunk):
-        try:
-            response = self.authorized_request("POST", BATCH_PATH, json=[item.payload for item in chunk])
-        except RetryableError as exc:
-            return [Outcome.retry(item, str(exc)) for item in chunk]
-        self.raise_for_account_error(response)
-        if response.status_code >= 500:
-            return [Outcome.retry(i, server_error_message(self.verbose_name, response), http_status=response.status_code) for i in chunk]
-        if response.status_code >= 400:
-            return [Outcome.permanent(i, mautic_error_message(json_or_empty(response)), http_status=response.status_code) for i in chunk]
-        outcomes = self._per_item(chunk, json_or_empty(response))
-        return self._add_to_segment(outcomes, chunk)
+    def send(self, chunk):
+        return self.authorized_request("POST", BATCH_PATH, json=[item.payload for item in chunk])
 
-    def _per_item(self, chunk, body):
+    def parse_outcomes(self, chunk, response):
         """Match results by index. `contacts` and `errors` are PHP arrays keyed by
         index, which json_encode writes as a list when the keys run 0..n-1 (all
         accepted; or only the first items failed) and as an object otherwise."""
+        body = json_or_empty(response)
         contacts, codes = by_index(body.get("contacts")), body.get("statusCodes") or []
         errors = by_index(body.get("errors"))
         if isinstance(codes, dict):
             codes = [codes.get(str(i)) for i in range(len(chunk))]
-        outcomes = []
-        for index, item in enumerate(chunk):
-            code = codes[index] if index < len(codes) else None
-            found = contacts.get(str(index)) or {}
-            if code in (200, 201) and found.get("id"):
-                outcomes.append(Outcome.accepted(item, found["id"], http_status=code))
-            elif code is not None and code >= 500:
-                outcomes.append(Outcome.retry(item, "Mautic failed on this contact (HTTP %s), an error on its side." % code, http_status=code))
-            else:
-                error = errors.get(str(index))
-                outcomes.append(Outcome.permanent(item, mautic_error_message({"errors": [error or {}]}), http_status=code))
-        return outcomes
-
-    def _add_to_segment(self, outcomes, chunk):
-        segment = self.setting("SEGMENT_ID", "")
-        ids = [o.external_id for o in outcomes if o.external_id]
-        if not segment or not ids:
-            return outcomes
-        try:
-            response = self.authorized_request("POST", "/api/segments/%s/contacts/add" % segment, json={"ids": [int(i) for i in ids]})
-        except RetryableError as exc:
-            return [o if not o.external_id else Outcome.retry(_item(chunk, o), "Synced, but not added to the segment: %s" % exc) for o in outcomes]
-        if response.status_code == 404:
-            raise CRMUnavailable(
-                "Mautic has no segment %s. Fix MAUTIC_SEGMENT_ID; syncing resumes by itself." % segment,
-                crm=self.name,
-                status_code=404,
-            )
-        if response.status_code >= 400:
-            message = "Synced, but Mautic did not add it to segment %s: %s" % (segment, mautic_error_message(json_or_empty(response)))
-            return [o if not o.external_id else Outcome.retry(_item(chunk, o), message) for o in outcomes]
-        return outcomes
+        return [
+            item_outcome(item, codes[index] if index < len(codes) else None, contacts, errors, index)
+            for index, item in enumerate(chunk)
+        ]
 
     def raise_for_account_error(self, response):
-        status, body = response.status_code, json_or_empty(response)
-        kind = first_error(body).get("type")
-        if status == 401:
-            raise CRMUnavailable(
-                "Mautic rejected the credentials (401: %s). Check %s, then retry these contacts."
-                % (mautic_error_message(body), self._credential_names()),
-                pause_seconds=AUTH_PAUSE_SECONDS,
-                fail_contacts=True,
-                crm=self.name,
-                status_code=status,
-            )
+        status = response.status_code
+        kind = first_error(json_or_empty(response)).get("type")
         if status == 403 and kind == "api_disabled":
             raise CRMUnavailable(
                 "Mautic's API is disabled: enable it in Mautic's configuration (API settings); "
@@ -168,13 +109,43 @@ class MauticBackend(RequestsBackend):
                 crm=self.name,
                 status_code=status,
             )
-        if status == 429:
-            raise RateLimited(
-                "Mautic's API rate limit was reached; waiting.",
-                retry_after=_reset_seconds(response),
+
+    def rate_limit_message(self, response):
+        return "Mautic's API rate limit was reached; waiting."
+
+    def rate_limit_wait(self, response):
+        return _reset_seconds(response)
+
+    def credentials_rejected_message(self, response):
+        return "Mautic rejected the credentials (401: %s). Check %s, then retry these contacts." % (
+            self.error_message(response),
+            self._credential_names(),
+        )
+
+    def error_message(self, response):
+        return mautic_error_message(json_or_empty(response))
+
+    def after_push(self, items, outcomes):
+        """Add the contacts Mautic took to MAUTIC_SEGMENT_ID; one that could not
+        be added is retried (the upsert finds it again)."""
+        segment = self.setting("SEGMENT_ID", "")
+        ids = [o.external_id for o in outcomes if o.external_id]
+        if not segment or not ids:
+            return outcomes
+        try:
+            response = self.authorized_request("POST", "/api/segments/%s/contacts/add" % segment, json={"ids": [int(i) for i in ids]})
+        except RetryableError as exc:
+            return _retry_added(items, outcomes, "Synced, but not added to the segment: %s" % exc)
+        if response.status_code == 404:
+            raise CRMUnavailable(
+                "Mautic has no segment %s. Fix MAUTIC_SEGMENT_ID; syncing resumes by itself." % segment,
                 crm=self.name,
-                status_code=status,
+                status_code=404,
             )
+        if response.status_code >= 400:
+            message = "Synced, but Mautic did not add it to segment %s: %s" % (segment, self.error_message(response))
+            return _retry_added(items, outcomes, message)
+        return outcomes
 
     # Authentication
 
@@ -189,7 +160,7 @@ class MauticBackend(RequestsBackend):
         return response
 
     def _bearer(self, refresh=False):
-        client_id = self.credential("CLIENT_ID")
+        client_id = self.setting("CLIENT_ID")
         with self._tokens_lock:
             token, expires = self._tokens.get(client_id, (None, 0))
             if refresh or not token or time.monotonic() >= expires:
@@ -198,7 +169,7 @@ class MauticBackend(RequestsBackend):
         return {"Authorization": "Bearer %s" % token}
 
     def _fetch_token(self, client_id):
-        data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": self.credential("CLIENT_SECRET")}
+        data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": self.setting("CLIENT_SECRET")}
         response = self.request("POST", TOKEN_PATH, data=data)
         if response.status_code == 403:
             # The token endpoint is an API request too: api_disabled while the API is off.
@@ -223,6 +194,23 @@ class MauticBackend(RequestsBackend):
         return " and ".join(setting_name(self.name, name) for name in names)
 
 
+def item_outcome(item, code, contacts, errors, index):
+    """One item of a batch/new answer: its status code, its contact or its error."""
+    found = contacts.get(str(index)) or {}
+    if code in (200, 201) and found.get("id"):
+        return Outcome.accepted(item, found["id"], http_status=code)
+    if code is not None and code >= 500:
+        message = "Mautic failed on this contact (HTTP %s), an error on its side." % code
+        return Outcome.retry(item, message, http_status=code)
+    error = errors.get(str(index))
+    return Outcome.permanent(item, mautic_error_message({"errors": [error or {}]}), http_status=code)
+
+
+def _retry_added(items, outcomes, message):
+    by_key = {item.key: item for item in items}
+    return [Outcome.retry(by_key[o.key], message) if o.external_id else o for o in outcomes]
+
+
 def by_index(value):
     """A PHP array keyed by index, as json_encode wrote it, as {"0": ...}."""
     if isinstance(value, list):
@@ -241,10 +229,6 @@ def first_error(body):
 
 def _all_set(cls, names):
     return all(is_set(setting_name(cls.name, name)) for name in names)
-
-
-def _item(chunk, outcome):
-    return next(item for item in chunk if item.key == outcome.key)
 
 
 def _reset_seconds(response):

@@ -5,57 +5,32 @@ the workflow runs afterwards and its failures never reach us (crm-api.md section
 The workflow reports back, when it wants to, through the enrichment callback.
 """
 
-from email.utils import parsedate_to_datetime
-
 from django.utils import timezone
 
-from ..exceptions import CRMUnavailable, RateLimited, RetryableError
-from .base import Outcome
-from .base_requests import RequestsBackend, json_or_empty, sandbox_url, server_error_message
+from ..exceptions import CRMUnavailable
+from .base import CRMBackend, Outcome
+from .http import json_or_empty
 
 UNAVAILABLE_PAUSE_SECONDS = 600
 
 
-class N8nBackend(RequestsBackend):
+class N8nBackend(CRMBackend):
     name = "n8n"
     verbose_name = "n8n"
     required_settings = ("WEBHOOK_URL",)
     optional_settings = ("WEBHOOK_SECRET", "WEBHOOK_AUTH_HEADER", "WEBHOOK_BATCH", "CONCURRENCY", "TIMEOUT_SECONDS")
     default_batch_size = 50
-    sandbox_path = "/n8n"
+    default_concurrency = 4
     # Our own workflow gets what we send: the form crmsync stores, readable, and
     # its ASCII form derivable without loss (docs/crm-api.md, section 4, "Email addresses").
     email_form = "unicode"
 
-    def __init__(self, **overrides):
-        super().__init__(**overrides)
-        secret = self._secret()
+    def configure_session(self, session):
+        secret = self.setting("WEBHOOK_SECRET", "")
         if secret:
             header = self.setting("WEBHOOK_AUTH_HEADER", "Authorization")
             # n8n's Header Auth compares the whole value; Bearer is the usual form.
-            self.session.headers[header] = "Bearer %s" % secret if header.lower() == "authorization" else secret
-
-    def _secret(self):
-        if self.in_sandbox():
-            from ..sandbox.n8n import WEBHOOK_SECRET
-
-            return WEBHOOK_SECRET
-        return self.setting("WEBHOOK_SECRET", "")
-
-    @property
-    def webhook_url(self):
-        if self.in_sandbox():
-            from ..sandbox.n8n import WEBHOOK_PATH
-
-            return "%s/n8n/webhook/%s" % (sandbox_url(), WEBHOOK_PATH)
-        return self.setting("WEBHOOK_URL")
-
-    @property
-    def api_url(self):
-        return ""  # requests go to the full webhook URL
-
-    def concurrency(self):
-        return self.setting("CONCURRENCY", 4, cast=int)
+            session.headers[header] = "Bearer %s" % secret if header.lower() == "authorization" else secret
 
     def batched(self):
         return self.setting("WEBHOOK_BATCH", False, cast=bool)
@@ -82,44 +57,31 @@ class N8nBackend(RequestsBackend):
         # must only change when the contact does, or every contact would re-sync.
         return {**payload, "timestamp": timezone.now().isoformat()}
 
-    # Push
+    # Push: one POST per contact, or with N8N_WEBHOOK_BATCH the whole batch as one
+    # JSON array (one workflow execution for all of it).
 
-    def push(self, items):
-        if not self.batched():
-            return self.push_each(items, lambda item: self.request("POST", self.webhook_url, json=self.stamped(item.payload)))
-        return self._push_array(items)
+    def contacts_per_request(self):
+        return None if self.batched() else 1
 
-    def _push_array(self, items):
-        """The whole batch as one JSON array: one workflow execution for all of it."""
-        try:
-            response = self.request("POST", self.webhook_url, json=[self.stamped(item.payload) for item in items])
-        except RetryableError as exc:
-            return [Outcome.retry(item, str(exc)) for item in items]
-        if response.status_code == 413 and len(items) > 1:
-            middle = len(items) // 2
-            return self._push_array(items[:middle]) + self._push_array(items[middle:])
-        return [self.outcome_for(item, response) for item in items]
+    def send(self, chunk):
+        url = self.setting("WEBHOOK_URL")
+        if self.batched():
+            return self.request("POST", url, json=[self.stamped(item.payload) for item in chunk])
+        return self.request("POST", url, json=self.stamped(chunk[0].payload))
 
-    def outcome_for(self, item, response):
+    def split_rejected(self, response):
+        return response.status_code == 413  # too large for n8n's payload limit
+
+    def parse_outcomes(self, chunk, response):
+        # A 2xx only means n8n took the call; the workflow's own failures never reach us.
         status = response.status_code
         if 200 <= status < 300:
-            return Outcome.accepted(item, http_status=status)
-        self.raise_for_workflow_error(response)
-        if status >= 500:
-            return Outcome.retry(item, server_error_message(self.verbose_name, response), http_status=status)
-        return Outcome.permanent(item, "n8n refused it (HTTP %d): %s" % (status, n8n_message(response)), http_status=status)
+            return [Outcome.accepted(item, http_status=status) for item in chunk]
+        return [Outcome.permanent(item, self.error_message(response), http_status=status) for item in chunk]
 
-    def raise_for_workflow_error(self, response):
+    def raise_for_account_error(self, response):
         """n8n's answers about the workflow as a whole rather than one contact."""
         status, message = response.status_code, n8n_message(response)
-        if status == 429:
-            # n8n has no rate limit; a proxy in front of it does (crm-api.md section 4).
-            raise RateLimited(
-                "n8n, or the proxy in front of it, asked to slow down (%s); waiting." % message,
-                retry_after=retry_after_seconds(response),
-                crm=self.name,
-                status_code=status,
-            )
         if status == 404:
             raise CRMUnavailable(
                 "The n8n workflow is not active, or N8N_WEBHOOK_URL is wrong (n8n: %s). Activate the "
@@ -145,20 +107,16 @@ class N8nBackend(RequestsBackend):
                 status_code=status,
             )
 
+    def rate_limit_message(self, response):
+        # n8n has no rate limit; a proxy in front of it does (docs/crm-api.md, section 4).
+        return "n8n, or the proxy in front of it, asked to slow down (%s); waiting." % n8n_message(response)
+
+    def error_message(self, response):
+        return "n8n refused it (HTTP %d): %s" % (response.status_code, n8n_message(response))
+
 
 def n8n_message(response):
     """n8n answers errors as JSON {code, message, hint} or as plain text."""
     body = json_or_empty(response)
     message = body.get("message") or response.text.strip() or response.reason or "no message"
     return message[:300]
-
-
-def retry_after_seconds(response):
-    """Retry-After in seconds, whether sent as seconds or as an HTTP date; None without one."""
-    value = response.headers.get("Retry-After", "").strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, (parsedate_to_datetime(value) - timezone.now()).total_seconds())
-    except (TypeError, ValueError, IndexError):
-        return None

@@ -9,6 +9,7 @@ from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
 from integrations.backends.base import OutcomeKind
 from integrations.backends.brevo import BrevoBackend, brevo_sms
 from integrations.exceptions import CRMUnavailable, InvalidContact
+from integrations.ratelimit import share_pace
 
 from ..contacts.legacy_rows import stored_as
 from .conftest import make_item, sent_json
@@ -195,14 +196,14 @@ class TestPush:
         settings.BREVO_REQUESTS_PER_SECOND = 20
         crm_api.post(API + "/contacts", status=201, json={"id": 1})
         waited_for = []
-        monkeypatch.setattr("integrations.backends.base_requests.wait_until", waited_for.append)
+        monkeypatch.setattr("integrations.backends.base.wait_until", waited_for.append)
         push(brevo, *[contact(email="p%d@example.com" % i) for i in range(6)])
         gaps = [later - earlier for earlier, later in zip(sorted(waited_for), sorted(waited_for)[1:])]
         assert len(waited_for) == 6 and gaps == pytest.approx([0.05] * 5)
 
     def test_workers_share_one_pace(self, brevo, settings):
         settings.BREVO_REQUESTS_PER_SECOND = 10
-        first_worker, second_worker = BrevoBackend().pacer, BrevoBackend().pacer
+        first_worker, second_worker = share_pace(BrevoBackend()).pacer, share_pace(BrevoBackend()).pacer
         first_slots = first_worker.reserve(3)
         second_slots = second_worker.reserve(2)
         # The second worker's slots follow the first's, a tenth of a second apart,

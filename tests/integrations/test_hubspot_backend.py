@@ -12,6 +12,7 @@ from contacts.models import Contact
 from integrations.backends.base import OutcomeKind
 from integrations.backends.hubspot import HubSpotBackend
 from integrations.exceptions import CRMUnavailable, InvalidContact
+from integrations.ratelimit import share_pace
 
 from ..contacts.legacy_rows import stored_as
 from .conftest import make_item, sent_json
@@ -172,9 +173,11 @@ class TestPush:
             json={"status": "COMPLETE", "results": [{"id": "1", "properties": {"email": "p0@example.com"}}]},
             headers={"X-HubSpot-RateLimit-Remaining": remaining, "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
         )
-        outcomes = push(hubspot, contacts(1))
+        # Each worker's backend paces with the pacer the engine shares (share_pace).
+        worker = share_pace(HubSpotBackend())
+        outcomes = worker.push([make_item(person, worker) for person in contacts(1)])
         assert outcomes[0].kind is OutcomeKind.ACCEPTED
-        next_slot = HubSpotBackend().pacer.reserve(1)[0] - time.monotonic()
+        next_slot = share_pace(HubSpotBackend()).pacer.reserve(1)[0] - time.monotonic()
         assert next_slot == pytest.approx(held_seconds, abs=0.5)
 
     @pytest.mark.parametrize("status", [500, 502, 504])

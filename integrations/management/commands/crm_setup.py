@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.backends import enabled_backend_classes, get_enabled_backend_class
+from integrations.registry import enabled_backend_classes, get_enabled_backend_class
 from integrations.exceptions import CRMConfigurationError, SyncError, UnknownCRM
+from integrations.ratelimit import share_pace
 
 
 class Command(BaseCommand):
@@ -22,8 +23,8 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=3)
         failed = False
         for backend_class in classes:
-            backend = backend_class()
-            if not hasattr(backend, "ensure_custom_fields"):
+            backend = share_pace(backend_class())
+            if not backend.has_custom_fields:
                 self.stdout.write("%s: nothing to set up." % backend.verbose_name)
                 continue
             try:
