@@ -32,7 +32,7 @@ from django.test.utils import setup_databases, setup_test_environment, teardown_
 
 from contacts import selection  # noqa: E402
 from contacts.models import Contact, ContactSync  # noqa: E402
-from integrations.backends import get_backend_class  # noqa: E402
+from integrations.registry import get_backend_class  # noqa: E402
 from integrations.engine import run_workers  # noqa: E402
 from integrations.sandbox import brevo as brevo_sandbox  # noqa: E402
 from integrations.sandbox import hubspot as hubspot_sandbox  # noqa: E402

@@ -11,8 +11,7 @@ from django.utils.text import Truncator, get_text_list
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from integrations.backends import crm_choices, get_backend_class, verbose_crm_name
-from integrations.exceptions import UnknownCRM
+from integrations.registry import UnknownCRM, crm_choices, get_backend_class, verbose_crm_name
 
 from . import selection
 from .admin_filters import (

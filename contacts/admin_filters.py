@@ -10,7 +10,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import Exists, OuterRef
 from django.utils.translation import gettext_lazy as _
 
-from integrations.backends import crm_choices
+from integrations.registry import crm_choices
 
 from .models import ContactSync, ProcessingStatus, SyncStatus
 

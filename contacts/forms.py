@@ -1,7 +1,7 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from integrations.backends import crm_choices
+from integrations.registry import crm_choices
 
 
 class CRMChoiceForm(forms.Form):

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.db import DatabaseError, transaction
 
-from integrations.backends import validate_crm_names
+from integrations.registry import validate_crm_names
 
 from . import selection
 from .emails import canonical_email
@@ -71,63 +71,91 @@ def import_contacts(
     `select` names CRMs to queue every imported contact for. `on_reject(line,
     reason)` is called for each rejected row, `on_progress(report)` after each batch.
     """
-    crms = validate_crm_names(select)
-    report = ImportReport(crms=crms)
+    run = _ImportRun(validate_crm_names(select), dry_run, batch_size, on_reject, on_progress)
+    lines = _decoded_lines(binary_file, run.report)
     # strict: a stray quote, or one never closed, is an error for that row rather
     # than text silently swallowing the rows after it.
-    lines = _decoded_lines(binary_file, report)
     reader = csv.reader(lines, strict=True)
     columns = _read_header(reader)
-    batch = {}
-    seen_in_dry_run = set()
+    for line, cells in _rows(reader, lines, run):
+        try:
+            pending = _parse_row(line, columns, cells)
+        except RowError as exc:
+            run.reject(line, str(exc))
+            continue
+        run.add(pending)
+    run.finish()
+    return run.report
 
-    def reject(line, reason):
-        report.rejected += 1
-        if on_reject:
-            on_reject(line, reason)
 
-    def flush():
-        _write_batch(batch, crms, dry_run, seen_in_dry_run, report, reject)
-        batch.clear()
-        if on_progress:
-            on_progress(report)
+class _ImportRun:
+    """One import's report and the rows waiting to be written, keyed by email;
+    they are written every `batch_size` emails and at the end."""
 
+    def __init__(self, crms, dry_run, batch_size, on_reject, on_progress):
+        self.report = ImportReport(crms=crms)
+        self.crms = crms
+        self.dry_run = dry_run
+        self.batch_size = batch_size
+        self.on_reject = on_reject
+        self.on_progress = on_progress
+        self.batch = {}
+        self.seen_in_dry_run = set()
+
+    def reject(self, line, reason):
+        self.report.rejected += 1
+        if self.on_reject:
+            self.on_reject(line, reason)
+
+    def add(self, pending):
+        email = pending.values["email"]
+        if email in self.batch:
+            # A second row for an email updates the contact the first row names.
+            self.batch[email] = _merge_rows(self.batch[email], pending)
+            self.report.updated += 1
+        else:
+            self.batch[email] = pending
+        if len(self.batch) >= self.batch_size:
+            self.flush()
+
+    def flush(self):
+        _write_batch(
+            self.batch, self.crms, self.dry_run, self.seen_in_dry_run, self.report, self.reject
+        )
+        self.batch.clear()
+        if self.on_progress:
+            self.on_progress(self.report)
+
+    def finish(self):
+        # With a progress callback, the last call reports the final figures even
+        # when the last batch was already written.
+        if self.batch or self.on_progress:
+            self.flush()
+
+
+def _rows(reader, lines, run):
+    """(line number, cells) of each row that is not blank, counting each in the
+    report. A row the csv module cannot read is rejected, and reading stops there
+    if nothing past it can be read."""
     line_after_previous_row = reader.line_num + 1
     while True:
         line = line_after_previous_row
         try:
             cells = next(reader)
         except StopIteration:
-            break
+            return
         except csv.Error as exc:
-            report.rows += 1
+            run.report.rows += 1
             message, readable = _csv_problem(exc, line, reader.line_num, lines)
-            reject(line, message)
+            run.reject(line, message)
             if not readable:
-                break
+                return
             line_after_previous_row = reader.line_num + 1
             continue
         line_after_previous_row = reader.line_num + 1
-        if not any(cell.strip() for cell in cells):
-            continue
-        report.rows += 1
-        try:
-            pending = _parse_row(line, columns, cells)
-        except RowError as exc:
-            reject(line, str(exc))
-            continue
-        email = pending.values["email"]
-        if email in batch:
-            # A second row for an email updates the contact the first row names.
-            batch[email] = _merge_rows(batch[email], pending)
-            report.updated += 1
-        else:
-            batch[email] = pending
-        if len(batch) >= batch_size:
-            flush()
-    if batch or on_progress:
-        flush()
-    return report
+        if any(cell.strip() for cell in cells):
+            run.report.rows += 1
+            yield line, cells
 
 
 def _decoded_lines(binary_file, report):

@@ -31,7 +31,7 @@ from django.db.models import F, Func, IntegerField, Q, Value
 from django.db.models.functions import Length, StrIndex
 from django.utils import timezone
 
-from integrations.backends import crm_names, verbose_crm_name
+from integrations.registry import crm_names, verbose_crm_name
 
 from . import selection
 from .emails import ACE_PREFIX, canonical_email

@@ -2,7 +2,7 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
-from integrations.backends import validate_crm_name, verbose_crm_name
+from integrations.registry import validate_crm_name, verbose_crm_name
 
 from .emails import canonical_email
 

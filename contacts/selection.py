@@ -14,7 +14,7 @@ from django.db import connections
 from django.db.models import F
 from django.utils import timezone
 
-from integrations.backends import validate_crm_names
+from integrations.registry import validate_crm_names
 
 from .models import ContactSync, PendingDecision, ProcessingStatus, SyncStatus
 

@@ -10,7 +10,7 @@ from .exceptions import CRMConfigurationError
 
 
 def check_crm_configuration(app_configs=None, **kwargs):
-    from .backends import backend_classes
+    from .registry import backend_classes
 
     try:
         classes = backend_classes()

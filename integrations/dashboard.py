@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST
 
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 
-from .backends import enabled_backend_classes
+from .registry import enabled_backend_classes
 from .conf import SyncPolicy
 from .engine import breaker_reason, pause_crm, resume_crm, staff_pause_reason
 from .exceptions import CRMConfigurationError

@@ -34,7 +34,7 @@ from contacts.models import (
     SyncStatus,
 )
 
-from .backends import get_enabled_backend_class
+from .registry import get_enabled_backend_class
 from .backends.base import Outcome, OutcomeKind, SyncItem
 from .conf import SyncPolicy
 from .exceptions import (

@@ -18,7 +18,7 @@ from django_q.models import Schedule
 
 from contacts.models import ContactSync, ProcessingStatus
 
-from .backends import enabled_backend_classes
+from .registry import enabled_backend_classes
 from .conf import SyncPolicy
 from .exceptions import CRMConfigurationError
 from .models import CRMState

@@ -1,7 +1,7 @@
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
-from .backends import validate_crm_name, verbose_crm_name
+from .registry import validate_crm_name, verbose_crm_name
 
 
 class CRMState(models.Model):

@@ -13,7 +13,7 @@ from django.db.models import Q
 from contacts.models import ContactSync, ProcessingStatus, SyncStatus
 from contacts.selection import requeue_changed
 
-from .backends import enabled_backend_classes, get_enabled_backend_class
+from .registry import enabled_backend_classes, get_enabled_backend_class
 from .conf import get_crm_setting
 from .engine import payload_hash
 from .exceptions import InvalidContact

@@ -9,7 +9,7 @@ the schedules of CRMs that are no longer configured.
 from django.db import connections, transaction
 from django_q.models import Schedule
 
-from .backends import enabled_backend_classes
+from .registry import enabled_backend_classes
 from .conf import SyncPolicy, drift_check_interval_minutes
 from .resync import crms_syncing_on_change
 

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from contacts.models import SyncAttempt
 
-from .backends import get_enabled_backend_class
+from .registry import get_enabled_backend_class
 from .conf import SyncPolicy, attempt_retention_days
 from .engine import run_workers
 from .resync import requeue_drifted

@@ -3,7 +3,7 @@
 import contacts.models
 import django.db.models.deletion
 import django.db.models.functions.text
-import integrations.backends
+import integrations.registry
 from django.db import migrations, models
 
 
@@ -39,7 +39,7 @@ class Migration(migrations.Migration):
             name='ContactSync',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('crm', models.CharField(max_length=32, validators=[integrations.backends.validate_crm_name], verbose_name='CRM')),
+                ('crm', models.CharField(max_length=32, validators=[integrations.registry.validate_crm_name], verbose_name='CRM')),
                 ('sync_status', models.CharField(choices=[('new', 'New'), ('selected', 'Selected'), ('complete', 'Complete'), ('error', 'Error'), ('skipped', 'Skipped')], default='new', max_length=16, verbose_name='sync status')),
                 ('processing_status', models.CharField(blank=True, choices=[('', '(none)'), ('queued', 'Queued'), ('processing', 'Processing'), ('complete', 'Complete'), ('error', 'Error')], default='', max_length=16, verbose_name='processing status')),
                 ('attempts', models.PositiveIntegerField(default=0, verbose_name='attempts')),
@@ -65,7 +65,7 @@ class Migration(migrations.Migration):
             name='SyncAttempt',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('crm', models.CharField(max_length=32, validators=[integrations.backends.validate_crm_name], verbose_name='CRM')),
+                ('crm', models.CharField(max_length=32, validators=[integrations.registry.validate_crm_name], verbose_name='CRM')),
                 ('attempted_at', models.DateTimeField(db_index=True, verbose_name='attempted at')),
                 ('outcome', models.CharField(choices=[('accepted', 'Accepted'), ('retry', 'Retry scheduled'), ('failed', 'Failed')], max_length=16, verbose_name='outcome')),
                 ('http_status', models.PositiveSmallIntegerField(blank=True, null=True, verbose_name='HTTP status')),

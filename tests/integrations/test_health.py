@@ -7,7 +7,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from contacts.models import ContactSync, ProcessingStatus, SyncStatus
-from integrations.backends import enabled_backend_classes
+from integrations.registry import enabled_backend_classes
 from integrations.models import CRMState
 from integrations.schedules import ensure_schedules
 

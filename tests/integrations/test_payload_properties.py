@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from contacts import selection
 from contacts.emails import ascii_email, canonical_email
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
-from integrations.backends import get_backend_class
+from integrations.registry import get_backend_class
 from integrations.engine import payload_hash
 from integrations.exceptions import InvalidContact
 from integrations.sandbox.brevo import MAX_ATTRIBUTE_LENGTH, normalised_sms

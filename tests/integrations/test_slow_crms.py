@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from contacts import selection
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
-from integrations.backends import get_backend_class
+from integrations.registry import get_backend_class
 from integrations.backends.base import OutcomeKind
 from integrations.engine import SyncEngine
 

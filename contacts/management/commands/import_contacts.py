@@ -5,8 +5,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from contacts.importer import DEFAULT_BATCH_SIZE, ImportFileError, import_contacts
-from integrations.backends import verbose_crm_name
-from integrations.exceptions import UnknownCRM
+from integrations.registry import UnknownCRM, verbose_crm_name
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ from django.core.management.base import BaseCommand
 
 from contacts.emails import canonical_email
 from contacts.merge import MERGED_KEY, MergeRefused, decide, find_duplicates, merge_group, rewrite_emails, spelling
-from integrations.backends import verbose_crm_name
+from integrations.registry import verbose_crm_name
 
 
 class Command(BaseCommand):

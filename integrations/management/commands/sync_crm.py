@@ -8,7 +8,7 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from contacts.models import ContactSync, ProcessingStatus
-from integrations.backends import enabled_backend_classes, get_enabled_backend_class
+from integrations.registry import enabled_backend_classes, get_enabled_backend_class
 from integrations.backends.base_requests import sandbox_url
 from integrations.conf import SyncPolicy
 from integrations.engine import RunResult, SyncEngine, run_workers
