@@ -119,9 +119,7 @@ class _ImportRun:
             self.flush()
 
     def flush(self):
-        _write_batch(
-            self.batch, self.crms, self.dry_run, self.seen_in_dry_run, self.report, self.reject
-        )
+        _write_batch(self.batch, self.crms, self.dry_run, self.seen_in_dry_run, self.report, self.reject)
         self.batch.clear()
         if self.on_progress:
             self.on_progress(self.report)
@@ -218,27 +216,21 @@ def _read_header(reader):
         if any("@" in name for name in header):
             raise ImportFileError(
                 "Line %d looks like a contact (%s), not a header row. The first row must name "
-                "the columns: email, first_name, last_name, phone, company, website, ..."
-                % (reader.line_num, shown)
+                "the columns: email, first_name, last_name, phone, company, website, ..." % (reader.line_num, shown)
             )
         raise ImportFileError(
             "The header row has no 'email' column (found: %s). The first row must name "
-            "the columns: email, first_name, last_name, phone, company, website, ..."
-            % (shown or "nothing")
+            "the columns: email, first_name, last_name, phone, company, website, ..." % (shown or "nothing")
         )
     duplicates = sorted({name for name in columns if name and columns.count(name) > 1})
     if duplicates:
-        raise ImportFileError(
-            "The header row names these columns more than once: %s." % ", ".join(duplicates)
-        )
+        raise ImportFileError("The header row names these columns more than once: %s." % ", ".join(duplicates))
     return columns
 
 
 def _parse_row(line, columns, cells):
     if len(cells) > len(columns):
-        raise RowError(
-            "it has %d values but the header has %d columns" % (len(cells), len(columns))
-        )
+        raise RowError("it has %d values but the header has %d columns" % (len(cells), len(columns)))
     values, attributes = {}, {}
     for name, cell in zip(columns, cells):
         cell = cell.strip()
@@ -255,8 +247,7 @@ def _parse_row(line, columns, cells):
     if not values.get("email"):
         if len(cells) <= columns.index("email"):
             raise RowError(
-                "it has %d values but the header has %d columns, so it has no email"
-                % (len(cells), len(columns))
+                "it has %d values but the header has %d columns, so it has no email" % (len(cells), len(columns))
             )
         raise RowError("email is empty")
     return PendingRow(line=line, values=values, attributes=attributes)
@@ -297,9 +288,7 @@ def _preview(value, length=60):
 def _merge_rows(earlier, later):
     """A later row for the same email fills in and overrides the earlier one."""
     values = {**earlier.values, **{k: v for k, v in later.values.items() if v}}
-    return PendingRow(
-        line=later.line, values=values, attributes={**earlier.attributes, **later.attributes}
-    )
+    return PendingRow(line=later.line, values=values, attributes={**earlier.attributes, **later.attributes})
 
 
 def _write_batch(batch, crms, dry_run, seen_in_dry_run, report, reject):

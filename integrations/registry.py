@@ -80,7 +80,7 @@ def _extra_crm(path):
     except ImportError as exc:
         raise CRMConfigurationError(
             "CRMSYNC_EXTRA_BACKENDS names %r, which cannot be imported: %s" % (path, exc)
-        )
+        ) from exc
     crm = CRM(cls.name, cls.verbose_name, path)
     crm.backend_class = cls
     return crm
@@ -131,8 +131,7 @@ def get_enabled_backend_class(name):
     missing = cls.missing_settings()
     if missing:
         raise CRMConfigurationError(
-            "%s is not configured: set %s in the environment or .env."
-            % (cls.verbose_name, " and ".join(missing))
+            "%s is not configured: set %s in the environment or .env." % (cls.verbose_name, " and ".join(missing))
         )
     return cls
 
