@@ -2,8 +2,9 @@
 
 An n8n workflow that enriched a contact calls back with what it found, with
 Authorization: Bearer <N8N_INBOUND_SECRET>. n8n's "Retry On Fail" can resend a
-callback and callbacks can arrive out of order (crm-api.md section 4), so the same
-enrichment_id twice changes nothing, and an older result never replaces a newer one.
+callback and callbacks can arrive out of order (docs/crm-api.md, section 4), so the
+same enrichment_id twice changes nothing, and an older result never replaces a newer
+one.
 """
 
 import hmac
