@@ -37,6 +37,15 @@ logger = logging.getLogger(__name__)
 
 # How long a CRM that rejected our credentials is paused: someone must fix them.
 AUTH_PAUSE_SECONDS = 900
+# Contact fields under the lower-case names HubSpot's and Mautic's built-in
+# properties share.
+LOWER_CASE_FIELD_MAP = {
+    "firstname": "first_name",
+    "lastname": "last_name",
+    "phone": "phone",
+    "company": "company",
+    "website": "website",
+}
 
 # The forms of an email a CRM may take; see CRMBackend.email_form.
 EMAIL_FORMS = {"unicode": canonical_email, "ascii": ascii_email}

@@ -11,13 +11,12 @@ from datetime import datetime, timedelta, timezone
 
 from ..conf import get_crm_setting
 from ..exceptions import CRMUnavailable
-from .base import CRMBackend, Outcome
+from .base import LOWER_CASE_FIELD_MAP, CRMBackend, Outcome
 from .http import json_or_empty
 
 MAX_INPUTS = 100
 UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
 PROPERTIES_PATH = "/crm/v3/properties/contacts"
-DEFAULT_WINDOW_SECONDS = 10
 
 
 class HubSpotBackend(CRMBackend):
@@ -34,13 +33,7 @@ class HubSpotBackend(CRMBackend):
     # 100 requests per rolling 10 s on Free/Starter (19/s fits Professional and
     # Enterprise), paced a hair under so that timing jitter never tips a window over.
     default_requests_per_second = 9.8
-    default_field_map = {
-        "firstname": "first_name",
-        "lastname": "last_name",
-        "phone": "phone",
-        "company": "company",
-        "website": "website",
-    }
+    default_field_map = LOWER_CASE_FIELD_MAP
     has_custom_fields = True
     built_in_fields = frozenset({
         "email", "firstname", "lastname", "phone", "company", "website", "city", "country",
@@ -210,6 +203,10 @@ def rate_limit_wait(response):
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         return (midnight - now).total_seconds()
     return window_seconds(response)
+
+
+# HubSpot's rolling window when its answer does not say (Free and Starter tiers).
+DEFAULT_WINDOW_SECONDS = 10
 
 
 def window_seconds(response):

@@ -10,7 +10,7 @@ import time
 
 from ..conf import is_set, setting_name
 from ..exceptions import CRMUnavailable, RetryableError
-from .base import AUTH_PAUSE_SECONDS, CRMBackend, Outcome
+from .base import LOWER_CASE_FIELD_MAP, AUTH_PAUSE_SECONDS, CRMBackend, Outcome
 from .http import json_or_empty
 
 BATCH_LIMIT = 200  # Mautic's api_batch_max_limit
@@ -30,13 +30,7 @@ class MauticBackend(CRMBackend):
     # Mautic validates with PHP's filter_var(FILTER_VALIDATE_EMAIL), which refuses
     # a non-ASCII domain (docs/crm-api.md, section 3, "Email addresses").
     email_form = "ascii"
-    default_field_map = {
-        "firstname": "first_name",
-        "lastname": "last_name",
-        "phone": "phone",
-        "company": "company",
-        "website": "website",
-    }
+    default_field_map = LOWER_CASE_FIELD_MAP
     # Access tokens by client id, shared by the workers of one process.
     _tokens = {}
     _tokens_lock = threading.Lock()
