@@ -24,6 +24,14 @@ CLIENT_ID = "1_sandbox-client"
 CLIENT_SECRET = "sandbox-mautic-client-secret"
 VERSION = "5.1.0"
 BATCH_LIMIT = 200
+# Mautic's own words, as its API answers them.
+BASIC_AUTH_DISABLED = (
+    "Basic Auth disabled. You need to enable HTTP basic auth in the API settings of Mautic's Configuration."
+)
+SERVER_ERROR = (
+    "Looks like I encountered an error (error #%d). "
+    "If I do it again, please report me to the system administrator!"
+)
 CORE_FIELDS = ("email", "firstname", "lastname", "phone", "mobile", "company", "position", "website", "city", "country")
 
 
@@ -123,7 +131,7 @@ class MauticEmulator(Emulator):
             return auth_error(403, "API disabled. You need to enable the API in the API settings of Mautic's Configuration.", "api_disabled")
         scheme, _, credentials = request.header("authorization").partition(" ")
         if scheme.lower() == "basic" and not self.settings["basic_auth_enabled"]:
-            return auth_error(403, "Basic Auth disabled. You need to enable HTTP basic auth in the API settings of Mautic's Configuration.", "access_denied")
+            return auth_error(403, BASIC_AUTH_DISABLED, "access_denied")
         if request.path == "/oauth/v2/token":
             return None
         if scheme.lower() == "basic":
@@ -151,7 +159,7 @@ class MauticEmulator(Emulator):
         return errors(405 if allowed_methods else 404, "Requested URL not found: /%s" % request.path.strip("/"))
 
     def server_error(self, status):
-        return errors(status, "Looks like I encountered an error (error #%d). If I do it again, please report me to the system administrator!" % status)
+        return errors(status, SERVER_ERROR % status)
 
     def limits_for(self, request):
         if not request.path.startswith("/api"):

@@ -14,6 +14,7 @@ Settings (POST /_sandbox/n8n/settings):
 """
 
 import base64
+import contextlib
 import json
 import threading
 import uuid
@@ -150,15 +151,14 @@ class N8nEmulator(Emulator):
             timer.start()
 
     def _call_back(self, callback):
-        try:
+        # A failed call back is n8n's HTTP Request node logging it; the workflow goes on.
+        with contextlib.suppress(requests.RequestException):
             requests.post(
                 self.settings["callback_url"],
                 data=json.dumps(callback),
                 headers={"Content-Type": "application/json", "Authorization": "Bearer %s" % self.settings["callback_secret"]},
                 timeout=10,
             )
-        except requests.RequestException:
-            pass  # n8n's HTTP Request node would log it; the workflow goes on
 
 
 def enrichment_for(item):

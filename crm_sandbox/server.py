@@ -156,7 +156,7 @@ def burst_response(emulator, request, wait):
     request counts against were spent for `wait` more seconds."""
     with emulator.lock:
         pairs = list(emulator.limits_for(request))
-    name, limit = next(((n, l) for n, l in pairs if l is not None), (None, None))
+    name, limit = next(((each, found) for each, found in pairs if found is not None), (None, None))
     if name is None:
         # No limit of its own applies (Mautic's is off by default; n8n has none).
         name = pairs[0][0] if pairs else emulator.primary_limit or "burst"

@@ -116,12 +116,14 @@ def test_basic_auth_errors_carry_a_type_and_no_details(sandbox):
     settings(sandbox, basic_auth_enabled=False)
     off = requests.post(url, json={"email": "a@example.com"}, auth=(USERNAME, PASSWORD))
     assert (off.status_code, off.json()) == (403, {"errors": [{
-        "message": "Basic Auth disabled. You need to enable HTTP basic auth in the API settings of Mautic's Configuration.",
+        "message": "Basic Auth disabled. You need to enable HTTP basic auth "
+                   "in the API settings of Mautic's Configuration.",
         "code": 403, "type": "access_denied"}]})
     settings(sandbox, api_enabled=False)
     disabled = requests.post(url, json={"email": "a@example.com"}, auth=(USERNAME, PASSWORD))
     assert (disabled.status_code, disabled.json()) == (403, {"errors": [{
-        "message": "API disabled. You need to enable the API in the API settings of Mautic's Configuration.",
+        "message": "API disabled. You need to enable the API "
+                   "in the API settings of Mautic's Configuration.",
         "code": 403, "type": "api_disabled"}]})
 
 

@@ -141,7 +141,7 @@ def test_slow_body_sends_status_and_headers_at_once_then_the_body_a_byte_at_a_ti
 def test_slow_headers_sends_the_status_line_then_the_headers_a_byte_at_a_time(sandbox, control, stored_brevo_contact):
     control("POST", "/brevo/faults", json={"slow_headers": 0.005})
 
-    chunks, head, body = raw_get(sandbox, "/brevo/v3/contacts/1", {"api-key": API_KEY})
+    chunks, _head, body = raw_get(sandbox, "/brevo/v3/contacts/1", {"api-key": API_KEY})
 
     assert chunks[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert chunks_until(chunks, b"\r\n\r\n") > 10, "the headers came in pieces"

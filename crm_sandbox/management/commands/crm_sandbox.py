@@ -74,7 +74,7 @@ class Command(BaseCommand):
         try:
             server = SandboxServer(options["host"], options["port"], sandbox_options)
         except OSError as exc:
-            raise CommandError("Cannot listen on %s:%s: %s" % (options["host"], options["port"], exc.strerror or exc))
+            raise CommandError("Cannot listen on %s:%s: %s" % (options["host"], options["port"], exc.strerror or exc)) from exc
         stopping = threading.Event()
         restore = self._stop_on_signals(stopping)
         server.start()
