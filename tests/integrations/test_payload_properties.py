@@ -20,11 +20,11 @@ from hypothesis import strategies as st
 from contacts import selection
 from contacts.emails import ascii_email, canonical_email
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
+from crm_sandbox.brevo import MAX_ATTRIBUTE_LENGTH, normalised_sms
+from crm_sandbox.hubspot import MAX_VALUE_LENGTH
 from integrations.registry import get_backend_class
 from integrations.engine import payload_hash
 from integrations.exceptions import InvalidContact
-from integrations.sandbox.brevo import MAX_ATTRIBUTE_LENGTH, normalised_sms
-from integrations.sandbox.hubspot import MAX_VALUE_LENGTH
 
 CRM_NAMES = ("brevo", "hubspot", "mautic", "n8n")
 # What each backend maps beyond its defaults: an attribute that can be very long,
@@ -310,7 +310,7 @@ def prepare_sandbox(sandbox_url, crm):
         finally:
             instance.close()
     if crm == "mautic":
-        from integrations.sandbox.mautic import PASSWORD, USERNAME
+        from crm_sandbox.mautic import PASSWORD, USERNAME
 
         requests.post(sandbox_url + "/mautic/api/fields/contact/new", json={"label": "Notes", "alias": "notes"},
                       auth=(USERNAME, PASSWORD), timeout=5).raise_for_status()
