@@ -76,10 +76,10 @@ def fill(total, queued, scattered=True):
         )
         cursor.execute(
             "INSERT INTO contacts_contactsync (contact_id, crm, sync_status, processing_status, attempts,"
-            " next_attempt_at, last_error, external_id, synced_hash, created_at, updated_at)"
+            " next_attempt_at, last_error, external_id, synced_hash, pending_decision, created_at, updated_at)"
             " SELECT id, %s, CASE WHEN {due} THEN 'selected' ELSE 'complete' END,"
             " CASE WHEN {due} THEN 'queued' ELSE 'complete' END, 0,"
-            " CASE WHEN {due} THEN now() - interval '1 minute' ELSE NULL END, '', '', '', now(), now()"
+            " CASE WHEN {due} THEN now() - interval '1 minute' ELSE NULL END, '', '', '', '', now(), now()"
             " FROM contacts_contact".format(due=due),
             [CRM],
         )

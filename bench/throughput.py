@@ -32,11 +32,11 @@ from django.test.utils import setup_databases, setup_test_environment, teardown_
 
 from contacts import selection  # noqa: E402
 from contacts.models import Contact, ContactSync  # noqa: E402
+from crm_sandbox import brevo as brevo_sandbox  # noqa: E402
+from crm_sandbox import hubspot as hubspot_sandbox  # noqa: E402
+from crm_sandbox.server import SandboxOptions, SandboxServer  # noqa: E402
 from integrations.registry import get_backend_class  # noqa: E402
-from integrations.engine import run_workers  # noqa: E402
-from integrations.sandbox import brevo as brevo_sandbox  # noqa: E402
-from integrations.sandbox import hubspot as hubspot_sandbox  # noqa: E402
-from integrations.sandbox.server import SandboxOptions, SandboxServer  # noqa: E402
+from integrations.workers import run_workers  # noqa: E402
 
 # Contacts per second the real limits allow: Brevo, one contact per request at 10
 # requests/s (General tier); HubSpot, 100 contacts per batch request at 100 requests

@@ -82,6 +82,75 @@ class PendingDecision(models.TextChoices):
     SKIP = "skip", _("Skip when the push in flight ends")
 
 
+def _queued_due(now):
+    return models.Q(processing_status=ProcessingStatus.QUEUED, next_attempt_at__lte=now)
+
+
+def _lease_expired(now):
+    return models.Q(processing_status=ProcessingStatus.PROCESSING, lease_expires_at__lt=now)
+
+
+def _complete():
+    return models.Q(sync_status=SyncStatus.COMPLETE, processing_status=ProcessingStatus.COMPLETE)
+
+
+class ContactSyncQuerySet(models.QuerySet):
+    """The questions every part of the sync asks of the rows, each written once.
+    The queued and processing filters match the partial indexes below
+    (contactsync_due_queued, contactsync_leased), so they read only those."""
+
+    def for_crm(self, crm):
+        return self.filter(crm=crm)
+
+    def queued(self):
+        return self.filter(processing_status=ProcessingStatus.QUEUED)
+
+    def in_flight(self):
+        """Claimed by a worker (Processing), whether its lease runs or ran out."""
+        return self.filter(processing_status=ProcessingStatus.PROCESSING)
+
+    def queued_due(self, now):
+        return self.filter(_queued_due(now))
+
+    def expired_leases(self, now):
+        """Processing rows whose worker died: their lease ran out before it recorded."""
+        return self.filter(_lease_expired(now))
+
+    def due(self, now):
+        """What a worker may claim now: queued and due, or Processing with an expired
+        lease. The SQLite claim re-checks it as its compare-and-set."""
+        return self.filter(_queued_due(now) | _lease_expired(now))
+
+    def held_by(self, token):
+        """The rows still in flight under a batch's claim token."""
+        return self.in_flight().filter(claim_token=token)
+
+    def complete(self):
+        return self.filter(_complete())
+
+    def complete_or_in_flight(self):
+        return self.filter(_complete() | models.Q(processing_status=ProcessingStatus.PROCESSING))
+
+    def oldest_due_at(self, now):
+        """When the longest-waiting due row fell due, or None; the claim's partial
+        index answers it without reading the queue."""
+        return self.queued_due(now).order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
+
+    def next_due_at(self):
+        """When the next row falls due (a queued row's time, or a claimed row's lease
+        end), or None when nothing is queued or in flight."""
+        # A claimed row keeps the next_attempt_at it was queued with: only a queued
+        # row's counts, or a row in flight would look due at once.
+        moments = self.filter(
+            processing_status__in=[ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]
+        ).aggregate(
+            queued=models.Min("next_attempt_at", filter=models.Q(processing_status=ProcessingStatus.QUEUED)),
+            leased=models.Min("lease_expires_at", filter=models.Q(processing_status=ProcessingStatus.PROCESSING)),
+        )
+        moments = [moment for moment in moments.values() if moment]
+        return min(moments) if moments else None
+
+
 class ContactSync(models.Model):
     """The dual status of one contact for one CRM. Only contacts.selection (staff)
     and integrations.engine (worker) write its status fields."""
@@ -122,6 +191,8 @@ class ContactSync(models.Model):
     first_failed_at = models.DateTimeField(_("failing since"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    objects = ContactSyncQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("contact sync")

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from integrations.registry import validate_crm_names
 
+from .bulk import Sql, set_clauses, update_from_values
 from .models import ContactSync, PendingDecision, ProcessingStatus, SyncStatus
 
 # Columns the upsert writes, in the order of the SELECT list below.
@@ -109,16 +110,33 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
         return 0
     connection = connections[contacts.db]
     quote = connection.ops.quote_name
-    table = quote(ContactSync._meta.db_table)
-    contact_sql, contact_params = (
-        contacts.order_by().values(selected_id=F("pk")).query.sql_with_params()
+    contact_sql, contact_params = contacts.order_by().values(selected_id=F("pk")).query.sql_with_params()
+    updates, update_params = set_clauses(
+        ContactSync, connection, _unless_in_flight(_decided(reset_attempts), in_flight, connection)
     )
-    crm_sql = " UNION ALL ".join(["SELECT %s AS name"] * len(crms))
-    next_at_field = ContactSync._meta.get_field("next_attempt_at")
+    # SQLite needs the WHERE on the SELECT to parse ON CONFLICT after it.
+    sql = (
+        "INSERT INTO {table} ({columns}) "
+        "SELECT contact.selected_id, crm.name, %s, %s, 0, %s, '', '', '', '', %s, %s "
+        "FROM ({contact_sql}) contact CROSS JOIN ({crm_sql}) crm WHERE 1 = 1 "
+        "ON CONFLICT (contact_id, crm) DO UPDATE SET {updates} "
+        "RETURNING processing_status"
+    ).format(
+        table=quote(ContactSync._meta.db_table),
+        columns=", ".join(quote(column) for column in _UPSERT_COLUMNS),
+        contact_sql=contact_sql,
+        crm_sql=" UNION ALL ".join(["SELECT %s AS name"] * len(crms)),
+        updates=", ".join(updates),
+    )
+    at = ContactSync._meta.get_field("next_attempt_at").get_db_prep_value
+    decision = [sync_status, processing_status, at(next_attempt_at, connection), at(now, connection), at(now, connection)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*decision, *contact_params, *crms, *update_params])
+        return sum(1 for (status,) in cursor.fetchall() if status != ProcessingStatus.PROCESSING)
 
-    def at(value):
-        return next_at_field.get_db_prep_value(value, connection)
 
+def _decided(reset_attempts):
+    """What an upsert writes on a settled row that exists: the inserted row's decision."""
     decided = {
         "sync_status": "excluded.sync_status",
         "processing_status": "excluded.processing_status",
@@ -129,34 +147,7 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     }
     if reset_attempts:
         decided.update({"attempts": "0", "last_error": "''", "first_failed_at": "NULL"})
-    updates = _unless_in_flight(decided, connection)
-    # SQLite needs the WHERE on the SELECT to parse ON CONFLICT after it.
-    sql = (
-        "INSERT INTO {table} ({columns}) "
-        "SELECT contact.selected_id, crm.name, %s, %s, 0, %s, '', '', '', '', %s, %s "
-        "FROM ({contact_sql}) contact CROSS JOIN ({crm_sql}) crm WHERE 1 = 1 "
-        "ON CONFLICT (contact_id, crm) DO UPDATE SET {updates} "
-        "RETURNING processing_status"
-    ).format(
-        table=table,
-        columns=", ".join(quote(column) for column in _UPSERT_COLUMNS),
-        contact_sql=contact_sql,
-        crm_sql=crm_sql,
-        updates=", ".join(updates),
-    )
-    params = [
-        sync_status,
-        processing_status,
-        at(next_attempt_at),
-        at(now),
-        at(now),
-        *contact_params,
-        *crms,
-        in_flight,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return sum(1 for (status,) in cursor.fetchall() if status != ProcessingStatus.PROCESSING)
+    return decided
 
 
 def _in_flight(connection):
@@ -165,18 +156,17 @@ def _in_flight(connection):
     return "%s.processing_status = '%s'" % (table, ProcessingStatus.PROCESSING.value)
 
 
-def _unless_in_flight(values, connection):
-    """SET clauses that write `values` ({column: SQL}) on a settled row but keep a
-    row a worker is pushing as it is, giving it a pending decision (the statement's
-    next %s parameter) instead."""
-    quote = connection.ops.quote_name
-    table = quote(ContactSync._meta.db_table)
+def _unless_in_flight(values, pending, connection):
+    """SET expressions (contacts.bulk.Sql) that write `values` ({column: SQL or
+    Sql}) on a settled row but keep a row a worker is pushing as it is, giving it
+    `pending` as its pending decision instead."""
     in_flight = _in_flight(connection)
-    sets = [
-        "%s = CASE WHEN %s THEN %s.%s ELSE %s END" % (quote(column), in_flight, table, quote(column), value)
-        for column, value in values.items()
-    ]
-    return sets + ["pending_decision = CASE WHEN %s THEN %%s ELSE '' END" % in_flight]
+    sets = {}
+    for column, value in values.items():
+        value = value if isinstance(value, Sql) else Sql(value)
+        sets[column] = Sql("CASE WHEN %s THEN {column} ELSE %s END" % (in_flight, value.template), *value.values)
+    sets["pending_decision"] = Sql("CASE WHEN %s THEN %%s ELSE '' END" % in_flight, pending)
+    return sets
 
 
 def requeue_changed(new_hashes, *, using="default"):
@@ -192,39 +182,29 @@ def requeue_changed(new_hashes, *, using="default"):
     if not new_hashes:
         return 0
     connection = connections[using]
-    quote = connection.ops.quote_name
-    table = quote(ContactSync._meta.db_table)
-    now = ContactSync._meta.get_field("updated_at").get_db_prep_value(timezone.now(), connection)
+    now = timezone.now()
     requeued = {
-        "sync_status": "%s",
-        "processing_status": "%s",
+        "sync_status": Sql("%s", SyncStatus.SELECTED),
+        "processing_status": Sql("%s", ProcessingStatus.QUEUED),
         "attempts": "0",
-        "next_attempt_at": "%s",
+        "next_attempt_at": Sql("%s", now),
         "lease_expires_at": "NULL",
         "claim_token": "NULL",
         "last_error": "''",
         "first_failed_at": "NULL",
     }
-    sets = _unless_in_flight(requeued, connection) + ["updated_at = %s"]
-    in_flight = _in_flight(connection)
-    # UPDATE ... FROM (VALUES ...) pairs each row with its own hash and reads the
-    # same on PostgreSQL and SQLite (whose VALUES columns are column1, column2).
-    sql = (
-        "UPDATE {table} SET {sets} FROM (VALUES {rows}) AS v "
-        "WHERE {table}.{pk} = v.column1 AND (v.column2 IS NULL OR {table}.synced_hash <> v.column2) "
-        "AND (({table}.sync_status = %s AND {table}.processing_status = %s) "
-        "OR ({in_flight} AND {table}.pending_decision = ''))"
-    ).format(
-        table=table,
-        sets=", ".join(sets),
-        rows=", ".join(["(%s, %s)"] * len(new_hashes)),
-        pk=quote(ContactSync._meta.pk.column),
-        in_flight=in_flight,
+    written = update_from_values(
+        ContactSync,
+        {pk: (new_hash,) for pk, new_hash in new_hashes.items()},
+        # The new hash is only compared: the engine writes synced_hash when it pushes.
+        per_row={"synced_hash": None},
+        fixed={**_unless_in_flight(requeued, PendingDecision.SELECT, connection), "updated_at": now},
+        where=(
+            "({v[synced_hash]} IS NULL OR {table}.synced_hash <> {v[synced_hash]}) "
+            "AND (({table}.sync_status = %s AND {table}.processing_status = %s) "
+            "OR (" + _in_flight(connection) + " AND {table}.pending_decision = ''))"
+        ),
+        where_params=[SyncStatus.COMPLETE, ProcessingStatus.COMPLETE],
+        using=using,
     )
-    params = [SyncStatus.SELECTED, ProcessingStatus.QUEUED, now, PendingDecision.SELECT, now]
-    for pk, new_hash in new_hashes.items():
-        params += [pk, new_hash]
-    params += [SyncStatus.COMPLETE, ProcessingStatus.COMPLETE]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return len(written)

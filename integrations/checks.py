@@ -34,7 +34,7 @@ def _lease_too_short(backend_class):
     a worker stops renewing (it lost its database), the request it has in flight
     must still end, by its deadline, before the lease does: otherwise another
     worker could push the same contacts while the first is still sending them."""
-    from .engine import LEASE_RENEWALS_PER_LEASE
+    from .leases import LEASE_RENEWALS_PER_LEASE
 
     default = getattr(backend_class, "default_timeout_seconds", None)
     if default is None or not backend_class.is_enabled():
@@ -60,7 +60,7 @@ def _lease_too_short(backend_class):
 
 
 def _sandbox_mode():
-    from .backends.base_requests import sandbox_url
+    from .conf import sandbox_url
 
     if not sandbox_url():
         return []

@@ -24,7 +24,6 @@ from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStat
 
 from .registry import enabled_backend_classes
 from .conf import SyncPolicy
-from .engine import breaker_reason, pause_crm, resume_crm, staff_pause_reason
 from .exceptions import CRMConfigurationError
 from .models import CRMState
 
@@ -80,23 +79,20 @@ class CRMCard:
 
     @property
     def staff_pause(self):
-        if self.state and self.state.paused_at:
-            return staff_pause_reason(self.state.paused_by, self.state.paused_at)
-        return ""
+        pause = self.state and self.state.staff_pause()
+        return pause.reason if pause else ""
 
     @property
     def breaker(self):
         """"Failing since ..., next probe at ..." while the circuit breaker is open."""
-        if self.state and self.state.next_probe_at:
-            return breaker_reason(self.verbose_name, self.state.failing_since, self.state.next_probe_at)
-        return ""
+        pause = self.state and self.state.open_breaker(label=self.verbose_name)
+        return pause.reason if pause else ""
 
     @property
     def crm_pause_until(self):
         """When the CRM's own pause (a rate limit, bad credentials) ends, if it is on."""
-        if self.state and self.state.paused_until and self.state.paused_until > timezone.now():
-            return self.state.paused_until
-        return None
+        pause = self.state and self.state.crm_pause(timezone.now())
+        return pause.until if pause else None
 
 
 def dashboard(request):
@@ -114,12 +110,14 @@ def dashboard(request):
 
 @require_POST
 def pause(request, crm):
-    return _change_pause(request, crm, pause_crm, _("%s is paused: it claims nothing until it is resumed."))
+    return _change_pause(
+        request, crm, CRMState.objects.pause_by_staff, _("%s is paused: it claims nothing until it is resumed.")
+    )
 
 
 @require_POST
 def resume(request, crm):
-    return _change_pause(request, crm, resume_crm, _("%s is resumed."))
+    return _change_pause(request, crm, CRMState.objects.resume, _("%s is resumed."))
 
 
 def _change_pause(request, crm, change, message):
@@ -224,20 +222,14 @@ def _bars(numbers, starts, height=48, step=12):
 
 
 def _oldest_due_at(crm, now):
-    # The claim's partial index answers this without reading the queue.
-    return (
-        ContactSync.objects.filter(crm=crm, processing_status=ProcessingStatus.QUEUED, next_attempt_at__lte=now)
-        .order_by("next_attempt_at")
-        .values_list("next_attempt_at", flat=True)
-        .first()
-    )
+    return ContactSync.objects.for_crm(crm).oldest_due_at(now)
 
 
 def _top_errors(crm, now):
     """The commonest errors that contacts carry now and got in the last 24 hours,
     each with the link to those contacts."""
     rows = (
-        ContactSync.objects.filter(crm=crm, updated_at__gte=now - timedelta(hours=HOURS))
+        ContactSync.objects.for_crm(crm).filter(updated_at__gte=now - timedelta(hours=HOURS))
         .exclude(last_error="")
         .values_list("last_error")
         .annotate(rows=Count("pk"))

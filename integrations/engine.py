@@ -8,7 +8,6 @@ guarded by the claim token so that a worker whose lease expired cannot overwrite
 a newer result.
 """
 
-import enum
 import hashlib
 import json
 import logging
@@ -18,12 +17,12 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import NamedTuple
 
-from django.db import DatabaseError, connections, transaction
+from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from contacts.bulk import Sql, update_from_values
 from contacts.models import (
     AttemptOutcome,
     Contact,
@@ -45,16 +44,15 @@ from .exceptions import (
     RateLimited,
     RetryableError,
 )
-from .models import CRMState
+from .breaker import Breaker, Verdict
+from .leases import LeaseRenewal
+from .models import CRMState, Pause, clip
+from .ratelimit import share_pace
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_RATE_LIMIT_WAIT = 60
 DEFAULT_UNAVAILABLE_PAUSE = 600
-ERROR_MAX_LENGTH = 2000
-# A batch's lease is renewed this many times per lease while it is pushed and
-# recorded, so a live worker never loses it (checks.py holds the lease to it).
-LEASE_RENEWALS_PER_LEASE = 3
 # A batch says the CRM as a whole fails only when it failed for several contacts.
 MIN_CONTACTS_FOR_FAILING_VERDICT = 2
 
@@ -86,12 +84,6 @@ class RunResult:
     @property
     def contacts_per_second(self):
         return self.claimed / self.seconds if self.seconds else 0.0
-
-
-class Pause(NamedTuple):
-    until: object  # None for a staff pause, which lasts until resumed
-    reason: str
-    by: str = ""  # who paused it, for a staff pause
 
 
 @dataclass
@@ -129,6 +121,9 @@ class SyncEngine:
         self.rng = rng or random.Random()
         self.breaker = Breaker(self.crm, self.policy, clock)
         self.reclaimed = set()
+        # The engine owns the pacing between workers: the backend only waits for
+        # the slots its pacer hands out.
+        share_pace(backend)
         if not hasattr(backend, "stop_sending"):  # an extra backend that skipped CRMBackend.__init__
             backend.stop_sending = threading.Event()
 
@@ -213,12 +208,12 @@ class SyncEngine:
         now = self.clock()
         token = uuid.uuid4()
         with transaction.atomic():
-            ids = self._lock_due_ids(self._expired_leases(now).order_by("lease_expires_at"), limit)
+            ids = self._lock_due_ids(self._rows().expired_leases(now).order_by("lease_expires_at"), limit)
             # Their last attempt did not finish: push() may give up on them.
             self.reclaimed = set(ids)
             if len(ids) < limit:
                 # Ordered by the partial index alone, so the scan stops at `limit`.
-                due = self._due_queued(now).order_by("next_attempt_at")
+                due = self._rows().queued_due(now).order_by("next_attempt_at")
                 ids += self._lock_due_ids(due, limit - len(ids))
             if ids:
                 self._claimable(ids, now).update(
@@ -237,22 +232,11 @@ class SyncEngine:
             # Repeating it here would let the planner scan every due row.
             return rows
         # Without row locks (SQLite) the re-check makes the claim a compare-and-set.
-        return rows.filter(self._due_condition(now))
+        return rows.due(now)
 
-    def _crm_rows(self):
-        return ContactSync.objects.filter(crm=self.crm)
+    def _rows(self):
+        return ContactSync.objects.for_crm(self.crm)
 
-    def _due_queued(self, now):
-        return self._crm_rows().filter(processing_status=ProcessingStatus.QUEUED, next_attempt_at__lte=now)
-
-    def _expired_leases(self, now):
-        return self._crm_rows().filter(processing_status=ProcessingStatus.PROCESSING, lease_expires_at__lt=now)
-
-    @staticmethod
-    def _due_condition(now):
-        return Q(processing_status=ProcessingStatus.QUEUED, next_attempt_at__lte=now) | Q(
-            processing_status=ProcessingStatus.PROCESSING, lease_expires_at__lt=now
-        )
 
     @staticmethod
     def _lock_due_ids(queryset, limit):
@@ -467,7 +451,7 @@ class SyncEngine:
 
     def _record_retry(self, token, outcomes, rows_by_key, now):
         rows = {
-            o.key: (now + self.retry_delay(rows_by_key[o.key].attempts, o.retry_after), _clip(o.message))
+            o.key: (now + self.retry_delay(rows_by_key[o.key].attempts, o.retry_after), clip(o.message))
             for o in outcomes
         }
         return _write_claimed(
@@ -477,13 +461,13 @@ class SyncEngine:
             fixed={
                 "sync_status": SyncStatus.SELECTED,
                 "processing_status": ProcessingStatus.QUEUED,
-                "first_failed_at": _Sql("COALESCE({column}, %s)", now),
+                "first_failed_at": Sql("COALESCE({column}, %s)", now),
                 "updated_at": now,
             },
         )
 
     def _record_failed(self, token, outcomes, rows_by_key, now):
-        rows = {o.key: (_clip(self._failure_message(o, rows_by_key[o.key], now)),) for o in outcomes}
+        rows = {o.key: (clip(self._failure_message(o, rows_by_key[o.key], now)),) for o in outcomes}
         return _write_claimed(
             token,
             rows,
@@ -492,7 +476,7 @@ class SyncEngine:
                 "sync_status": SyncStatus.ERROR,
                 "processing_status": ProcessingStatus.ERROR,
                 "next_attempt_at": None,
-                "first_failed_at": _Sql("COALESCE({column}, %s)", now),
+                "first_failed_at": Sql("COALESCE({column}, %s)", now),
                 "updated_at": now,
             },
         )
@@ -508,7 +492,7 @@ class SyncEngine:
             fixed={
                 "sync_status": SyncStatus.SELECTED,
                 "processing_status": ProcessingStatus.QUEUED,
-                "attempts": _Sql("{column} - 1"),
+                "attempts": Sql("{column} - 1"),
                 "updated_at": now,
             },
         )
@@ -562,7 +546,7 @@ class SyncEngine:
                 outcome=decided[o.key],
                 http_status=o.http_status,
                 duration_ms=batch.duration_ms,
-                error=_clip(o.message),
+                error=clip(o.message),
             )
             for o in batch.outcomes
             if o.key in keys
@@ -582,257 +566,21 @@ class SyncEngine:
     # The CRM's shared state
 
     def paused(self):
-        """A Pause while the CRM is paused for every worker, else None: by staff
-        (until resumed; it wins, since it lasts longest), by the CRM (a rate limit,
-        bad credentials), or by the circuit breaker until its next probe."""
-        now = self.clock()
-        state = (
-            CRMState.objects.filter(crm=self.crm)
-            .filter(Q(paused_at__isnull=False) | Q(paused_until__gt=now) | Q(next_probe_at__gt=now))
-            .values_list("paused_until", "pause_reason", "paused_by", "paused_at", "failing_since", "next_probe_at")
-            .first()
-        )
-        if state is None:
-            return None
-        until, reason, paused_by, paused_at, failing_since, next_probe_at = state
-        if paused_at:
-            return Pause(None, staff_pause_reason(paused_by, paused_at), paused_by)
-        if until and until > now:
-            return Pause(until, reason)
-        return Pause(next_probe_at, breaker_reason(self.backend.verbose_name, failing_since, next_probe_at))
+        """A Pause while the CRM is paused for every worker, else None (see
+        CRMStateQuerySet.paused)."""
+        return CRMState.objects.paused(self.crm, self.clock(), label=self.backend.verbose_name)
 
     def pause(self, until, reason):
         """Pause the CRM until `until` unless it is already paused for longer."""
-        ensure_crm_state(self.crm)
-        CRMState.objects.filter(crm=self.crm).filter(
-            Q(paused_until__isnull=True) | Q(paused_until__lt=until)
-        ).update(paused_until=until, pause_reason=_clip(reason))
-        logger.warning("crm=%s paused until %s: %s", self.crm, until.isoformat(), reason)
+        CRMState.objects.pause(self.crm, until, reason)
 
     def _note_run(self, result):
         now = self.clock()
-        ensure_crm_state(self.crm)
+        CRMState.objects.ensure(self.crm)
         changes = {"last_run_at": now}
         if result.accepted:
             changes["last_success_at"] = now
         CRMState.objects.filter(crm=self.crm).update(**changes)
-
-
-class Verdict(enum.Enum):
-    """What one batch says about its CRM as a whole (SyncEngine._verdict)."""
-
-    UP = "up"
-    FAILING = "failing"
-
-
-class Breaker:
-    """The circuit breaker of one CRM, shared by every worker on every machine
-    through the CRM's CRMState row (rules and defaults: conf.BreakerPolicy).
-
-    Closed, batches count their verdicts: `failures` failing batches in a row open
-    it. Open (next_probe_at set), no worker claims until next_probe_at; then one
-    worker takes the probe, claims a small batch and pushes it. A contact accepted
-    closes the breaker, and the contacts that waited are due at once; a failing
-    probe doubles the wait, up to the cap. Contacts of the batches judged CRM-wide
-    (the one that opens it, any recorded while it is open, failing probes) are
-    recorded as waited for the CRM and keep their attempts.
-    """
-
-    def __init__(self, crm, policy, clock):
-        self.crm = crm
-        self.rules = policy.breaker
-        self.lease_seconds = policy.lease_seconds
-        self.clock = clock
-
-    def _state(self):
-        return CRMState.objects.filter(crm=self.crm)
-
-    def is_open(self):
-        return self._state().filter(next_probe_at__isnull=False).exists()
-
-    def take_probe(self):
-        """Whether this worker may probe now; nobody else may until it records (or
-        its lease, or the longest probe interval, has passed: it died)."""
-        now = self.clock()
-        hold = now + timedelta(seconds=max(self.rules.probe_max_seconds, self.lease_seconds))
-        return bool(self._state().filter(next_probe_at__lte=now).update(next_probe_at=hold))
-
-    def probe_found_nothing(self):
-        """Nothing was due to probe with: the next worker with due contacts probes."""
-        self._state().filter(next_probe_at__isnull=False).update(next_probe_at=self.clock())
-
-    def note_batch(self, verdict, *, probe):
-        """Count a batch's verdict. Returns the next probe time while the breaker is
-        open (the batch's CRM-side failures then wait for the CRM), else None."""
-        if verdict is None and not probe:
-            return None
-        if verdict is Verdict.UP and not probe:
-            # The common case, kept to one read: nothing failing, nothing to reset.
-            failing = Q(failed_batches__gt=0) | Q(next_probe_at__isnull=False)
-            if not self._state().filter(failing).exists():
-                return None
-        now = self.clock()
-        ensure_crm_state(self.crm)
-        with transaction.atomic():
-            state = CRMState.objects.select_for_update().get(crm=self.crm)
-            was_open = state.next_probe_at is not None
-            if verdict is Verdict.UP:
-                if state.failed_batches or was_open:
-                    self._close(state, now, was_open)
-                return None
-            if verdict is Verdict.FAILING:
-                if not state.failed_batches:
-                    state.failing_since = now
-                state.failed_batches += 1
-                if probe and was_open:
-                    self._schedule_probe(state, now, self.rules.next_interval(state.probe_interval_seconds))
-                elif not was_open and state.failed_batches >= self.rules.failures:
-                    self._schedule_probe(state, now, self.rules.next_interval(0))
-                    logger.error(
-                        "crm=%s circuit breaker open: %d batches in a row failed on the CRM's side since %s; "
-                        "next probe at %s",
-                        self.crm,
-                        state.failed_batches,
-                        state.failing_since.isoformat(),
-                        state.next_probe_at.isoformat(),
-                    )
-            elif probe and was_open:
-                # A probe that showed nothing either way tries again after the same wait.
-                self._schedule_probe(state, now, state.probe_interval_seconds or self.rules.probe_seconds)
-            state.save(update_fields=["failed_batches", "failing_since", "next_probe_at", "probe_interval_seconds", "updated_at"])
-            return state.next_probe_at
-
-    @staticmethod
-    def _schedule_probe(state, now, interval):
-        state.probe_interval_seconds = interval
-        state.next_probe_at = now + timedelta(seconds=interval)
-
-    def _close(self, state, now, was_open):
-        failing_since = state.failing_since
-        state.failed_batches, state.failing_since, state.next_probe_at, state.probe_interval_seconds = 0, None, None, 0
-        state.save(update_fields=["failed_batches", "failing_since", "next_probe_at", "probe_interval_seconds", "updated_at"])
-        if not was_open:
-            return
-        # Drain at full speed: the contacts whose retry the outage pushed back are due now.
-        drained = ContactSync.objects.filter(
-            crm=self.crm,
-            processing_status=ProcessingStatus.QUEUED,
-            next_attempt_at__gt=now,
-            updated_at__gte=failing_since,
-        ).update(next_attempt_at=now)
-        logger.warning(
-            "crm=%s circuit breaker closed: the CRM answers again (failing since %s); %d delayed contacts due now",
-            self.crm,
-            failing_since.isoformat() if failing_since else "?",
-            drained,
-        )
-
-
-def breaker_reason(crm_label, failing_since, next_probe_at):
-    return "%s is failing since %s (server errors, timeouts or refused connections); next probe at %s. " \
-        "Contacts wait without using their attempts." % (crm_label, _when(failing_since), _when(next_probe_at))
-
-
-def _when(moment):
-    if moment is None:
-        return "?"
-    return moment.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M:%S %Z")
-
-
-class LeaseRenewal:
-    """Keeps a batch's lease while its worker pushes and records it: a thread renews
-    it every lease / LEASE_RENEWALS_PER_LEASE, so a push that legitimately takes
-    long (a slow CRM, many paced requests, later an asynchronous import) is never
-    taken over by another worker while this one is alive. A dead worker renews
-    nothing, and its rows are claimed again when the lease runs out."""
-
-    def __init__(self, engine, batch):
-        self.engine = engine
-        self.ids = [row.pk for row in batch.rows]
-        self.token = batch.token
-        self.interval = engine.policy.lease_seconds / LEASE_RENEWALS_PER_LEASE
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._keep, name="crmsync-%s-lease" % engine.crm, daemon=True)
-        self.renewals = 0
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stopped.set()
-        self.thread.join()
-        self.engine.backend.stop_sending.clear()
-
-    def _keep(self):
-        try:
-            while not self.stopped.wait(self.interval):
-                self.renew()
-        finally:
-            connections.close_all()  # this thread's own connection
-
-    def renew(self):
-        policy = self.engine.policy
-        try:
-            kept = ContactSync.objects.filter(
-                pk__in=self.ids, claim_token=self.token, processing_status=ProcessingStatus.PROCESSING
-            ).update(lease_expires_at=self.engine.clock() + timedelta(seconds=policy.lease_seconds))
-        except DatabaseError as exc:
-            # The lease may run out before the next try: send nothing more (the
-            # request in flight ends by its deadline, before the lease: check E002).
-            self.engine.backend.stop_sending.set()
-            logger.warning(
-                "crm=%s could not renew a batch's lease (%s); sending nothing more of it",
-                self.engine.crm,
-                type(exc).__name__,
-            )
-            return
-        self.renewals += 1
-        if kept < len(self.ids):
-            self.engine.backend.stop_sending.set()
-            logger.warning(
-                "crm=%s %d of %d contacts of the batch in flight are no longer held by this worker; "
-                "sending nothing more of it",
-                self.engine.crm,
-                len(self.ids) - kept,
-                len(self.ids),
-            )
-
-
-def ensure_crm_state(crm):
-    CRMState.objects.bulk_create([CRMState(crm=crm)], ignore_conflicts=True)
-
-
-def staff_pause_reason(paused_by, paused_at):
-    return "Paused by %s at %s; resume it on the sync dashboard." % (
-        paused_by,
-        paused_at.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M %Z"),
-    )
-
-
-def pause_crm(crm, paused_by):
-    """Staff pause: no worker claims anything for `crm` until resume_crm. Work already
-    claimed finishes. Pausing a paused CRM keeps who paused it first, and when.
-    Returns whether this call paused it."""
-    now = timezone.now()
-    ensure_crm_state(crm)
-    paused = CRMState.objects.filter(crm=crm, paused_at__isnull=True).update(
-        paused_at=now, paused_by=paused_by, updated_at=now
-    )
-    if paused:
-        logger.warning("crm=%s paused by %s", crm, paused_by)
-    return bool(paused)
-
-
-def resume_crm(crm, resumed_by):
-    """End a staff pause. A pause the CRM itself asked for (a rate limit, bad
-    credentials) runs its course. Returns whether this call resumed it."""
-    resumed = CRMState.objects.filter(crm=crm, paused_at__isnull=False).update(
-        paused_at=None, paused_by="", updated_at=timezone.now()
-    )
-    if resumed:
-        logger.warning("crm=%s resumed by %s", crm, resumed_by)
-    return bool(resumed)
 
 
 def _wait(outcome):
@@ -840,61 +588,19 @@ def _wait(outcome):
     return timedelta(seconds=max(0.0, float(seconds)))
 
 
-class _Sql:
-    """A SET expression written in SQL; `{column}` stands for the column's current
-    value and each %s for one of `values`, prepared like the column's own values."""
-
-    def __init__(self, template, *values):
-        self.template = template
-        self.values = values
-
-
 def _write_claimed(token, rows, *, per_row, fixed):
     """UPDATE the rows still held under `token` in one statement: each row gets its
     own values from `rows` ({pk: (value, ...)}, in the order of `per_row`), all
     get `fixed`; lease and token are cleared. Returns the pks of the rows written
-    (a row is missing when its lease went to another worker or it was deleted).
-
-    UPDATE ... FROM (VALUES ...) reads the same on PostgreSQL and SQLite (whose
-    VALUES columns are both named column1, column2, ...), and costs far less to
-    build than a CASE per row.
-    """
-    if not rows:
-        return []
-    connection = connections[ContactSync.objects.db]
-    quote = connection.ops.quote_name
-    table = quote(ContactSync._meta.db_table)
-    fixed = {**fixed, "lease_expires_at": None, "claim_token": None}
-
-    def column_ref(name):
-        return "%s.%s" % (table, quote(name))
-
-    def prep(name, value):
-        return ContactSync._meta.get_field(name).get_db_prep_value(value, connection)
-
-    sets, set_params = [], []
-    for position, (name, template) in enumerate(per_row.items(), start=2):
-        sets.append("%s = %s" % (quote(name), template.format(v="v.column%d" % position, column=column_ref(name))))
-    for name, value in fixed.items():
-        if isinstance(value, _Sql):
-            sets.append("%s = %s" % (quote(name), value.template.format(column=column_ref(name))))
-            set_params += [prep(name, v) for v in value.values]
-        else:
-            sets.append("%s = %%s" % quote(name))
-            set_params.append(prep(name, value))
-    row_sql = "(%s)" % ", ".join(["%s"] * (len(per_row) + 1))
-    row_params = []
-    for pk, values in rows.items():
-        row_params += [pk, *(prep(name, value) for name, value in zip(per_row, values))]
-    sql = (
-        "UPDATE {table} SET {sets} FROM (VALUES {rows}) AS v "
-        "WHERE {table}.{pk} = v.column1 AND {table}.claim_token = %s AND {table}.processing_status = %s "
-        "RETURNING {pk}"
-    ).format(table=table, sets=", ".join(sets), rows=", ".join([row_sql] * len(rows)), pk=quote("id"))
-    params = [*set_params, *row_params, prep("claim_token", token), ProcessingStatus.PROCESSING]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return [pk for (pk,) in cursor.fetchall()]
+    (a row is missing when its lease went to another worker or it was deleted)."""
+    return update_from_values(
+        ContactSync,
+        rows,
+        per_row=per_row,
+        fixed={**fixed, "lease_expires_at": None, "claim_token": None},
+        matching={"claim_token": token, "processing_status": ProcessingStatus.PROCESSING},
+        using=ContactSync.objects.db,
+    )
 
 
 def _lock_existing_contacts(ids):
@@ -918,43 +624,3 @@ def _duration(delta):
     if hours >= 1:
         return "%.1f hours" % hours
     return "%d minutes" % round(delta.total_seconds() / 60)
-
-
-def _clip(message):
-    message = message or ""
-    return message if len(message) <= ERROR_MAX_LENGTH else message[: ERROR_MAX_LENGTH - 1] + "…"
-
-
-def run_workers(backend_class, workers=1, *, engine_options=None, **run_options):
-    """Run `workers` claim loops for one CRM side by side and add up their results.
-
-    Each loop has its own thread, backend and database connection; SKIP LOCKED
-    (or the compare-and-set claim on SQLite) keeps them from taking the same rows.
-    """
-    engine_options = engine_options or {}
-    if workers <= 1:
-        return SyncEngine(backend_class(), **engine_options).run(**run_options)
-    results, errors = [], []
-
-    def loop():
-        try:
-            results.append(SyncEngine(backend_class(), **engine_options).run(**run_options))
-        except Exception as exc:
-            logger.exception("crm=%s a claim loop failed", backend_class.name)
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=loop, name="crmsync-%s-%d" % (backend_class.name, i)) for i in range(workers)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise errors[0]
-    total = RunResult(backend_class.name)
-    for result in results:
-        total.add(result)
-    total.seconds = time.monotonic() - started
-    return total

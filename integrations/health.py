@@ -16,12 +16,12 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from django_q.models import Schedule
 
-from contacts.models import ContactSync, ProcessingStatus
+from contacts.models import ContactSync
 
 from .registry import enabled_backend_classes
 from .conf import SyncPolicy
 from .exceptions import CRMConfigurationError
-from .models import CRMState
+from .models import PAUSE_FIELDS, CRMState
 from .schedules import sync_schedule_name
 
 logger = logging.getLogger(__name__)
@@ -66,10 +66,8 @@ def _read_facts(names, now):
     return {
         "queues": _queue_stats(names, now),
         "states": {
-            row["crm"]: row
-            for row in CRMState.objects.filter(crm__in=names).values(
-                "crm", "last_run_at", "last_success_at", "paused_until", "paused_at", "failing_since", "next_probe_at"
-            )
+            state.crm: state
+            for state in CRMState.objects.filter(crm__in=names).only("last_run_at", "last_success_at", *PAUSE_FIELDS)
         },
         "schedules": {
             row["name"]: row
@@ -85,10 +83,8 @@ def _queue_stats(names, now):
     (contactsync_due_queued, contactsync_leased): index-only scans that never
     touch the complete rows, however many there are."""
     rows = ContactSync.objects.filter(crm__in=names).values("crm").order_by()
-    queued = rows.filter(processing_status=ProcessingStatus.QUEUED).annotate(
-        depth=Count("*"), oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now))
-    )
-    processing = rows.filter(processing_status=ProcessingStatus.PROCESSING).annotate(depth=Count("*"))
+    queued = rows.queued().annotate(depth=Count("*"), oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)))
+    processing = rows.in_flight().annotate(depth=Count("*"))
     stats = {name: {"depth": 0, "oldest_due": None} for name in names}
     for row in queued:
         stats[row["crm"]].update(row)
@@ -100,26 +96,23 @@ def _queue_stats(names, now):
 def _crm_health(backend_class, facts, now):
     name = backend_class.name
     queue = facts["queues"][name]
-    state = facts["states"].get(name, {})
+    state = facts["states"].get(name) or CRMState(crm=name)
     schedule = facts["schedules"].get(sync_schedule_name(name))
     oldest_due = queue["oldest_due"]
+    breaker_open = state.open_breaker() is not None
     return {
         "queue_depth": queue["depth"],
         "oldest_due_seconds": _seconds_since(oldest_due, now) if oldest_due else None,
-        "last_run_at": _isoformat(state.get("last_run_at")),
-        "last_success_at": _isoformat(state.get("last_success_at")),
-        "paused": _is_paused(state, now),
-        # The circuit breaker: set while the CRM fails for everyone (engine.Breaker).
-        "failing_since": _isoformat(state.get("failing_since")) if state.get("next_probe_at") else None,
-        "next_probe_at": _isoformat(state.get("next_probe_at")),
-        "schedule": _schedule_health(backend_class, schedule, state.get("last_run_at"), now),
+        "last_run_at": _isoformat(state.last_run_at),
+        "last_success_at": _isoformat(state.last_success_at),
+        # Paused by staff (until resumed) or by the CRM itself (until a time); the
+        # circuit breaker has its own two keys.
+        "paused": bool(state.staff_pause() or state.crm_pause(now)),
+        # The circuit breaker: set while the CRM fails for everyone (breaker.Breaker).
+        "failing_since": _isoformat(state.failing_since) if breaker_open else None,
+        "next_probe_at": _isoformat(state.next_probe_at),
+        "schedule": _schedule_health(backend_class, schedule, state.last_run_at, now),
     }
-
-
-def _is_paused(state, now):
-    """Paused by staff (until resumed) or by the CRM itself (until a time)."""
-    paused_until = state.get("paused_until")
-    return bool(state.get("paused_at") or (paused_until and paused_until > now))
 
 
 def _schedule_health(backend_class, schedule, last_run_at, now):

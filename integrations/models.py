@@ -1,13 +1,109 @@
+import logging
+from typing import NamedTuple
+
 from django.db import models
+from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .registry import validate_crm_name, verbose_crm_name
+
+logger = logging.getLogger(__name__)
+
+# The longest error or pause reason kept; a CRM's answer can be a whole page.
+ERROR_MAX_LENGTH = 2000
+
+
+def clip(message):
+    message = message or ""
+    return message if len(message) <= ERROR_MAX_LENGTH else message[: ERROR_MAX_LENGTH - 1] + "…"
+
+
+class Pause(NamedTuple):
+    until: object  # None for a staff pause, which lasts until resumed
+    reason: str
+    by: str = ""  # who paused it, for a staff pause
+
+
+def staff_pause_reason(paused_by, paused_at):
+    return "Paused by %s at %s; resume it on the sync dashboard." % (
+        paused_by,
+        paused_at.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M %Z"),
+    )
+
+
+def breaker_reason(crm_label, failing_since, next_probe_at):
+    return "%s is failing since %s (server errors, timeouts or refused connections); next probe at %s. " \
+        "Contacts wait without using their attempts." % (crm_label, _when(failing_since), _when(next_probe_at))
+
+
+def _when(moment):
+    if moment is None:
+        return "?"
+    return moment.astimezone(timezone.get_current_timezone()).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+# What deciding a pause reads of a CRMState.
+PAUSE_FIELDS = ("crm", "paused_until", "pause_reason", "paused_by", "paused_at", "failing_since", "next_probe_at")
+
+
+class CRMStateQuerySet(models.QuerySet):
+    """The one home of "is this CRM paused?", and of pausing and resuming it."""
+
+    def ensure(self, crm):
+        """Create the CRM's row if it has none yet; the updates below need it."""
+        self.bulk_create([self.model(crm=crm)], ignore_conflicts=True)
+
+    def paused(self, crm, now=None, *, label=None):
+        """A Pause while the CRM is paused for every worker, else None: by staff
+        (until resumed; it wins, since it lasts longest), by the CRM (a rate limit,
+        bad credentials), or by the circuit breaker until its next probe. `label`
+        names the CRM in the breaker's reason (default: its registered label)."""
+        now = now or timezone.now()
+        state = (
+            self.filter(crm=crm)
+            .filter(Q(paused_at__isnull=False) | Q(paused_until__gt=now) | Q(next_probe_at__gt=now))
+            .only(*PAUSE_FIELDS)
+            .first()
+        )
+        return state.pause(now, label=label) if state else None
+
+    def pause(self, crm, until, reason):
+        """The CRM's own pause (a rate limit, bad credentials): no worker claims
+        until `until`, unless it is already paused for longer."""
+        self.ensure(crm)
+        self.filter(crm=crm).filter(Q(paused_until__isnull=True) | Q(paused_until__lt=until)).update(
+            paused_until=until, pause_reason=clip(reason)
+        )
+        logger.warning("crm=%s paused until %s: %s", crm, until.isoformat(), reason)
+
+    def pause_by_staff(self, crm, by):
+        """Staff pause: no worker claims anything for `crm` until resume. Work already
+        claimed finishes. Pausing a paused CRM keeps who paused it first, and when.
+        Returns whether this call paused it."""
+        now = timezone.now()
+        self.ensure(crm)
+        paused = self.filter(crm=crm, paused_at__isnull=True).update(paused_at=now, paused_by=by, updated_at=now)
+        if paused:
+            logger.warning("crm=%s paused by %s", crm, by)
+        return bool(paused)
+
+    def resume(self, crm, by):
+        """End a staff pause. A pause the CRM itself asked for (a rate limit, bad
+        credentials) runs its course. Returns whether this call resumed it."""
+        resumed = self.filter(crm=crm, paused_at__isnull=False).update(
+            paused_at=None, paused_by="", updated_at=timezone.now()
+        )
+        if resumed:
+            logger.warning("crm=%s resumed by %s", crm, by)
+        return bool(resumed)
 
 
 class CRMState(models.Model):
     """What every worker on every machine must know about one CRM: whether it is
     paused, by the CRM itself (a rate limit, bad credentials: until a time) or by
-    staff (until resumed), and when it last ran. Only integrations.engine writes it."""
+    staff (until resumed), and when it last ran. Its manager (CRMStateQuerySet) is the
+    one place that decides whether a CRM is paused; the engine writes the rest."""
 
     crm = models.CharField(_("CRM"), max_length=32, unique=True, validators=[validate_crm_name])
     paused_until = models.DateTimeField(_("paused until"), null=True, blank=True)
@@ -19,13 +115,15 @@ class CRMState(models.Model):
     last_success_at = models.DateTimeField(_("last run that synced a contact"), null=True, blank=True)
     # The next moment a request to this CRM may start, for every worker: see ratelimit.py.
     next_request_at = models.DateTimeField(_("next request slot"), null=True, blank=True)
-    # The circuit breaker (engine.Breaker): failed batches in a row, and while it
+    # The circuit breaker (breaker.Breaker): failed batches in a row, and while it
     # is open, since when the CRM fails and when one worker may probe it next.
     failed_batches = models.PositiveIntegerField(_("failed batches in a row"), default=0)
     failing_since = models.DateTimeField(_("failing since"), null=True, blank=True)
     next_probe_at = models.DateTimeField(_("next probe at"), null=True, blank=True)
     probe_interval_seconds = models.FloatField(_("probe interval (s)"), default=0)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    objects = CRMStateQuerySet.as_manager()
 
     class Meta:
         verbose_name = _("CRM state")
@@ -34,6 +132,37 @@ class CRMState(models.Model):
 
     def __str__(self):
         return verbose_crm_name(self.crm)
+
+    # Each kind of pause, decided here only; CRMStateQuerySet.paused() combines them.
+
+    def pause(self, now, *, label=None):
+        """The Pause that stops the claims now, if any: staff, then the CRM's own, then
+        the circuit breaker's."""
+        return self.staff_pause() or self.crm_pause(now) or self.breaker_pause(now, label=label)
+
+    def staff_pause(self):
+        """Pause(None, why, who) while staff paused the CRM; it lasts until resumed."""
+        if self.paused_at:
+            return Pause(None, staff_pause_reason(self.paused_by, self.paused_at), self.paused_by)
+        return None
+
+    def crm_pause(self, now):
+        """Pause(until, why) while the CRM's own pause (a rate limit, bad credentials) runs."""
+        if self.paused_until and self.paused_until > now:
+            return Pause(self.paused_until, self.pause_reason)
+        return None
+
+    def open_breaker(self, *, label=None):
+        """Pause(next probe, why) while the circuit breaker is open, else None."""
+        if self.next_probe_at:
+            reason = breaker_reason(label or verbose_crm_name(self.crm), self.failing_since, self.next_probe_at)
+            return Pause(self.next_probe_at, reason)
+        return None
+
+    def breaker_pause(self, now, *, label=None):
+        """The open breaker's Pause until its next probe; once it is due, a worker may probe."""
+        pause = self.open_breaker(label=label)
+        return pause if pause and pause.until > now else None
 
 
 class EnrichmentStatus(models.TextChoices):

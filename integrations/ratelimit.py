@@ -14,6 +14,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from .models import CRMState
+
 
 class SharedPacer:
     def __init__(self, crm, requests_per_second):
@@ -24,8 +26,6 @@ class SharedPacer:
     def reserve(self, count):
         """Reserve `count` consecutive request slots; return their start times as
         time.monotonic() values, in order."""
-        from .models import CRMState  # the models import the backend registry
-
         interval = timedelta(seconds=self.interval)
         with self.lock, transaction.atomic():
             CRMState.objects.bulk_create([CRMState(crm=self.crm)], ignore_conflicts=True)
@@ -43,8 +43,6 @@ class SharedPacer:
     def hold(self, seconds):
         """Start no new request for `seconds`, in any worker: the CRM said its
         quota is spent. Slots already handed out are kept."""
-        from .models import CRMState
-
         until = timezone.now() + timedelta(seconds=seconds)
         with self.lock, transaction.atomic():
             CRMState.objects.bulk_create([CRMState(crm=self.crm)], ignore_conflicts=True)

@@ -8,9 +8,7 @@ sweep that also catches changes made without signals (QuerySet.update, raw SQL).
 import logging
 from contextlib import contextmanager
 
-from django.db.models import Q
-
-from contacts.models import ContactSync, ProcessingStatus, SyncStatus
+from contacts.models import ContactSync
 from contacts.selection import requeue_changed
 
 from .registry import enabled_backend_classes, get_enabled_backend_class
@@ -64,7 +62,7 @@ def _requeue_drifted_crm(crm, batch_size):
     requeued, last_pk = 0, 0
     with _backend(crm) as backend:
         while True:
-            batch = _complete_rows().filter(crm=crm, pk__gt=last_pk).order_by("pk")
+            batch = _complete_rows().for_crm(crm).filter(pk__gt=last_pk).order_by("pk")
             rows = list(batch[:batch_size])
             if not rows:
                 break
@@ -76,16 +74,11 @@ def _requeue_drifted_crm(crm, batch_size):
 
 
 def _complete_rows():
-    return ContactSync.objects.filter(
-        sync_status=SyncStatus.COMPLETE, processing_status=ProcessingStatus.COMPLETE
-    ).select_related("contact")
+    return ContactSync.objects.complete().select_related("contact")
 
 
 def _complete_or_in_flight_rows():
-    complete = Q(sync_status=SyncStatus.COMPLETE, processing_status=ProcessingStatus.COMPLETE)
-    return ContactSync.objects.filter(complete | Q(processing_status=ProcessingStatus.PROCESSING)).select_related(
-        "contact"
-    )
+    return ContactSync.objects.complete_or_in_flight().select_related("contact")
 
 
 def _changed(backend, rows):

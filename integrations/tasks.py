@@ -11,8 +11,8 @@ from contacts.models import SyncAttempt
 
 from .registry import get_enabled_backend_class
 from .conf import SyncPolicy, attempt_retention_days
-from .engine import run_workers
 from .resync import requeue_drifted
+from .workers import run_workers
 
 logger = logging.getLogger(__name__)
 

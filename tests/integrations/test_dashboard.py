@@ -136,7 +136,7 @@ class TestWhatItShows:
 
     def test_a_paused_crm_says_who_paused_it_and_a_crm_pause_says_until_when(self, viewer, settings):
         settings.OTHER_TOKEN = "other-token"
-        engine.pause_crm("scripted", "alice")
+        CRMState.objects.pause_by_staff("scripted", "alice")
         CRMState.objects.create(crm="other", paused_until=timezone.now() + timedelta(minutes=10), pause_reason="HTTP 429")
 
         response = viewer.get(DASHBOARD)
@@ -208,7 +208,7 @@ class TestPauseAndResume:
         assert 'name="resume"' in card(operator.get(DASHBOARD))
 
     def test_pausing_again_keeps_the_first_pause(self, operator):
-        assert engine.pause_crm("scripted", "bob")
+        assert CRMState.objects.pause_by_staff("scripted", "bob")
         first = CRMState.objects.get(crm="scripted").paused_at
         operator.post(reverse("admin:crmsync_pause", args=["scripted"]))
         state = CRMState.objects.get(crm="scripted")
@@ -216,7 +216,7 @@ class TestPauseAndResume:
 
     def test_resuming_lets_the_crm_claim_again(self, operator, queued):
         queued(3)
-        engine.pause_crm("scripted", "alice")
+        CRMState.objects.pause_by_staff("scripted", "alice")
 
         operator.post(reverse("admin:crmsync_resume", args=["scripted"]))
 
@@ -236,7 +236,7 @@ class TestPauseAndResume:
 
     def test_sync_crm_until_empty_stops_at_a_staff_pause_and_says_so(self, queued):
         queued(2)
-        engine.pause_crm("scripted", "alice")
+        CRMState.objects.pause_by_staff("scripted", "alice")
         out = StringIO()
 
         call_command("sync_crm", "--until-empty", stdout=out)
@@ -246,10 +246,10 @@ class TestPauseAndResume:
 
 
 def test_every_admin_page_says_a_crm_is_paused_by_staff(viewer):
-    engine.pause_crm("scripted", "alice")
+    CRMState.objects.pause_by_staff("scripted", "alice")
     page = viewer.get(reverse("admin:contacts_contact_changelist")).content.decode()
     assert re.search(r"Scripted CRM is paused by alice since .*resumes it on the", page, re.S)
-    engine.resume_crm("scripted", "alice")
+    CRMState.objects.resume("scripted", "alice")
     assert "is paused by" not in viewer.get(reverse("admin:contacts_contact_changelist")).content.decode()
 
 

@@ -8,8 +8,9 @@ from django.db import connections
 
 from contacts.models import ContactSync, ProcessingStatus, SyncAttempt
 from integrations.backends.base import Outcome
-from integrations.engine import SyncEngine, run_workers
+from integrations.engine import SyncEngine
 from integrations.exceptions import RateLimited
+from integrations.workers import run_workers
 
 from .doubles import ScriptedBackend
 

@@ -1,23 +1,16 @@
 import json
 import threading
-import time
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import InterfaceError, OperationalError, connections
-from django.db.models import Min, Q
-from django.utils import timezone
 
-from contacts.models import ContactSync, ProcessingStatus
 from integrations.registry import enabled_backend_classes, get_enabled_backend_class
-from integrations.backends.base_requests import sandbox_url
+from integrations.conf import sandbox_url
 from integrations.conf import SyncPolicy
-from integrations.engine import RunResult, SyncEngine, run_workers
-from integrations.exceptions import CRMConfigurationError, InvalidContact, UnknownCRM
+from integrations.engine import RunResult
+from integrations.exceptions import CRMConfigurationError, UnknownCRM
+from integrations.workers import drain, due_count, preview
 
 BAR_WIDTH = 30
-MAX_WAIT_SECONDS = 10
-# Lost database connections in a row that --until-empty rides out before giving up.
-MAX_CONNECTION_LOSSES = 3
 
 
 class Command(BaseCommand):
@@ -93,34 +86,18 @@ class Command(BaseCommand):
             SyncPolicy.for_backend(backend_class)
         except CRMConfigurationError as exc:
             raise CommandError(str(exc), returncode=3)
-        due_at_start = self._due_count(crm)
-        total, shown = RunResult(crm), RunResult(crm)
-        started = time.monotonic()
-        losses = 0
-        while True:
-            remaining = None if limit is None else limit - total.claimed
-            if remaining is not None and remaining <= 0:
-                break
-            try:
-                result = run_workers(
-                    backend_class,
-                    workers,
-                    batch_size=batch_size,
-                    max_contacts=remaining,
-                    on_batch=lambda batch: self._progress(crm, shown, batch, due_at_start),
-                )
-            except (InterfaceError, OperationalError) as exc:
-                losses += 1
-                if not until_empty or losses > MAX_CONNECTION_LOSSES:
-                    raise
-                result = self._connection_lost(crm, exc)
-            else:
-                losses = 0
-            total.add(result)
-            # A staff pause lasts until someone resumes it: waiting would never end.
-            if result.paused_by or not until_empty or not self._wait_for_more(crm, result.paused_until):
-                break
-        total.seconds = time.monotonic() - started
+        due_at_start = due_count(crm)
+        shown = RunResult(crm)
+        total = drain(
+            backend_class,
+            workers,
+            batch_size=batch_size,
+            limit=limit,
+            until_empty=until_empty,
+            on_batch=lambda batch: self._progress(crm, shown, batch, due_at_start),
+            on_connection_lost=lambda exc: self._connection_lost(crm, exc),
+            on_wait=lambda seconds: self._waiting(crm, seconds),
+        )
         self._end_progress()
         return total
 
@@ -154,10 +131,6 @@ class Command(BaseCommand):
             self.stdout.write("")
 
     def _connection_lost(self, crm, exc):
-        """A run stopped on a lost database connection: the transaction it was in
-        rolled back, and rows it had claimed but not recorded are claimed again when
-        their lease runs out. Carry on over a fresh connection."""
-        connections.close_all()
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         self.stderr.write(
             self.style.WARNING(
@@ -165,52 +138,16 @@ class Command(BaseCommand):
                 "interrupted batch are synced again when their lease runs out." % (crm, reason)
             )
         )
-        return RunResult(crm)
 
-    def _wait_for_more(self, crm, paused_until=None):
-        """Sleep until the next row falls due, and the CRM's pause (if any) is over;
-        False when nothing is left queued."""
-        pending = ContactSync.objects.filter(
-            crm=crm, processing_status__in=[ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]
-        )
-        # A claimed row keeps the next_attempt_at it was queued with: only a queued
-        # row's counts, or a row in flight would look due at once and keep us spinning.
-        next_due = pending.aggregate(
-            queued=Min("next_attempt_at", filter=Q(processing_status=ProcessingStatus.QUEUED)),
-            leased=Min("lease_expires_at", filter=Q(processing_status=ProcessingStatus.PROCESSING)),
-        )
-        moments = [moment for moment in next_due.values() if moment]
-        if not moments:
-            return False
-        # Rows that fell due while the CRM is paused wait for the pause to end.
-        wait = (max(min(moments), paused_until or min(moments)) - timezone.now()).total_seconds()
-        if wait > 0:
-            if self.verbosity >= 2:
-                self.stdout.write("%s: waiting %.0f s for the next due contact" % (crm, wait))
-            time.sleep(min(wait, MAX_WAIT_SECONDS))
-        return True
-
-    @staticmethod
-    def _due_count(crm):
-        now = timezone.now()
-        return ContactSync.objects.filter(crm=crm).filter(SyncEngine._due_condition(now)).count()
+    def _waiting(self, crm, seconds):
+        if self.verbosity >= 2:
+            self.stdout.write("%s: waiting %.0f s for the next due contact" % (crm, seconds))
 
     def _dry_run(self, backend_class, batch_size, limit):
-        backend = backend_class()
         count = limit or batch_size or SyncPolicy.for_backend(backend_class).batch_size
-        due = (
-            ContactSync.objects.filter(crm=backend_class.name)
-            .filter(SyncEngine._due_condition(timezone.now()))
-            .select_related("contact")
-            .order_by("next_attempt_at", "pk")[:count]
-        )
         shown = 0
-        for row in due:
-            try:
-                payload = backend.build_payload(row.contact)
-            except InvalidContact as exc:
-                payload = {"invalid": exc.message}
-            self.stdout.write(json.dumps({"crm": backend_class.name, "contact": row.contact.email, "payload": payload}, ensure_ascii=False))
+        for contact, payload in preview(backend_class, count):
+            self.stdout.write(json.dumps({"crm": backend_class.name, "contact": contact.email, "payload": payload}, ensure_ascii=False))
             shown += 1
         self.stdout.write(
             self.style.WARNING("Dry run: %d %s payloads shown, nothing sent or changed." % (shown, backend_class.verbose_name))
