@@ -1,7 +1,7 @@
 """HubSpot: batch upsert of up to 100 contacts per request, keyed by email.
 
 batch/upsert with idProperty=email creates or updates without a search first;
-search-then-create races into duplicates (crm-api.md section 2). When HubSpot
+search-then-create races into duplicates (docs/crm-api.md, section 2, "Single contact and search"). When HubSpot
 rejects a whole batch because of some of its records, the batch is split until
 each bad record stands alone with HubSpot's own message.
 """

@@ -1,7 +1,7 @@
 """Mautic (self-hosted): batch create-or-update through /api/contacts/batch/new.
 
 batch/new upserts on the unique identifier (email by default) and always answers
-201, with a status code per item (crm-api.md section 3). Authentication is HTTP
+201, with a status code per item (docs/crm-api.md, section 3, "Batch create-or-update"). Authentication is HTTP
 Basic (which the instance must enable) or OAuth2 client credentials.
 """
 

@@ -1,7 +1,7 @@
 """n8n: POST each contact (or each batch, as one JSON array) to a Webhook trigger.
 
 A 2xx only means n8n accepted the call: with "Respond Immediately" (n8n's default)
-the workflow runs afterwards and its failures never reach us (crm-api.md section 4).
+the workflow runs afterwards and its failures never reach us (docs/crm-api.md, section 4, "Responses").
 The workflow reports back, when it wants to, through the enrichment callback.
 """
 
