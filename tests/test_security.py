@@ -163,7 +163,7 @@ def test_the_dashboard_needs_the_view_contact_sync_permission(as_persona, brevo_
 @pytest.mark.parametrize("change", ["pause", "resume"])
 def test_pause_and_resume_need_the_pause_permission(as_persona, brevo_configured, persona, change):
     if change == "resume":
-        engine.pause_crm("brevo", "someone-else")
+        CRMState.objects.pause_by_staff("brevo", "someone-else")
     expected = {"anonymous": "login", "non_staff": "login", "pauser": "done"}.get(persona, 403)
 
     response = as_persona(persona).post(reverse("admin:crmsync_%s" % change, args=["brevo"]))
