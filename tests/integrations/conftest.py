@@ -1,3 +1,4 @@
+import itertools
 from datetime import timedelta
 
 import pytest
@@ -92,6 +93,18 @@ def sent_json(call):
     import json
 
     return json.loads(call.request.body)
+
+
+# Unsaved contacts still need a pk each: outcomes and items are keyed by it.
+_unsaved_contact_pks = itertools.count(1)
+
+
+def unsaved_contact(**fields):
+    """A Contact never saved, for backend unit tests that need no database. Its
+    email stays exactly as given: the ORM stores the canonical form only when it
+    saves (LowercaseEmailField.get_prep_value), so this also stands for a row
+    stored before the canonical email rule."""
+    return Contact(pk=next(_unsaved_contact_pks), **fields)
 
 
 def make_item(contact, backend, key=None, external_id=""):

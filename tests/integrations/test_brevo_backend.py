@@ -11,13 +11,10 @@ from integrations.backends.brevo import BrevoBackend, brevo_sms
 from integrations.exceptions import CRMUnavailable, InvalidContact
 from integrations.ratelimit import share_pace
 
-from ..contacts.legacy_rows import stored_as
-from .conftest import make_item, sent_json
+from .conftest import make_item, sent_json, unsaved_contact
 
 API = "https://api.brevo.com/v3"
 KEY = "xkeysib-test-0000000000000000000000"
-
-pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -29,8 +26,9 @@ def brevo(settings):
 
 
 def contact(**fields):
+    """An unsaved contact: the backend only reads it, so no database is needed."""
     fields.setdefault("email", "ann@example.com")
-    return Contact.objects.create(**fields)
+    return unsaved_contact(**fields)
 
 
 def push(backend_class, *contacts, external_ids=None):
@@ -201,6 +199,11 @@ class TestPush:
         gaps = [later - earlier for earlier, later in zip(sorted(waited_for), sorted(waited_for)[1:])]
         assert len(waited_for) == 6 and gaps == pytest.approx([0.05] * 5)
 
+
+@pytest.mark.django_db
+class TestSharedPace:
+    """The engine's pacer keeps the next free slot in the database (CRMState)."""
+
     def test_workers_share_one_pace(self, brevo, settings):
         settings.BREVO_REQUESTS_PER_SECOND = 10
         first_worker, second_worker = share_pace(BrevoBackend()).pacer, share_pace(BrevoBackend()).pacer
@@ -212,12 +215,13 @@ class TestPush:
         assert second_slots[1] - second_slots[0] == pytest.approx(0.1)
 
 
+@pytest.mark.django_db
 class TestThroughTheEngine:
     def test_contacts_end_complete_with_their_brevo_ids(self, brevo, crm_api):
         from contacts import selection
         from integrations.engine import SyncEngine
 
-        contact(email="a@example.com"), contact(email="b@example.com")
+        Contact.objects.create(email="a@example.com"), Contact.objects.create(email="b@example.com")
         selection.select(Contact.objects.all(), ["brevo"])
         crm_api.post(API + "/contacts", status=201, json={"id": 5})
         crm_api.post(API + "/contacts", status=201, json={"id": 6})
@@ -230,7 +234,7 @@ class TestThroughTheEngine:
         from integrations.engine import SyncEngine
         from integrations.models import CRMState
 
-        contact()
+        Contact.objects.create(email="ann@example.com")
         selection.select(Contact.objects.all(), ["brevo"])
         crm_api.post(API + "/contacts", status=401, json={"code": "unauthorized", "message": "Key not found"})
         SyncEngine(BrevoBackend()).run()
@@ -241,7 +245,10 @@ class TestThroughTheEngine:
         assert state.paused_until is not None and "BREVO_API_KEY" in state.pause_reason
 
 
+@pytest.mark.django_db
 class TestSetup:
+    """crm_setup paces its requests with the shared pacer, which lives in the database."""
+
     def test_creates_the_missing_attributes_once(self, brevo, crm_api):
         from io import StringIO
 
@@ -268,7 +275,8 @@ class TestEmailForm:
     @pytest.mark.parametrize("spelling", ["zoe@ex\u00e4mple.com", "zoe@exa\u0308mple.com"])
     def test_every_spelling_is_sent_with_the_punycode_domain(self, brevo, crm_api, spelling):
         crm_api.post(API + "/contacts", status=201, json={"id": 42})
-        push(brevo, stored_as(spelling))
+        # Unsaved, the contact keeps the spelling as given (the ORM would store the canonical one).
+        push(brevo, contact(email=spelling))
         assert sent_json(crm_api.calls[0])["email"] == "zoe@xn--exmple-cua.com"
 
     def test_the_id_lookup_after_an_update_uses_the_form_that_was_sent(self, brevo, crm_api):

@@ -14,14 +14,11 @@ from integrations.backends.hubspot import HubSpotBackend
 from integrations.exceptions import CRMUnavailable, InvalidContact
 from integrations.ratelimit import share_pace
 
-from ..contacts.legacy_rows import stored_as
-from .conftest import make_item, sent_json
+from .conftest import make_item, sent_json, unsaved_contact
 
 API = "https://api.hubapi.com"
 UPSERT = API + "/crm/v3/objects/contacts/batch/upsert"
 TOKEN = "pat-na1-00000000-0000-0000-0000-000000000000"
-
-pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
@@ -32,12 +29,12 @@ def hubspot(settings):
 
 
 def contacts(count, bad=()):
-    made = [Contact.objects.create(email="p%d@example.com" % i, first_name="P%d" % i) for i in range(count)]
-    for index in bad:
-        # Stored without model validation, as a raw import could.
-        Contact.objects.filter(pk=made[index].pk).update(email="bad%d@example.com" % index)
-        made[index].refresh_from_db()
-    return made
+    """Unsaved contacts p0@, p1@, ...; those at the `bad` indexes hold bad<i>@
+    instead, an address this HubSpot double refuses, as a raw import could store."""
+    return [
+        unsaved_contact(email=("bad%d@example.com" if i in bad else "p%d@example.com") % i, first_name="P%d" % i)
+        for i in range(count)
+    ]
 
 
 def push(backend_class, people):
@@ -65,7 +62,7 @@ def hubspot_like_upsert(bad_emails=(), rng=random.Random(4)):
 
 class TestPayload:
     def test_upsert_input_keyed_by_email(self, hubspot):
-        ann = Contact.objects.create(email="ann@example.com", first_name="Ann", last_name="Lee", phone="+44 20", company="Acme", website="https://acme.test")
+        ann = unsaved_contact(email="ann@example.com", first_name="Ann", last_name="Lee", phone="+44 20", company="Acme", website="https://acme.test")
         assert HubSpotBackend().build_payload(ann) == {
             "id": "ann@example.com",
             "idProperty": "email",
@@ -81,12 +78,12 @@ class TestPayload:
 
     def test_sparse_contact_and_field_map_extension(self, hubspot, settings):
         settings.HUBSPOT_FIELD_MAP = "lead_source=source,jobtitle=job_title"
-        ann = Contact.objects.create(email="ann@example.com", attributes={"source": "fair"})
+        ann = unsaved_contact(email="ann@example.com", attributes={"source": "fair"})
         assert HubSpotBackend().build_payload(ann)["properties"] == {"email": "ann@example.com", "lead_source": "fair"}
 
     def test_list_and_dict_attributes_are_sent_as_json(self, hubspot, settings):
         settings.HUBSPOT_FIELD_MAP = "tags=tags,profile=profile"
-        ann = Contact.objects.create(
+        ann = unsaved_contact(
             email="ann@example.com", attributes={"tags": ["vip", "émigré"], "profile": {"b": 2, "a": [1]}}
         )
         properties = HubSpotBackend().build_payload(ann)["properties"]
@@ -155,9 +152,10 @@ class TestPush:
 
     def test_retry_after_wins_and_daily_limit_waits_for_the_next_day(self, hubspot, crm_api):
         crm_api.post(UPSERT, status=429, headers={"Retry-After": "3"}, json={"policyName": "TEN_SECONDLY_ROLLING"})
-        assert push(hubspot, contacts(1))[0].retry_after == 3.0
+        person = contacts(1)
+        assert push(hubspot, person)[0].retry_after == 3.0
         crm_api.replace(responses.POST, UPSERT, status=429, json={"policyName": "DAILY", "message": "You have reached your daily limit."})
-        wait = HubSpotBackend().push([make_item(Contact.objects.get(), HubSpotBackend())])[0].retry_after
+        wait = HubSpotBackend().push([make_item(person[0], HubSpotBackend())])[0].retry_after
         assert 0 < wait <= 24 * 3600
 
     def test_rate_limit_holds_back_the_later_chunks(self, hubspot, crm_api):
@@ -165,20 +163,6 @@ class TestPush:
         outcomes = push(hubspot, contacts(150))
         assert len(crm_api.calls) == 1
         assert {o.kind for o in outcomes} == {OutcomeKind.WAIT}
-
-    @pytest.mark.parametrize("remaining, held_seconds", [("0", 10), ("7", 0)])
-    def test_a_spent_quota_holds_every_worker_until_the_window_rolls(self, hubspot, crm_api, remaining, held_seconds):
-        crm_api.post(
-            UPSERT,
-            json={"status": "COMPLETE", "results": [{"id": "1", "properties": {"email": "p0@example.com"}}]},
-            headers={"X-HubSpot-RateLimit-Remaining": remaining, "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
-        )
-        # Each worker's backend paces with the pacer the engine shares (share_pace).
-        worker = share_pace(HubSpotBackend())
-        outcomes = worker.push([make_item(person, worker) for person in contacts(1)])
-        assert outcomes[0].kind is OutcomeKind.ACCEPTED
-        next_slot = share_pace(HubSpotBackend()).pacer.reserve(1)[0] - time.monotonic()
-        assert next_slot == pytest.approx(held_seconds, abs=0.5)
 
     @pytest.mark.parametrize("status", [500, 502, 504])
     def test_server_errors_are_retried(self, hubspot, crm_api, status):
@@ -201,26 +185,49 @@ class TestPush:
         assert not excinfo.value.fail_contacts
 
 
+@pytest.mark.django_db
+class TestSharedPace:
+    """The engine's pacer keeps the next free slot in the database (CRMState)."""
+
+    @pytest.mark.parametrize("remaining, held_seconds", [("0", 10), ("7", 0)])
+    def test_a_spent_quota_holds_every_worker_until_the_window_rolls(self, hubspot, crm_api, remaining, held_seconds):
+        crm_api.post(
+            UPSERT,
+            json={"status": "COMPLETE", "results": [{"id": "1", "properties": {"email": "p0@example.com"}}]},
+            headers={"X-HubSpot-RateLimit-Remaining": remaining, "X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
+        )
+        # Each worker's backend paces with the pacer the engine shares (share_pace).
+        worker = share_pace(HubSpotBackend())
+        outcomes = worker.push([make_item(person, worker) for person in contacts(1)])
+        assert outcomes[0].kind is OutcomeKind.ACCEPTED
+        next_slot = share_pace(HubSpotBackend()).pacer.reserve(1)[0] - time.monotonic()
+        assert next_slot == pytest.approx(held_seconds, abs=0.5)
+
+
 def test_record_link_needs_the_portal_id(hubspot, settings):
     assert HubSpotBackend.external_url("123") is None
     settings.HUBSPOT_PORTAL_ID = "987"
     assert HubSpotBackend.external_url("123") == "https://app.hubspot.com/contacts/987/record/0-1/123"
 
 
-def test_setup_creates_missing_custom_properties(hubspot, settings, crm_api):
-    from io import StringIO
+@pytest.mark.django_db
+class TestSetup:
+    """crm_setup paces its requests with the shared pacer, which lives in the database."""
 
-    from django.core.management import call_command
+    def test_setup_creates_missing_custom_properties(self, hubspot, settings, crm_api):
+        from io import StringIO
 
-    settings.HUBSPOT_FIELD_MAP = "lead_source=source,crm_score=score"
-    crm_api.get(API + "/crm/v3/properties/contacts", json={"results": [{"name": "email"}, {"name": "crm_score"}]})
-    crm_api.post(API + "/crm/v3/properties/contacts", status=201, json={"name": "lead_source"})
-    out = StringIO()
-    call_command("crm_setup", "--crm", "hubspot", stdout=out)
-    assert out.getvalue().strip() == "HubSpot: created lead_source; already there: crm_score."
-    created = sent_json(crm_api.calls[1])
-    assert (created["name"], created["type"], created["fieldType"], created["groupName"]) == (
-        "lead_source", "string", "text", "contactinformation")
+        from django.core.management import call_command
+
+        settings.HUBSPOT_FIELD_MAP = "lead_source=source,crm_score=score"
+        crm_api.get(API + "/crm/v3/properties/contacts", json={"results": [{"name": "email"}, {"name": "crm_score"}]})
+        crm_api.post(API + "/crm/v3/properties/contacts", status=201, json={"name": "lead_source"})
+        out = StringIO()
+        call_command("crm_setup", "--crm", "hubspot", stdout=out)
+        assert out.getvalue().strip() == "HubSpot: created lead_source; already there: crm_score."
+        created = sent_json(crm_api.calls[1])
+        assert (created["name"], created["type"], created["fieldType"], created["groupName"]) == (
+            "lead_source", "string", "text", "contactinformation")
 
 
 class TestEmailForm:
@@ -228,11 +235,12 @@ class TestEmailForm:
     addresses") and its results are matched in that form, whatever it echoes."""
 
     def test_every_spelling_is_sent_with_the_punycode_domain(self, hubspot):
-        payload = HubSpotBackend().build_payload(stored_as("zoe@exa\u0308mple.com"))
+        # Unsaved, the contact keeps the NFD spelling (the ORM would store the canonical one).
+        payload = HubSpotBackend().build_payload(unsaved_contact(email="zoe@exa\u0308mple.com"))
         assert payload["id"] == payload["properties"]["email"] == "zoe@xn--exmple-cua.com"
 
     @pytest.mark.parametrize("echoed", ["zoe@xn--exmple-cua.com", "Zoe@Ex\u00e4mple.com", "ZOE@XN--EXMPLE-CUA.COM"])
     def test_results_are_matched_whatever_form_hubspot_echoes(self, hubspot, crm_api, echoed):
         crm_api.post(UPSERT, json={"status": "COMPLETE", "results": [{"id": "901", "properties": {"email": echoed}}]})
-        [outcome] = push(hubspot, [stored_as("zoe@exa\u0308mple.com")])
+        [outcome] = push(hubspot, [unsaved_contact(email="zoe@exa\u0308mple.com")])
         assert (outcome.kind, outcome.external_id) == (OutcomeKind.ACCEPTED, "901")
