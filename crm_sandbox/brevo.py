@@ -1,4 +1,4 @@
-"""Brevo's contacts API (crm-api.md section 1), in memory.
+"""Brevo's contacts API (docs/crm-api.md section 1), in memory.
 
 Settings: unknown_attributes, "drop" (what is reported for create) or "reject";
 import_delay_seconds, how long a /contacts/import takes to apply.
@@ -58,7 +58,7 @@ def contact_not_found():
 
 
 def valid_email(email):
-    # Brevo refuses a Unicode domain and takes its punycode form (crm-api.md, section 1).
+    # Brevo refuses a Unicode domain and takes its punycode form (docs/crm-api.md, section 1).
     if not email.isascii():
         return False
     try:
@@ -355,7 +355,7 @@ class BrevoEmulator(Emulator):
             return error(400, "invalid_parameter", "Invalid attribute type: %s" % kind)
         with self.lock:
             if name.upper() in self.attributes:
-                # Not confirmed by crm-api.md (an open question there): the answer for a taken name.
+                # Not confirmed by docs/crm-api.md section 5 (an open question there): the answer for a taken name.
                 return error(400, "invalid_parameter", "Attribute name must be unique")
             definition = {"name": name.upper(), "category": category, "type": kind}
             if body.get("enumeration"):
@@ -419,7 +419,7 @@ class BrevoEmulator(Emulator):
 
     def _identifier_clash(self, attributes, contact):
         """The identifier (SMS, ext_id) this write would share with another contact, if any.
-        updateEnabled does not resolve it (crm-api.md section 1)."""
+        updateEnabled does not resolve it (docs/crm-api.md section 1)."""
         for key, name in (("SMS", "SMS"), ("EXT_ID", "ext_id")):
             value = attributes.get(key)
             owner = self._by_attribute(key, value) if value else None
@@ -608,7 +608,7 @@ class BrevoEmulator(Emulator):
         raw = {str(k).upper(): v for k, v in (row.get("attributes") or {}).items()}
         if not options.get("emptyContactsAttributes"):
             raw = {k: v for k, v in raw.items() if v not in (None, "")}
-        # Import ignores unknown attributes, whatever unknown_attributes says (crm-api.md).
+        # Import ignores unknown attributes, whatever unknown_attributes says (docs/crm-api.md section 1).
         known = {k: v for k, v in raw.items() if k in self.attributes or k in IDENTIFIER_ATTRIBUTES}
         if "SMS" in known and known["SMS"] not in (None, ""):
             known["SMS"] = normalised_sms(known["SMS"])

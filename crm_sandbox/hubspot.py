@@ -1,4 +1,4 @@
-"""HubSpot's CRM contacts API (crm-api.md section 2), in memory.
+"""HubSpot's CRM contacts API (docs/crm-api.md section 2), in memory.
 
 Settings: search_index_lag_seconds, how long a write stays invisible to search;
 send_retry_after, whether a 429 carries Retry-After (not confirmed for the real API).
@@ -126,7 +126,7 @@ def not_allowed(request, field, value, allowed):
 
 
 def non_unique_id_property():
-    # crm-api.md: batch update refuses email as idProperty, though upsert and single PATCH take it.
+    # docs/crm-api.md section 2: batch update refuses email as idProperty, though upsert and single PATCH take it.
     message = "Unable to perform update/upsert by non-unique %s property" % CONTACT_OBJECT_TYPE
     return error(400, "VALIDATION_ERROR", message)
 
@@ -206,7 +206,7 @@ class HubSpotEmulator(Emulator):
         self.lists, self.next_list_id = {}, 1
 
     def default_limits(self):
-        # Free/Starter private app: 100 per rolling 10 s and 250,000 a day; search 4/s (crm-api.md).
+        # Free/Starter private app: 100 per rolling 10 s and 250,000 a day; search 4/s (docs/crm-api.md section 2).
         return {
             "window": Limit(100, 10, rolling=True),
             "daily": DailyQuota(250_000),
@@ -502,7 +502,8 @@ class HubSpotEmulator(Emulator):
             return error(400, "VALIDATION_ERROR", "A DYNAMIC list needs a filterBranch.")
         with self.lock:
             if any(item["name"] == body["name"] for item in self.lists.values()):
-                # Not confirmed by crm-api.md: list names are unique in HubSpot; the exact answer is inferred.
+                # List names are unique in HubSpot; the exact answer is inferred
+                # (docs/crm-api.md section 2 does not confirm it).
                 return error(409, "CONFLICT", "A list with the name '%s' already exists." % body["name"])
             created = self._new_list(body)
             return json_response(200, {"list": list_view(created)})
@@ -537,7 +538,7 @@ class HubSpotEmulator(Emulator):
             members["members"] += added
             members["updatedAt"] = now()
             missing = [i for i in wanted if i not in self.records]
-        # The spec spells the first key recordsIdsAdded; crm-api.md leaves open whether the wire does.
+        # The spec spells the first key recordsIdsAdded; docs/crm-api.md section 2 leaves open whether the wire does.
         # This follows the SDKs' recordIdsAdded, matching recordIdsMissing and recordIdsRemoved.
         return json_response(200, {"recordIdsAdded": added, "recordIdsMissing": missing, "recordIdsRemoved": []})
 
@@ -552,7 +553,7 @@ class HubSpotEmulator(Emulator):
             if definition is None:
                 details.append(detail(name, "PROPERTY_DOESNT_EXIST", 'Property "%s" does not exist' % name))
             elif name in READ_ONLY_PROPERTIES:
-                # Inferred wording; crm-api.md only says read-only properties cause an error.
+                # Inferred wording; docs/crm-api.md section 2 only says read-only properties cause an error.
                 message = "%s is a read only property; its value cannot be set." % name
                 details.append(detail(name, "READ_ONLY_VALUE", message))
             elif len(text) > MAX_VALUE_LENGTH:
@@ -613,7 +614,7 @@ class HubSpotEmulator(Emulator):
             elif email in self.by_email:
                 failures.append((index, conflict(self.by_email[email]["id"])))
             elif email and email in emails:
-                # Two inputs with one email: 409 (crm-api.md); the wording here is not confirmed.
+                # Two inputs with one email: 409 (docs/crm-api.md section 2); the wording here is not confirmed.
                 message = "Contact already exists. Duplicate email in batch input: %s" % email
                 failures.append((index, error(409, "CONFLICT", message)))
             emails.add(email)
@@ -727,7 +728,7 @@ def batch_inputs(request, model, required):
     """(inputs, None) or (None, the 400): 1 to 100 inputs, each with its required keys."""
     inputs = request.json_object().get("inputs")
     if not isinstance(inputs, list) or not 1 <= len(inputs) <= MAX_INPUTS:
-        # crm-api.md: more than 100 gives 400 VALIDATION_ERROR; this wording is not confirmed.
+        # docs/crm-api.md section 2: more than 100 gives 400 VALIDATION_ERROR; this wording is not confirmed.
         return None, invalid_json(request, "inputs: size must be between 1 and %d" % MAX_INPUTS)
     for item in inputs:
         missing = [key for key in required if not isinstance(item, dict) or item.get(key) in (None, "")]

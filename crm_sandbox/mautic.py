@@ -1,4 +1,4 @@
-"""A Mautic 5 instance's REST API as crm-api.md section 3 describes it, in memory.
+"""A Mautic 5 instance's REST API as docs/crm-api.md section 3 describes it, in memory.
 
 Settings (POST /_sandbox/mautic/settings): api_enabled and basic_auth_enabled (both
 off by default in a real Mautic, on here so the demo works), token_lifetime_seconds,
@@ -78,7 +78,7 @@ def email_problem(value):
     except ValidationError:
         return "%s is invalid." % text
     if not text.isascii():
-        # filter_var(FILTER_VALIDATE_EMAIL) takes ASCII only (crm-api.md, section 3).
+        # filter_var(FILTER_VALIDATE_EMAIL) takes ASCII only (docs/crm-api.md, section 3).
         return "%s is invalid." % text
     if any(character in text for character in "^&*%"):
         return "%s has characters not allowed in email addresses." % text
@@ -261,7 +261,7 @@ class MauticEmulator(Emulator):
         if not isinstance(items, list):
             return errors(400, "Request body must be an array of entities.")
         if len(items) > BATCH_LIMIT:
-            # Mautic answers this with its default error code, 500 (crm-api.md).
+            # Mautic answers this with its default error code, 500 (docs/crm-api.md section 3).
             return errors(500, "A max of 200 entities are supported at a time.")
         contacts, codes, problems = {}, [], {}
         for index, item in enumerate(items):

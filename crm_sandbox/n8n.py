@@ -1,4 +1,4 @@
-"""An n8n instance with one workflow behind a Webhook trigger, as crm-api.md
+"""An n8n instance with one workflow behind a Webhook trigger, as docs/crm-api.md
 section 4 describes n8n's Webhook node.
 
 Settings (POST /_sandbox/n8n/settings):
@@ -72,7 +72,7 @@ class N8nEmulator(Emulator):
         return json_response(status, {"code": status, "message": "Internal Server Error"})
 
     def rate_limited(self, request, name, limit, wait):
-        # n8n has no rate limit (crm-api.md section 4): a 429 comes from a proxy in
+        # n8n has no rate limit (docs/crm-api.md section 4): a 429 comes from a proxy in
         # front of it (nginx, Traefik, Cloudflare), in its own words, with Retry-After.
         return text_response(429, "Too Many Requests", {"Retry-After": str(whole_seconds(wait))})
 
