@@ -40,9 +40,7 @@ class Contact(models.Model):
         constraints = [
             # With this, the plain unique index on email is also case-insensitive,
             # whatever path (ORM, bulk insert, raw SQL) wrote the row.
-            models.CheckConstraint(
-                condition=models.Q(email=Lower("email")), name="contact_email_lowercase"
-            ),
+            models.CheckConstraint(condition=models.Q(email=Lower("email")), name="contact_email_lowercase"),
         ]
 
     def __str__(self):
@@ -141,9 +139,7 @@ class ContactSyncQuerySet(models.QuerySet):
         end), or None when nothing is queued or in flight."""
         # A claimed row keeps the next_attempt_at it was queued with: only a queued
         # row's counts, or a row in flight would look due at once.
-        moments = self.filter(
-            processing_status__in=[ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]
-        ).aggregate(
+        moments = self.filter(processing_status__in=[ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]).aggregate(
             queued=models.Min("next_attempt_at", filter=models.Q(processing_status=ProcessingStatus.QUEUED)),
             leased=models.Min("lease_expires_at", filter=models.Q(processing_status=ProcessingStatus.PROCESSING)),
         )
@@ -153,15 +149,12 @@ class ContactSyncQuerySet(models.QuerySet):
 
 class ContactSync(models.Model):
     """The dual status of one contact for one CRM. Only contacts.selection (staff)
-    and integrations.engine (worker) write its status fields."""
+    and integrations.engine with its breaker and leases (worker) write its status
+    fields."""
 
-    contact = models.ForeignKey(
-        Contact, on_delete=models.CASCADE, related_name="syncs", verbose_name=_("contact")
-    )
+    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="syncs", verbose_name=_("contact"))
     crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
-    sync_status = models.CharField(
-        _("sync status"), max_length=16, choices=SyncStatus.choices, default=SyncStatus.NEW
-    )
+    sync_status = models.CharField(_("sync status"), max_length=16, choices=SyncStatus.choices, default=SyncStatus.NEW)
     processing_status = models.CharField(
         _("processing status"),
         max_length=16,
@@ -198,9 +191,7 @@ class ContactSync(models.Model):
         verbose_name = _("contact sync")
         verbose_name_plural = _("contact syncs")
         constraints = [
-            models.UniqueConstraint(
-                fields=["contact", "crm"], name="contactsync_unique_contact_crm"
-            ),
+            models.UniqueConstraint(fields=["contact", "crm"], name="contactsync_unique_contact_crm"),
         ]
         indexes = [
             # The claim query reads due rows for one CRM; only queued rows are due,

@@ -129,7 +129,13 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
         updates=", ".join(updates),
     )
     at = ContactSync._meta.get_field("next_attempt_at").get_db_prep_value
-    decision = [sync_status, processing_status, at(next_attempt_at, connection), at(now, connection), at(now, connection)]
+    decision = [
+        sync_status,
+        processing_status,
+        at(next_attempt_at, connection),
+        at(now, connection),
+        at(now, connection),
+    ]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*decision, *contact_params, *crms, *update_params])
         return sum(1 for (status,) in cursor.fetchall() if status != ProcessingStatus.PROCESSING)

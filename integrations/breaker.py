@@ -96,7 +96,15 @@ class Breaker:
             elif probe and was_open:
                 # A probe that showed nothing either way tries again after the same wait.
                 self._schedule_probe(state, now, state.probe_interval_seconds or self.rules.probe_seconds)
-            state.save(update_fields=["failed_batches", "failing_since", "next_probe_at", "probe_interval_seconds", "updated_at"])
+            state.save(
+                update_fields=[
+                    "failed_batches",
+                    "failing_since",
+                    "next_probe_at",
+                    "probe_interval_seconds",
+                    "updated_at",
+                ]
+            )
             return state.next_probe_at
 
     @staticmethod
@@ -107,7 +115,9 @@ class Breaker:
     def _close(self, state, now, was_open):
         failing_since = state.failing_since
         state.failed_batches, state.failing_since, state.next_probe_at, state.probe_interval_seconds = 0, None, None, 0
-        state.save(update_fields=["failed_batches", "failing_since", "next_probe_at", "probe_interval_seconds", "updated_at"])
+        state.save(
+            update_fields=["failed_batches", "failing_since", "next_probe_at", "probe_interval_seconds", "updated_at"]
+        )
         if not was_open:
             return
         # Drain at full speed: the contacts whose retry the outage pushed back are due now.

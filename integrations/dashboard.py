@@ -22,10 +22,10 @@ from django.views.decorators.http import require_POST
 
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 
-from .registry import enabled_backend_classes
 from .conf import SyncPolicy
 from .exceptions import CRMConfigurationError
 from .models import CRMState
+from .registry import enabled_backend_classes
 
 VIEW_PERMISSION = "contacts.view_contactsync"
 PAUSE_PERMISSION = "integrations.pause_crm"
@@ -84,7 +84,7 @@ class CRMCard:
 
     @property
     def breaker(self):
-        """"Failing since ..., next probe at ..." while the circuit breaker is open."""
+        """ "Failing since ..., next probe at ..." while the circuit breaker is open."""
         pause = self.state and self.state.open_breaker(label=self.verbose_name)
         return pause.reason if pause else ""
 
@@ -166,9 +166,7 @@ def _status_counts(crms):
     # CRMs no longer configured are dropped here; there are few groups.
     counts = {crm: {} for crm in crms}
     rows = (
-        ContactSync.objects.values_list("crm", "sync_status", "processing_status")
-        .annotate(rows=Count("pk"))
-        .order_by()
+        ContactSync.objects.values_list("crm", "sync_status", "processing_status").annotate(rows=Count("pk")).order_by()
     )
     for crm, sync_status, processing_status, number in rows:
         if crm in counts:
@@ -229,7 +227,8 @@ def _top_errors(crm, now):
     """The commonest errors that contacts carry now and got in the last 24 hours,
     each with the link to those contacts."""
     rows = (
-        ContactSync.objects.for_crm(crm).filter(updated_at__gte=now - timedelta(hours=HOURS))
+        ContactSync.objects.for_crm(crm)
+        .filter(updated_at__gte=now - timedelta(hours=HOURS))
         .exclude(last_error="")
         .values_list("last_error")
         .annotate(rows=Count("pk"))
@@ -237,7 +236,11 @@ def _top_errors(crm, now):
     )
     changelist = reverse("admin:contacts_contact_changelist")
     return [
-        {"message": message, "count": number, "url": "%s?%s" % (changelist, urlencode({"crm": crm, "sync_error": message}))}
+        {
+            "message": message,
+            "count": number,
+            "url": "%s?%s" % (changelist, urlencode({"crm": crm, "sync_error": message})),
+        }
         for message, number in rows
     ]
 

@@ -1,11 +1,17 @@
 """Claim -> push -> record: the worker side of the sync.
 
-This module is the only place that changes sync state on behalf of the worker
-(staff-side transitions live in contacts.selection). Work for one CRM is claimed
+This module (with the breaker and lease keeper beside it) is the only place that
+changes sync state on behalf of the worker (staff-side transitions live in
+contacts.selection). Work for one CRM is claimed
 in a short transaction with row locks (PostgreSQL) or a compare-and-set update
 (SQLite), pushed with no transaction open, and recorded in bulk, every write
 guarded by the claim token so that a worker whose lease expired cannot overwrite
 a newer result.
+
+Beside it: breaker.py (the circuit breaker), leases.py (a batch's lease kept while
+it is pushed), workers.py (claim loops side by side, and draining a queue). The
+questions asked of the rows are ContactSync's QuerySet methods, and whether a CRM
+is paused is decided by CRMState's manager.
 """
 
 import hashlib
@@ -33,8 +39,8 @@ from contacts.models import (
     SyncStatus,
 )
 
-from .registry import get_enabled_backend_class
 from .backends.base import Outcome, OutcomeKind, SyncItem
+from .breaker import Breaker, Verdict
 from .conf import SyncPolicy
 from .exceptions import (
     CRMConfigurationError,
@@ -44,10 +50,10 @@ from .exceptions import (
     RateLimited,
     RetryableError,
 )
-from .breaker import Breaker, Verdict
 from .leases import LeaseRenewal
 from .models import CRMState, Pause, clip
 from .ratelimit import share_pace
+from .registry import get_enabled_backend_class
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +85,11 @@ class RunResult:
         for name in ("claimed", "accepted", "retry_scheduled", "failed", "waited", "discarded", "deleted", "batches"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.paused_until or other.paused_by:
-            self.paused_until, self.pause_reason, self.paused_by = other.paused_until, other.pause_reason, other.paused_by
+            self.paused_until, self.pause_reason, self.paused_by = (
+                other.paused_until,
+                other.pause_reason,
+                other.paused_by,
+            )
 
     @property
     def contacts_per_second(self):
@@ -107,9 +117,7 @@ def payload_hash(payload):
 def run(crm, *, budget_seconds=None, max_contacts=None, batch_size=None):
     """Sync due contacts for one configured CRM; see SyncEngine.run."""
     backend = get_enabled_backend_class(crm)()
-    return SyncEngine(backend).run(
-        budget_seconds=budget_seconds, max_contacts=max_contacts, batch_size=batch_size
-    )
+    return SyncEngine(backend).run(budget_seconds=budget_seconds, max_contacts=max_contacts, batch_size=batch_size)
 
 
 class SyncEngine:
@@ -237,7 +245,6 @@ class SyncEngine:
     def _rows(self):
         return ContactSync.objects.for_crm(self.crm)
 
-
     @staticmethod
     def _lock_due_ids(queryset, limit):
         # A plain SELECT ... LIMIT n FOR UPDATE SKIP LOCKED locks only the rows it
@@ -360,16 +367,23 @@ class SyncEngine:
             }
             contacts = _lock_existing_contacts({rows_by_key[key].contact_id for key in written})
             SyncAttempt.objects.bulk_create(
-                self._attempt_rows(batch, decided, now, {key for key in written if rows_by_key[key].contact_id in contacts})
+                self._attempt_rows(
+                    batch, decided, now, {key for key in written if rows_by_key[key].contact_id in contacts}
+                )
             )
         result.accepted, result.retry_scheduled = len(accepted), len(retry)
         result.failed, result.waited = len(failed), len(released) + len(waited)
         self._count_unwritten(batch, set(written), result)
         if released:
-            until = now + max(_wait(o) for o in released)
-            self.pause(until, released[0].message)
-            pause = self.paused() or Pause(until, released[0].message)
-            result.paused_until, result.pause_reason, result.paused_by = pause
+            self._pause_for_waits(released, now, result)
+
+    def _pause_for_waits(self, released, now, result):
+        """The CRM asked to wait (a rate limit, a CRM-wide refusal): every worker
+        waits until the longest wait asked for is over."""
+        until = now + max(_wait(o) for o in released)
+        self.pause(until, released[0].message)
+        pause = self.paused() or Pause(until, released[0].message)
+        result.paused_until, result.pause_reason, result.paused_by = pause
 
     def _verdict(self, batch):
         """What the batch says about the CRM as a whole, for the circuit breaker:
@@ -429,7 +443,11 @@ class SyncEngine:
                 result.discarded,
             )
         if result.deleted:
-            logger.info("crm=%s %d contacts were deleted while being pushed; their results were dropped", self.crm, result.deleted)
+            logger.info(
+                "crm=%s %d contacts were deleted while being pushed; their results were dropped",
+                self.crm,
+                result.deleted,
+            )
 
     def _record_accepted(self, token, outcomes, payloads, now):
         rows = {o.key: (o.external_id, payload_hash(payloads[o.key])) for o in outcomes}

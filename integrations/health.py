@@ -18,10 +18,10 @@ from django_q.models import Schedule
 
 from contacts.models import ContactSync
 
-from .registry import enabled_backend_classes
 from .conf import SyncPolicy
 from .exceptions import CRMConfigurationError
 from .models import PAUSE_FIELDS, CRMState
+from .registry import enabled_backend_classes
 from .schedules import sync_schedule_name
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,9 @@ def _queue_stats(names, now):
     (contactsync_due_queued, contactsync_leased): index-only scans that never
     touch the complete rows, however many there are."""
     rows = ContactSync.objects.filter(crm__in=names).values("crm").order_by()
-    queued = rows.queued().annotate(depth=Count("*"), oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)))
+    queued = rows.queued().annotate(
+        depth=Count("*"), oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now))
+    )
     processing = rows.in_flight().annotate(depth=Count("*"))
     stats = {name: {"depth": 0, "oldest_due": None} for name in names}
     for row in queued:

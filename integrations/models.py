@@ -33,8 +33,10 @@ def staff_pause_reason(paused_by, paused_at):
 
 
 def breaker_reason(crm_label, failing_since, next_probe_at):
-    return "%s is failing since %s (server errors, timeouts or refused connections); next probe at %s. " \
+    return (
+        "%s is failing since %s (server errors, timeouts or refused connections); next probe at %s. "
         "Contacts wait without using their attempts." % (crm_label, _when(failing_since), _when(next_probe_at))
+    )
 
 
 def _when(moment):

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from contacts.models import ContactSync
 from contacts.selection import requeue_changed
 
-from .registry import enabled_backend_classes, get_enabled_backend_class
 from .conf import get_crm_setting
 from .engine import payload_hash
 from .exceptions import InvalidContact
+from .registry import enabled_backend_classes, get_enabled_backend_class
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +24,7 @@ DRIFT_BATCH_SIZE = 500
 def crms_syncing_on_change():
     """Names of the enabled CRMs whose <CRM>_SYNC_ON_CHANGE is on (the default)."""
     return [
-        cls.name
-        for cls in enabled_backend_classes()
-        if get_crm_setting(cls.name, "SYNC_ON_CHANGE", True, cast=bool)
+        cls.name for cls in enabled_backend_classes() if get_crm_setting(cls.name, "SYNC_ON_CHANGE", True, cast=bool)
     ]
 
 
@@ -107,8 +105,7 @@ def _reproducible(backend, rows, current, changed):
     if probe is None or _current_hash(backend, probe.contact) == current[probe.pk]:
         return True
     logger.warning(
-        "crm=%s builds a different payload each time, so changes cannot be detected; "
-        "set %s_SYNC_ON_CHANGE=false",
+        "crm=%s builds a different payload each time, so changes cannot be detected; set %s_SYNC_ON_CHANGE=false",
         backend.name,
         backend.name.upper(),
     )

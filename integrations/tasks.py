@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from contacts.models import SyncAttempt
 
-from .registry import get_enabled_backend_class
 from .conf import SyncPolicy, attempt_retention_days
+from .registry import get_enabled_backend_class
 from .resync import requeue_drifted
 from .workers import run_workers
 

@@ -57,8 +57,17 @@ def run_workers(backend_class, workers=1, *, engine_options=None, **run_options)
     return total
 
 
-def drain(backend_class, workers=1, *, batch_size=None, limit=None, until_empty=False, on_batch=None,
-          on_connection_lost=None, on_wait=None):
+def drain(
+    backend_class,
+    workers=1,
+    *,
+    batch_size=None,
+    limit=None,
+    until_empty=False,
+    on_batch=None,
+    on_connection_lost=None,
+    on_wait=None,
+):
     """Run `workers` claim loops for one CRM until `limit` contacts are claimed or
     nothing is due; with `until_empty`, go on until nothing is queued, sleeping
     until the next row falls due or the CRM's pause ends, and carrying on over a
@@ -76,7 +85,9 @@ def drain(backend_class, workers=1, *, batch_size=None, limit=None, until_empty=
         if remaining is not None and remaining <= 0:
             break
         try:
-            result = run_workers(backend_class, workers, batch_size=batch_size, max_contacts=remaining, on_batch=on_batch)
+            result = run_workers(
+                backend_class, workers, batch_size=batch_size, max_contacts=remaining, on_batch=on_batch
+            )
         except (InterfaceError, OperationalError) as exc:
             losses += 1
             if not until_empty or losses > MAX_CONNECTION_LOSSES:

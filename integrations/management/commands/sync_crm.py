@@ -3,21 +3,17 @@ import threading
 
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.registry import enabled_backend_classes, get_enabled_backend_class
-from integrations.conf import sandbox_url
-from integrations.conf import SyncPolicy
+from integrations.conf import SyncPolicy, sandbox_url
 from integrations.engine import RunResult
 from integrations.exceptions import CRMConfigurationError, UnknownCRM
+from integrations.registry import enabled_backend_classes, get_enabled_backend_class
 from integrations.workers import drain, due_count, preview
 
 BAR_WIDTH = 30
 
 
 class Command(BaseCommand):
-    help = (
-        "Push queued contacts to CRMs now, the way the schedule does. Without --crm, "
-        "every configured CRM."
-    )
+    help = "Push queued contacts to CRMs now, the way the schedule does. Without --crm, every configured CRM."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -48,7 +44,9 @@ class Command(BaseCommand):
         backend_classes = self._backend_classes(crm)
         if sandbox_url():
             self.stderr.write(
-                self.style.WARNING("SANDBOX MODE: syncing to the local sandbox at %s, not to real CRMs." % sandbox_url())
+                self.style.WARNING(
+                    "SANDBOX MODE: syncing to the local sandbox at %s, not to real CRMs." % sandbox_url()
+                )
             )
         self.verbosity = options["verbosity"]
         self.on_terminal = self.stdout.isatty()
@@ -68,9 +66,9 @@ class Command(BaseCommand):
             if names:
                 return [get_enabled_backend_class(name) for name in dict.fromkeys(names)]
         except UnknownCRM as exc:
-            raise CommandError(str(exc), returncode=2)
+            raise CommandError(str(exc), returncode=2) from exc
         except CRMConfigurationError as exc:
-            raise CommandError(str(exc), returncode=3)
+            raise CommandError(str(exc), returncode=3) from exc
         classes = enabled_backend_classes()
         if not classes:
             raise CommandError(
@@ -85,7 +83,7 @@ class Command(BaseCommand):
         try:
             SyncPolicy.for_backend(backend_class)
         except CRMConfigurationError as exc:
-            raise CommandError(str(exc), returncode=3)
+            raise CommandError(str(exc), returncode=3) from exc
         due_at_start = due_count(crm)
         shown = RunResult(crm)
         total = drain(
@@ -147,10 +145,16 @@ class Command(BaseCommand):
         count = limit or batch_size or SyncPolicy.for_backend(backend_class).batch_size
         shown = 0
         for contact, payload in preview(backend_class, count):
-            self.stdout.write(json.dumps({"crm": backend_class.name, "contact": contact.email, "payload": payload}, ensure_ascii=False))
+            self.stdout.write(
+                json.dumps(
+                    {"crm": backend_class.name, "contact": contact.email, "payload": payload}, ensure_ascii=False
+                )
+            )
             shown += 1
         self.stdout.write(
-            self.style.WARNING("Dry run: %d %s payloads shown, nothing sent or changed." % (shown, backend_class.verbose_name))
+            self.style.WARNING(
+                "Dry run: %d %s payloads shown, nothing sent or changed." % (shown, backend_class.verbose_name)
+            )
         )
 
     def _summary(self, results):
@@ -169,14 +173,17 @@ class Command(BaseCommand):
         ]
         widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:
-            self.stdout.write("  ".join(cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))))
+            self.stdout.write(
+                "  ".join(
+                    cell.rjust(width) if i else cell.ljust(width) for i, (cell, width) in enumerate(zip(row, widths))
+                )
+            )
         for result in results:
             if result.paused_by:
                 self.stdout.write(self.style.WARNING("%s: %s" % (result.crm, result.pause_reason)))
             elif result.paused_until:
                 self.stdout.write(
                     self.style.WARNING(
-                        "%s is paused until %s: %s"
-                        % (result.crm, result.paused_until.isoformat(), result.pause_reason)
+                        "%s is paused until %s: %s" % (result.crm, result.paused_until.isoformat(), result.pause_reason)
                     )
                 )
