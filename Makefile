@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Development defaults; the environment or .env wins.
 export DEBUG ?= true
 
-.PHONY: run test install migrate superuser bench-select clean
+.PHONY: run test test-fast lint format install migrate superuser bench-select clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,22 @@ run: superuser
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The quick subset, under two minutes: everything but the tests marked slow
+# (real sockets, crashes, outages, property tests) and the browser test.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+# What CI checks before the tests: the pre-commit hooks over every tracked file
+# (ruff check, ruff format --check, lint-imports, bin/check-function-length).
+# pre-commit keeps its state in .venv, like everything else installed here.
+lint: install
+	PRE_COMMIT_HOME=$(VENV)/pre-commit $(BIN)/pre-commit run --all-files
+
+# Rewrites files: ruff's safe fixes, then the formatter.
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
 
 bench-select: migrate
 	$(BIN)/python bench/select_100k.py

@@ -182,6 +182,9 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        # A test that asks for on_postgres needs PostgreSQL: `-m postgres` picks it.
+        if "on_postgres" in item.fixturenames:
+            item.add_marker(pytest.mark.postgres)
         for prefix, values in LOGS_SECRETS_ON_PURPOSE.items():
             if item.nodeid.startswith(prefix):
                 item.add_marker(pytest.mark.logs_secrets_on_purpose(*values))

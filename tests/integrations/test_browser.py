@@ -21,6 +21,8 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = os.environ.get("CHROMIUM_BINARY", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "browser"

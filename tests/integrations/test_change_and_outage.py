@@ -147,6 +147,7 @@ def edit_without_signals(contact):
     Contact.objects.filter(pk=contact.pk).update(first_name="After")
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("edit", [edit_with_save, edit_without_signals])
 def test_an_edit_saved_during_a_push_reaches_the_crm(on_postgres, sandbox, edit):
@@ -205,6 +206,7 @@ def test_a_skip_taken_during_a_push_leaves_the_row_skipped(on_postgres, sandbox)
     assert len(posts(sandbox, "hubspot")) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_select_taken_during_a_push_pushes_again_after_the_record(on_postgres, sandbox):
     only, thread, errors = push_one_slowly_to_hubspot(sandbox)
@@ -220,6 +222,7 @@ def test_a_select_taken_during_a_push_pushes_again_after_the_record(on_postgres,
 # ---------------------------------------------------------------- 2. a push longer than its lease
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_live_worker_keeps_its_lease_through_a_push_longer_than_the_lease(on_postgres, sandbox):
     sandbox.faults("hubspot", latency_ms=2500)
@@ -336,6 +339,7 @@ def run_through(sync, clock, until, step_seconds, on_tick=None):
         clock.advance(seconds=step_seconds)
 
 
+@pytest.mark.slow
 def test_a_two_hour_outage_in_controlled_time_costs_no_contact(db, queued, policy, clock):
     queued(200)
     rules = BreakerPolicy()
@@ -455,6 +459,7 @@ def test_delays_accept_decimals(settings, scripted_crm):
     assert sync.retry_delay(10) == timedelta(seconds=30)
 
 
+@pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_an_outage_over_real_sockets_ends_with_every_contact_complete(on_postgres, sandbox, settings):
     settings.CRMSYNC_BREAKER_PROBE_SECONDS = 0.3

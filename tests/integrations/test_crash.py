@@ -28,7 +28,7 @@ from integrations import engine
 from integrations.backends.hubspot import HubSpotBackend
 from integrations.conf import SyncPolicy
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 10  # the shortest CRMSYNC_LEASE_SECONDS allows

@@ -10,7 +10,7 @@ from django.urls import reverse
 
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 CRMS = ["brevo", "hubspot"]
 
 

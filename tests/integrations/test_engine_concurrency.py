@@ -36,6 +36,7 @@ def in_threads(count, target):
     assert errors == []
 
 
+@pytest.mark.slow
 def test_eight_workers_claim_every_row_exactly_once(on_postgres, queued, policy):
     queued(5000)
     pushed = Counter()

@@ -17,7 +17,7 @@ from contacts import selection
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 from crm_sandbox import brevo, hubspot, mautic, n8n
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 CONTACTS = 40
 ERROR_RATE, TIMEOUT_RATE = 0.20, 0.05

@@ -26,6 +26,9 @@ from integrations.registry import get_backend_class
 from integrations.engine import payload_hash
 from integrations.exceptions import InvalidContact
 
+# Property tests: hundreds of examples, many through the sandbox.
+pytestmark = pytest.mark.slow
+
 CRM_NAMES = ("brevo", "hubspot", "mautic", "n8n")
 # What each backend maps beyond its defaults: an attribute that can be very long,
 # and attribute values of every JSON type.

@@ -19,7 +19,7 @@ from integrations.engine import SyncEngine
 
 from .conftest import make_item
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.slow]
 
 TIMEOUT_SECONDS = 2
 # Every answer is longer than 30 bytes: trickled, it takes more than 15 s.
