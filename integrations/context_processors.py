@@ -1,6 +1,3 @@
-from django.db.models import Q
-from django.utils import timezone
-
 from .conf import sandbox_url
 from .models import CRMState
 
@@ -12,7 +9,5 @@ def crm_status(request):
     return {
         "crmsync_sandbox_url": sandbox_url(),
         # Lazy: evaluated only by templates that show it, one small query.
-        "crmsync_paused_crms": CRMState.objects.filter(
-            Q(paused_until__gt=timezone.now()) | Q(paused_at__isnull=False) | Q(next_probe_at__isnull=False)
-        ).order_by("crm"),
+        "crmsync_paused_crms": CRMState.objects.stopped().order_by("crm"),
     }

@@ -70,6 +70,12 @@ class CRMStateQuerySet(models.QuerySet):
         )
         return state.pause(now, label=label) if state else None
 
+    def stopped(self, now=None):
+        """The CRMs paused by staff or by the CRM, or whose circuit breaker is open
+        (even while a worker probes it): what every admin page warns about."""
+        now = now or timezone.now()
+        return self.filter(Q(paused_until__gt=now) | Q(paused_at__isnull=False) | Q(next_probe_at__isnull=False))
+
     def pause(self, crm, until, reason):
         """The CRM's own pause (a rate limit, bad credentials): no worker claims
         until `until`, unless it is already paused for longer."""
