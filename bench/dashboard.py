@@ -23,7 +23,7 @@ os.environ.setdefault("DEBUG", "true")
 # Sandbox mode enables the four CRMs with placeholder credentials; nothing is sent.
 os.environ.setdefault("CRMSYNC_SANDBOX_URL", "http://127.0.0.1:9")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crmsync_project.settings")
 os.environ.setdefault("DEBUG", "true")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -67,7 +67,9 @@ def fill(total, queued, scattered=True):
     due = "id %%%% %d = 0" % (total // queued) if scattered else "id > %d" % (total - queued)
     with connection.cursor() as cursor:
         # CASCADE: whatever else refers to contacts (enrichments) goes too.
-        cursor.execute("TRUNCATE contacts_syncattempt, contacts_contactsync, contacts_contact, integrations_crmstate CASCADE")
+        cursor.execute(
+            "TRUNCATE contacts_syncattempt, contacts_contactsync, contacts_contact, integrations_crmstate CASCADE"
+        )
         cursor.execute(
             "INSERT INTO contacts_contact (email, first_name, last_name, phone, company, website, source_url,"
             " attributes, enrichment, created_at, updated_at) SELECT 'c' || i || '@example.com', 'F', 'L', '', '', '', '',"
@@ -87,7 +89,7 @@ def fill(total, queued, scattered=True):
 
 
 def worker_process(args):
-    budget_contacts, = args
+    (budget_contacts,) = args
     connections.close_all()
     result = SyncEngine(NoopBackend(), POLICY).run(max_contacts=budget_contacts)
     connections.close_all()
@@ -147,8 +149,14 @@ def main():
             rates = sorted(throughput(workers, args.contacts)[0] for _ in range(args.repeats))
             print(
                 "claim+record, batch 100, %d worker%s: median %6.0f contacts/s over %d runs of %d (%s)"
-                % (workers, "s" if workers > 1 else " ", statistics.median(rates), args.repeats,
-                   args.contacts, ", ".join("%.0f" % rate for rate in rates))
+                % (
+                    workers,
+                    "s" if workers > 1 else " ",
+                    statistics.median(rates),
+                    args.repeats,
+                    args.contacts,
+                    ", ".join("%.0f" % rate for rate in rates),
+                )
             )
             if workers == 1:
                 one = statistics.median(rates)
@@ -160,8 +168,10 @@ def main():
             print("  %9s rows: %6.2f / %6.2f" % ("10,000", *small))
             print("  %9s rows: %6.2f / %6.2f" % (format(args.large, ","), *large))
             ratio = large[0] / small[0]
-            print("  claim ratio %.2fx (target <= 1.5x: %s); with load %.2fx"
-                  % (ratio, "met" if ratio <= 1.5 else "NOT met", large[1] / small[1]))
+            print(
+                "  claim ratio %.2fx (target <= 1.5x: %s); with load %.2fx"
+                % (ratio, "met" if ratio <= 1.5 else "NOT met", large[1] / small[1])
+            )
     finally:
         connections.close_all()
         teardown_databases(old_config, verbosity=0)

@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -83,14 +83,28 @@ SYNC_TASK = "integrations.tasks.sync_crm_task"
 NAIVE_TASK = "bench.report_support.sync_one_contact"
 PENDING = (ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING)
 FULL = {
-    "contacts": 20_000, "brevo_contacts": 2_000, "n8n_contacts": 2_000, "sample": 100,
-    "naive_contacts": 500, "brevo_naive_contacts": 300, "scaleout_contacts": 50_000,
-    "repeats": 3, "large_rows": 1_000_000, "memory_contacts": "50000,200000",
+    "contacts": 20_000,
+    "brevo_contacts": 2_000,
+    "n8n_contacts": 2_000,
+    "sample": 100,
+    "naive_contacts": 500,
+    "brevo_naive_contacts": 300,
+    "scaleout_contacts": 50_000,
+    "repeats": 3,
+    "large_rows": 1_000_000,
+    "memory_contacts": "50000,200000",
 }
 QUICK = {
-    "contacts": 2_000, "brevo_contacts": 100, "n8n_contacts": 200, "sample": 10,
-    "naive_contacts": 50, "brevo_naive_contacts": 30, "scaleout_contacts": 5_000,
-    "repeats": 1, "large_rows": 100_000, "memory_contacts": "5000,20000",
+    "contacts": 2_000,
+    "brevo_contacts": 100,
+    "n8n_contacts": 200,
+    "sample": 10,
+    "naive_contacts": 50,
+    "brevo_naive_contacts": 30,
+    "scaleout_contacts": 5_000,
+    "repeats": 1,
+    "large_rows": 100_000,
+    "memory_contacts": "5000,20000",
 }
 
 
@@ -135,8 +149,11 @@ class Report:
     def worker_env(self, **extra):
         db = connection.settings_dict
         url = "postgres://%s:%s@%s:%s/%s" % (
-            quote(db["USER"] or "", safe=""), quote(db["PASSWORD"] or "", safe=""),
-            db["HOST"] or "127.0.0.1", db["PORT"] or 5432, db["NAME"],
+            quote(db["USER"] or "", safe=""),
+            quote(db["PASSWORD"] or "", safe=""),
+            db["HOST"] or "127.0.0.1",
+            db["PORT"] or 5432,
+            db["NAME"],
         )
         env = {**os.environ, "DATABASE_URL": url, "CRMSYNC_SANDBOX_URL": self.server.url}
         return {**env, **{key: str(value) for key, value in extra.items()}}
@@ -148,8 +165,7 @@ class Report:
 def reset_tables():
     with connection.cursor() as cursor:
         cursor.execute(
-            "TRUNCATE contacts_contact, integrations_crmstate, django_q_task, django_q_ormq, django_q_schedule"
-            " CASCADE"
+            "TRUNCATE contacts_contact, integrations_crmstate, django_q_task, django_q_ormq, django_q_schedule CASCADE"
         )
 
 
@@ -162,16 +178,29 @@ def fill(total, crm, queued=None, scattered=False):
     reset_tables()
     with connection.cursor() as cursor:
         cursor.execute("ALTER SEQUENCE contacts_contact_id_seq RESTART")
-        insert_select(cursor, Contact, "generate_series(1, %d) i" % total, {
-            "email": "'c' || i || '@example.com'", "first_name": "'F' || i", "last_name": "'L'", "company": "'Acme'",
-        })
-        insert_select(cursor, ContactSync, "contacts_contact", {
-            "contact": "id",
-            "crm": "'%s'" % crm,
-            "sync_status": "CASE WHEN {due} THEN 'selected' ELSE 'complete' END".format(due=due),
-            "processing_status": "CASE WHEN {due} THEN 'queued' ELSE 'complete' END".format(due=due),
-            "next_attempt_at": "CASE WHEN {due} THEN now() - interval '1 minute' END".format(due=due),
-        })
+        insert_select(
+            cursor,
+            Contact,
+            "generate_series(1, %d) i" % total,
+            {
+                "email": "'c' || i || '@example.com'",
+                "first_name": "'F' || i",
+                "last_name": "'L'",
+                "company": "'Acme'",
+            },
+        )
+        insert_select(
+            cursor,
+            ContactSync,
+            "contacts_contact",
+            {
+                "contact": "id",
+                "crm": "'%s'" % crm,
+                "sync_status": "CASE WHEN {due} THEN 'selected' ELSE 'complete' END".format(due=due),
+                "processing_status": "CASE WHEN {due} THEN 'queued' ELSE 'complete' END".format(due=due),
+                "next_attempt_at": "CASE WHEN {due} THEN now() - interval '1 minute' END".format(due=due),
+            },
+        )
         cursor.execute("ANALYZE")
 
 
@@ -190,8 +219,10 @@ def insert_select(cursor, model, source, expressions):
         else:
             values.append("%s")
             params.append(field.get_db_prep_save(field.get_default(), connection))
-    cursor.execute("INSERT INTO %s (%s) SELECT %s FROM %s" % (
-        model._meta.db_table, ", ".join(columns), ", ".join(values), source), params)
+    cursor.execute(
+        "INSERT INTO %s (%s) SELECT %s FROM %s" % (model._meta.db_table, ", ".join(columns), ", ".join(values), source),
+        params,
+    )
 
 
 def queue_contacts(crm, count, prefix):
@@ -208,9 +239,7 @@ def completed(crm, prefix):
 
 
 def pending(crm, prefix):
-    return ContactSync.objects.filter(
-        crm=crm, contact__email__startswith=prefix, processing_status__in=PENDING
-    ).count()
+    return ContactSync.objects.filter(crm=crm, contact__email__startswith=prefix, processing_status__in=PENDING).count()
 
 
 def first_claim(crm, prefix):
@@ -235,10 +264,16 @@ class Cluster:
         env = self.report.worker_env(Q_CLUSTER_WORKERS=args.q_workers)
         for index in range(args.clusters):
             log = open(self.report.logs / ("qcluster-%d.log" % index), "a")
-            self.processes.append(subprocess.Popen(
-                [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            ))
+            self.processes.append(
+                subprocess.Popen(
+                    [sys.executable, "manage.py", "qcluster"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         # Up and taking tasks before anything is timed.
         warm_up = async_task("math.floor", 1.5, group="warm-up")
         wait_for(lambda: Task.objects.filter(id=warm_up).exists(), 300, "the qcluster to start")
@@ -269,13 +304,24 @@ def run_sync_processes(report, crm, workers, **env):
     processes = [
         subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "report_worker.py"), crm, str(folder / ("%d.json" % i))],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT, text=True,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for i in range(workers)
     ]
     try:
-        wait_for(lambda: all((folder / ("%d.ready" % i)).exists() for i in range(workers))
-                 or any(p.poll() is not None for p in processes), 300, "the sync_crm processes to start")
+        wait_for(
+            lambda: (
+                all((folder / ("%d.ready" % i)).exists() for i in range(workers))
+                or any(p.poll() is not None for p in processes)
+            ),
+            300,
+            "the sync_crm processes to start",
+        )
         if any(p.poll() is not None for p in processes):
             raise RuntimeError("a sync_crm process ended before the start; see %s" % log.name)
         go = time.time()
@@ -337,7 +383,7 @@ def drive_naive(report, crm, contacts, prefix):
     until every contact is done. Returns (when the first was enqueued, seconds
     spent enqueueing)."""
     ids, group = list(contacts.values_list("pk", flat=True)), "naive-%s" % crm
-    first = datetime.now(timezone.utc)
+    first = datetime.now(UTC)
     started = time.perf_counter()
     for contact_id in ids:
         async_task(NAIVE_TASK, contact_id, crm, group=group)
@@ -409,8 +455,10 @@ def one_at_a_time(report, crms, sample):
 def section_e2e(report):
     args, crms = report.args, report.args.crms
     counts = {crm: {"brevo": args.brevo_contacts, "n8n": args.n8n_contacts}.get(crm, args.contacts) for crm in crms}
-    print("\n== End to end: django-q2 (%d qcluster x %d workers), sandbox at real rate limits, %d ms latency =="
-          % (args.clusters, args.q_workers, args.latency_ms))
+    print(
+        "\n== End to end: django-q2 (%d qcluster x %d workers), sandbox at real rate limits, %d ms latency =="
+        % (args.clusters, args.q_workers, args.latency_ms)
+    )
     reset_tables()
     print("one contact at a time, sequentially (search, then create or update), %d per CRM ..." % args.sample)
     sample = one_at_a_time(report, crms, args.sample)
@@ -419,12 +467,16 @@ def section_e2e(report):
     for crm in crms:
         queue_contacts(crm, counts[crm], prefixes[crm])
     requests_before = {crm: len(report.server.sandbox.requests(crm)) for crm in crms}
-    print("crmsync: %s queued; ticks run until every queue is empty ..."
-          % ", ".join("%s %s" % (crm, format(counts[crm], ",")) for crm in crms))
+    print(
+        "crmsync: %s queued; ticks run until every queue is empty ..."
+        % ", ".join("%s %s" % (crm, format(counts[crm], ",")) for crm in crms)
+    )
     with Cluster(report):
         ticks = drive_engine(report, crms, "e2e", prefixes)
-    print("%-8s %8s %9s %12s %8s %9s %7s  %-20s %s" % (
-        "CRM", "contacts", "seconds", "contacts/s", "of ceil", "req/cont", "ticks", "one at a time", "load"))
+    print(
+        "%-8s %8s %9s %12s %8s %9s %7s  %-20s %s"
+        % ("CRM", "contacts", "seconds", "contacts/s", "of ceil", "req/cont", "ticks", "one at a time", "load")
+    )
     for crm in crms:
         done, last = completed(crm, prefixes[crm])
         seconds = (last - first_claim(crm, prefixes[crm])).total_seconds() if last else 0.0
@@ -432,10 +484,20 @@ def section_e2e(report):
         sent = len(report.server.sandbox.requests(crm)) - requests_before[crm]
         limit, how = ceiling(crm, args.latency_ms)
         share = "%.0f%%" % (100 * figures["rate"] / limit) if limit else "-"
-        print("%-8s %8d %9.1f %12s %8s %9.2f %7d  %-20s %.2f" % (
-            crm, done, seconds, fmt_rate(figures["rate"]), share, rate(sent, done), ticks[crm],
-            "%s/s (%d, %.1f req)" % (fmt_rate(sample[crm]["rate"]), args.sample, sample[crm]["requests"]),
-            figures["load"]))
+        print(
+            "%-8s %8d %9.1f %12s %8s %9.2f %7d  %-20s %.2f"
+            % (
+                crm,
+                done,
+                seconds,
+                fmt_rate(figures["rate"]),
+                share,
+                rate(sent, done),
+                ticks[crm],
+                "%s/s (%d, %.1f req)" % (fmt_rate(sample[crm]["rate"]), args.sample, sample[crm]["requests"]),
+                figures["load"],
+            )
+        )
         if done < counts[crm]:
             print("         only %d of %d contacts ended Complete" % (done, counts[crm]))
         print("         ceiling: %s" % how)
@@ -447,8 +509,10 @@ def section_e2e(report):
 
 def section_naive(report):
     args, crms = report.args, report.args.crms
-    print("\n== One django-q2 task per contact vs crmsync's engine, same CRM and N, same qcluster "
-          "(%d x %d workers) ==" % (args.clusters, args.q_workers))
+    print(
+        "\n== One django-q2 task per contact vs crmsync's engine, same CRM and N, same qcluster "
+        "(%d x %d workers) ==" % (args.clusters, args.q_workers)
+    )
     print("%-8s %6s %-22s %12s %11s %7s %s" % ("CRM", "N", "approach", "contacts/s", "enqueue s", "errors", "load"))
     reset_tables()
     with Cluster(report):
@@ -459,9 +523,18 @@ def section_naive(report):
             naive = naive_task_run(report, crm, count)
             ratio = engine["rate"] / naive["rate"] if naive["rate"] else float("inf")
             for label, figures in (("crmsync engine", engine), ("one task per contact", naive)):
-                print("%-8s %6d %-22s %12s %11s %7d %.2f" % (
-                    crm, count, label, fmt_rate(figures["rate"]), figures.get("enqueue", "-"),
-                    figures["errors"], figures["load"]))
+                print(
+                    "%-8s %6d %-22s %12s %11s %7d %.2f"
+                    % (
+                        crm,
+                        count,
+                        label,
+                        fmt_rate(figures["rate"]),
+                        figures.get("enqueue", "-"),
+                        figures["errors"],
+                        figures["load"],
+                    )
+                )
             print("%-8s crmsync / one task per contact: %.1fx" % (crm, ratio))
             report.e2e[crm].update(naive=naive, naive_engine=engine, ratio=ratio)
 
@@ -489,8 +562,10 @@ def naive_task_run(report, crm, count):
 
 def section_scaleout(report):
     args = report.args
-    print("\n== Scale-out: `sync_crm --crm %s` in 1, 2 and 4 processes on one database, %s contacts, "
-          "median of %d ==" % (args.worker_crm, format(args.scaleout_contacts, ","), args.repeats))
+    print(
+        "\n== Scale-out: `sync_crm --crm %s` in 1, 2 and 4 processes on one database, %s contacts, "
+        "median of %d ==" % (args.worker_crm, format(args.scaleout_contacts, ","), args.repeats)
+    )
     print("%-9s %12s %9s %-30s %s" % ("processes", "contacts/s", "speed-up", "runs", "load"))
     base = None
     for workers in (1, 2, 4):
@@ -498,18 +573,24 @@ def section_scaleout(report):
         median = statistics.median(rates)
         base = base or median
         load_avg = load()
-        print("%-9d %12s %8.2fx %-30s %.2f" % (
-            workers, fmt_rate(median), median / base, ", ".join(fmt_rate(r) for r in rates), load_avg))
-        report.note("scale-out, %d `sync_crm` process%s (%s contacts, %s backend)" % (
-            workers, "es" if workers > 1 else "", format(args.scaleout_contacts, ","), args.worker_crm),
-            "%s contacts/s (%.2fx)" % (fmt_rate(median), median / base), load_avg)
+        print(
+            "%-9d %12s %8.2fx %-30s %.2f"
+            % (workers, fmt_rate(median), median / base, ", ".join(fmt_rate(r) for r in rates), load_avg)
+        )
+        report.note(
+            "scale-out, %d `sync_crm` process%s (%s contacts, %s backend)"
+            % (workers, "es" if workers > 1 else "", format(args.scaleout_contacts, ","), args.worker_crm),
+            "%s contacts/s (%.2fx)" % (fmt_rate(median), median / base),
+            load_avg,
+        )
 
 
 def scaleout_run(report, workers):
     fill(report.args.scaleout_contacts, report.args.worker_crm)
     go, _ = run_sync_processes(report, report.args.worker_crm, workers)
     figures = ContactSync.objects.filter(processing_status=ProcessingStatus.COMPLETE).aggregate(
-        n=Count("pk"), last=Max("synced_at"))
+        n=Count("pk"), last=Max("synced_at")
+    )
     return rate(figures["n"], figures["last"].timestamp() - go) if figures["last"] else 0.0
 
 
@@ -518,15 +599,21 @@ def scaleout_run(report, workers):
 
 def section_claim(report):
     large = report.args.large_rows
-    print("\n== Claim latency: median ms per batch of 100, 5,000 due rows, with 10,000 and %s rows ==" % format(large, ","))
+    print(
+        "\n== Claim latency: median ms per batch of 100, 5,000 due rows, with 10,000 and %s rows =="
+        % format(large, ",")
+    )
     print("%-20s %12s %14s %7s %s" % ("due rows", "10,000 rows", "%s rows" % format(large, ","), "ratio", "load"))
     for scattered, layout in ((False, "newest"), (True, "scattered")):
         small = claim_latency(10_000, scattered)
         big = claim_latency(large, scattered)
         load_avg = load()
         print("%-20s %9.2f ms %11.2f ms %6.2fx %.2f" % (layout, small, big, big / small, load_avg))
-        report.note("claim of 100, 5,000 due rows %s: 10,000 / %s rows" % (layout, format(large, ",")),
-                    "%.2f / %.2f ms (%.2fx)" % (small, big, big / small), load_avg)
+        report.note(
+            "claim of 100, 5,000 due rows %s: 10,000 / %s rows" % (layout, format(large, ",")),
+            "%.2f / %.2f ms (%.2fx)" % (small, big, big / small),
+            load_avg,
+        )
 
 
 def claim_latency(total, scattered, batches=40):
@@ -553,8 +640,10 @@ def section_memory(report):
     sizes = [int(size) for size in args.memory_contacts.split(",")]
     print("\n== Peak memory of one `sync_crm --crm %s` process ==" % args.worker_crm)
     print("RSS when started; a tenth, half way and all the way through the sync; peak; peak minus the peak before")
-    print("%-9s %5s %8s %-20s %8s %8s %11s %8s %s" % (
-        "contacts", "DEBUG", "start MB", "10% / 50% / end MB", "peak MB", "growth", "contacts/s", "queries", "load"))
+    print(
+        "%-9s %5s %8s %-20s %8s %8s %11s %8s %s"
+        % ("contacts", "DEBUG", "start MB", "10% / 50% / end MB", "peak MB", "growth", "contacts/s", "queries", "load")
+    )
     for debug in (False, True) if args.memory_debug else (False,):
         for size in sizes:
             fill(size, args.worker_crm)
@@ -562,13 +651,25 @@ def section_memory(report):
             load_avg = load()
             growth = (result["max_rss_kb"] - result["peak_kb"]) / 1024
             profile = " / ".join("%.1f" % (kb / 1024) for kb in result["rss_profile_kb"])
-            print("%-9s %5s %8.1f %-20s %8.1f %8.1f %11s %8d %.2f" % (
-                format(size, ","), "on" if debug else "off", result["rss_kb"] / 1024, profile,
-                result["max_rss_kb"] / 1024, growth, fmt_rate(rate(size, result["ended"] - go)),
-                result["queries_kept"], load_avg))
-            report.note("peak RSS, `sync_crm` of %s contacts, DEBUG %s" % (format(size, ","), "on" if debug else "off"),
-                        "%.1f MB (RSS %s MB at a tenth / half / end of the sync)"
-                        % (result["max_rss_kb"] / 1024, profile), load_avg)
+            print(
+                "%-9s %5s %8.1f %-20s %8.1f %8.1f %11s %8d %.2f"
+                % (
+                    format(size, ","),
+                    "on" if debug else "off",
+                    result["rss_kb"] / 1024,
+                    profile,
+                    result["max_rss_kb"] / 1024,
+                    growth,
+                    fmt_rate(rate(size, result["ended"] - go)),
+                    result["queries_kept"],
+                    load_avg,
+                )
+            )
+            report.note(
+                "peak RSS, `sync_crm` of %s contacts, DEBUG %s" % (format(size, ","), "on" if debug else "off"),
+                "%.1f MB (RSS %s MB at a tenth / half / end of the sync)" % (result["max_rss_kb"] / 1024, profile),
+                load_avg,
+            )
 
 
 # The report
@@ -577,12 +678,21 @@ def section_memory(report):
 def print_summary(report):
     args = report.args
     print("\n== Summary (Markdown, for README's Performance section) ==\n")
-    print("PostgreSQL %s, %d cores, django-q2 broker: %s, %s UTC, bench/report.py %s\n" % (
-        pg_version(), os.cpu_count(), "Redis" if settings.REDIS_URL else "database",
-        datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"), " ".join(sys.argv[1:]) or "(defaults)"))
+    print(
+        "PostgreSQL %s, %d cores, django-q2 broker: %s, %s UTC, bench/report.py %s\n"
+        % (
+            pg_version(),
+            os.cpu_count(),
+            "Redis" if settings.REDIS_URL else "database",
+            datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),
+            " ".join(sys.argv[1:]) or "(defaults)",
+        )
+    )
     if any(report.e2e[crm] for crm in args.crms):
-        print("| CRM | ceiling | crmsync, django-q2 | of ceiling | one at a time | one task per contact "
-              "| crmsync at the same N | ratio | load |")
+        print(
+            "| CRM | ceiling | crmsync, django-q2 | of ceiling | one at a time | one task per contact "
+            "| crmsync at the same N | ratio | load |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for crm in args.crms:
             print(e2e_row(crm, report.e2e[crm], args))
@@ -599,15 +709,20 @@ def e2e_row(crm, figures, args):
     engine, naive = figures.get("engine"), figures.get("naive")
     cells = [crm, "%s/s" % format(limit, ",") if limit else "none"]
     if engine:
-        cells += ["%s/s (%s)" % (fmt_rate(engine["rate"]), format(engine["n"], ",")),
-                  "%.0f%%" % (100 * engine["rate"] / limit) if limit else "-",
-                  "%s/s (%d)" % (fmt_rate(engine["sample"]["rate"]), engine["sample"]["n"])]
+        cells += [
+            "%s/s (%s)" % (fmt_rate(engine["rate"]), format(engine["n"], ",")),
+            "%.0f%%" % (100 * engine["rate"] / limit) if limit else "-",
+            "%s/s (%d)" % (fmt_rate(engine["sample"]["rate"]), engine["sample"]["n"]),
+        ]
     else:
         cells += ["-", "-", "-"]
     if naive:
         count = args.brevo_naive_contacts if crm == "brevo" else args.naive_contacts
-        cells += ["%s/s (%s)" % (fmt_rate(naive["rate"]), format(count, ",")),
-                  "%s/s" % fmt_rate(figures["naive_engine"]["rate"]), "%.1fx" % figures["ratio"]]
+        cells += [
+            "%s/s (%s)" % (fmt_rate(naive["rate"]), format(count, ",")),
+            "%s/s" % fmt_rate(figures["naive_engine"]["rate"]),
+            "%.1fx" % figures["ratio"],
+        ]
     else:
         cells += ["-", "-", "-"]
     loads = [f["load"] for f in (engine, naive) if f]
@@ -630,10 +745,15 @@ def parse_args():
     parser.add_argument("--repeats", type=int, help="scaleout: runs per process count (3; quick 1)")
     parser.add_argument("--large-rows", type=int, help="claim: rows in the large table (1,000,000; quick 100,000)")
     parser.add_argument("--memory-contacts", help="memory: sizes, comma-separated (50000,200000; quick 5000,20000)")
-    parser.add_argument("--no-memory-debug", dest="memory_debug", action="store_false",
-                        help="memory: skip the runs with DEBUG on")
-    parser.add_argument("--worker-crm", choices=("noop", "mautic"), default="noop",
-                        help="scaleout and memory: the no-HTTP backend (default) or the sandbox's Mautic")
+    parser.add_argument(
+        "--no-memory-debug", dest="memory_debug", action="store_false", help="memory: skip the runs with DEBUG on"
+    )
+    parser.add_argument(
+        "--worker-crm",
+        choices=("noop", "mautic"),
+        default="noop",
+        help="scaleout and memory: the no-HTTP backend (default) or the sandbox's Mautic",
+    )
     parser.add_argument("--latency-ms", type=int, default=50, help="sandbox latency per request")
     parser.add_argument("--clusters", type=int, default=1, help="qcluster processes (default 1)")
     parser.add_argument("--q-workers", type=int, default=4, help="django-q2 workers per qcluster (default 4)")
@@ -663,9 +783,17 @@ def main():
     try:
         if connection.vendor != "postgresql":
             sys.exit("bench/report.py measures PostgreSQL; set DATABASE_URL=postgres://...")
-        print("PostgreSQL %s (%s), %d cores, load %.2f; django-q2 broker: %s; worker logs in %s" % (
-            pg_version(), connection.settings_dict["NAME"], os.cpu_count(), load(),
-            "Redis" if settings.REDIS_URL else "database", logs))
+        print(
+            "PostgreSQL %s (%s), %d cores, load %.2f; django-q2 broker: %s; worker logs in %s"
+            % (
+                pg_version(),
+                connection.settings_dict["NAME"],
+                os.cpu_count(),
+                load(),
+                "Redis" if settings.REDIS_URL else "database",
+                logs,
+            )
+        )
         call_command("crm_setup", *["--crm=%s" % crm for crm in CRMS], stdout=open(os.devnull, "w"))
         Schedule.objects.all().delete()  # migrate's schedules would run beside the measurements
         for name in SECTIONS:

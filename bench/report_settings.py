@@ -5,7 +5,7 @@ Redis."""
 
 import os
 
-from crmsync_project.settings import *  # noqa: F401,F403
+from crmsync_project.settings import *  # noqa: F403
 from crmsync_project.settings import Q_CLUSTER
 
 CRMSYNC_EXTRA_BACKENDS = ["bench.report_support.NoopBackend"]

@@ -4,9 +4,9 @@ backend and the naive one-task-per-contact django-q2 task."""
 from django.utils import timezone
 
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
-from integrations.registry import get_enabled_backend_class
 from integrations.backends.base import CRMBackend, Outcome, OutcomeKind, SyncItem
 from integrations.exceptions import SyncError
+from integrations.registry import get_enabled_backend_class
 
 
 class NoopBackend(CRMBackend):

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crmsync_project.settings")
 os.environ.setdefault("DEBUG", "true")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -85,8 +85,10 @@ def main():
         timed("admin contact list, Brevo + Selected filter", admin_page(client, "?crm=brevo&sync_status=selected"))
         timed("admin contact list, search 'company 42'", admin_page(client, "?q=company+42"))
         verdict = "met" if one < 5 else "NOT met"
-        print("target: select %d contacts for 1 CRM in under 5 s on PostgreSQL: %.2f s (%s on %s)"
-              % (args.contacts, one, verdict, connection.vendor))
+        print(
+            "target: select %d contacts for 1 CRM in under 5 s on PostgreSQL: %.2f s (%s on %s)"
+            % (args.contacts, one, verdict, connection.vendor)
+        )
     finally:
         teardown_databases(old_config, verbosity=0)
 

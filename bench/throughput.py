@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crmsync_project.settings")
 os.environ.setdefault("DEBUG", "true")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -68,8 +68,13 @@ def crmsync_run(url, crm, count, workers):
     seconds = time.perf_counter() - started
     complete = ContactSync.objects.filter(crm=crm, contact__in=contacts, processing_status="complete").count()
     sent = sandbox_requests(url, crm) - before
-    return {"contacts": complete, "seconds": seconds, "rate": complete / seconds, "requests": sent / count,
-            "claimed": result.claimed}
+    return {
+        "contacts": complete,
+        "seconds": seconds,
+        "rate": complete / seconds,
+        "requests": sent / count,
+        "claimed": result.claimed,
+    }
 
 
 class NaiveClient:
@@ -141,21 +146,43 @@ def main():
     server = SandboxServer(port=0, options=SandboxOptions(latency_ms=args.latency_ms, seed=1)).start()
     settings.CRMSYNC_SANDBOX_URL = server.url
     try:
-        print("database: %s; sandbox %s with the real rate limits and %d ms latency"
-              % (connection.vendor, server.url, args.latency_ms))
+        print(
+            "database: %s; sandbox %s with the real rate limits and %d ms latency"
+            % (connection.vendor, server.url, args.latency_ms)
+        )
         call_setup()
-        print("%-8s %-22s %9s %9s %12s %10s %8s" % ("CRM", "approach", "contacts", "seconds", "contacts/s", "req/contact", "ceiling"))
+        print(
+            "%-8s %-22s %9s %9s %12s %10s %8s"
+            % ("CRM", "approach", "contacts", "seconds", "contacts/s", "req/contact", "ceiling")
+        )
         for crm in crms:
             count = args.brevo_contacts if crm == "brevo" and args.brevo_contacts else args.contacts
             engine = crmsync_run(server.url, crm, count, args.workers)
             naive = naive_run(server.url, crm, args.naive_sample)
             for label, figures in (("crmsync engine", engine), ("one at a time (naive)", naive)):
-                print("%-8s %-22s %9d %9.1f %12.1f %10.2f %7.0f%%" % (
-                    crm, label, figures["contacts"], figures["seconds"], figures["rate"], figures["requests"],
-                    100 * figures["rate"] / CEILINGS[crm]))
+                print(
+                    "%-8s %-22s %9d %9.1f %12.1f %10.2f %7.0f%%"
+                    % (
+                        crm,
+                        label,
+                        figures["contacts"],
+                        figures["seconds"],
+                        figures["rate"],
+                        figures["requests"],
+                        100 * figures["rate"] / CEILINGS[crm],
+                    )
+                )
             share = engine["rate"] / CEILINGS[crm]
-            print("%-8s ceiling %d contacts/s; crmsync at %.0f%% (target 90%%: %s), %.0fx the naive approach"
-                  % (crm, CEILINGS[crm], 100 * share, "met" if share >= 0.9 else "NOT met", engine["rate"] / naive["rate"]))
+            print(
+                "%-8s ceiling %d contacts/s; crmsync at %.0f%% (target 90%%: %s), %.0fx the naive approach"
+                % (
+                    crm,
+                    CEILINGS[crm],
+                    100 * share,
+                    "met" if share >= 0.9 else "NOT met",
+                    engine["rate"] / naive["rate"],
+                )
+            )
     finally:
         server.stop()
         connections.close_all()

@@ -127,9 +127,7 @@ class ContactAdmin(admin.ModelAdmin):
     @admin.display(description=_("CRM sync"))
     def crm_status(self, obj):
         by_crm = {sync.crm: sync for sync in obj.syncs.all()}
-        badges = format_html_join(
-            " ", "{}", ((sync_badge(by_crm.get(crm), crm),) for crm, _label in crm_choices())
-        )
+        badges = format_html_join(" ", "{}", ((sync_badge(by_crm.get(crm), crm),) for crm, _label in crm_choices()))
         return format_html('<span class="crm-badges">{}</span>', badges)
 
     @admin.display(description=_("what enrichment found"))
@@ -176,12 +174,14 @@ class ContactAdmin(admin.ModelAdmin):
             action="queue_for_crm",
             title=_("Queue contacts for CRM sync"),
             apply=selection.select,
-            done=lambda n, crms: ngettext(
-                "%(count)s contact queued for %(crms)s.",
-                "%(count)s contacts queued for %(crms)s.",
-                n,
-            )
-            % {"count": n, "crms": crm_list(crms)},
+            done=lambda n, crms: (
+                ngettext(
+                    "%(count)s contact queued for %(crms)s.",
+                    "%(count)s contacts queued for %(crms)s.",
+                    n,
+                )
+                % {"count": n, "crms": crm_list(crms)}
+            ),
         )
 
     @admin.action(description=_("Skip for CRM…"), permissions=["change"])
@@ -192,12 +192,14 @@ class ContactAdmin(admin.ModelAdmin):
             action="skip_for_crm",
             title=_("Skip contacts for CRMs"),
             apply=selection.skip,
-            done=lambda n, crms: ngettext(
-                "%(count)s contact will be skipped for %(crms)s.",
-                "%(count)s contacts will be skipped for %(crms)s.",
-                n,
-            )
-            % {"count": n, "crms": crm_list(crms)},
+            done=lambda n, crms: (
+                ngettext(
+                    "%(count)s contact will be skipped for %(crms)s.",
+                    "%(count)s contacts will be skipped for %(crms)s.",
+                    n,
+                )
+                % {"count": n, "crms": crm_list(crms)}
+            ),
         )
 
     @admin.action(description=_("Retry failed syncs"), permissions=["change"])
@@ -206,14 +208,11 @@ class ContactAdmin(admin.ModelAdmin):
         if count:
             self.message_user(
                 request,
-                ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count)
-                % count,
+                ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count) % count,
                 messages.SUCCESS,
             )
         else:
-            self.message_user(
-                request, _("None of the selected contacts has a failed sync."), messages.WARNING
-            )
+            self.message_user(request, _("None of the selected contacts has a failed sync."), messages.WARNING)
 
     def _apply_to_crms(self, request, queryset, *, action, title, apply, done):
         """Django's confirmation-page pattern: the first POST shows the CRM choice,
@@ -302,8 +301,7 @@ class ContactSyncAdmin(admin.ModelAdmin):
         count = selection.retry_syncs(queryset)
         self.message_user(
             request,
-            ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count)
-            % count,
+            ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count) % count,
             messages.SUCCESS if count else messages.WARNING,
         )
 

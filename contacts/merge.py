@@ -115,7 +115,9 @@ def _candidates(using):
     email may be non-canonical."""
     rows = (
         Contact.objects.using(using)
-        .annotate(email_bytes=ByteLength("email"), email_chars=Length("email"), ace_at=StrIndex("email", Value(ACE_PREFIX)))
+        .annotate(
+            email_bytes=ByteLength("email"), email_chars=Length("email"), ace_at=StrIndex("email", Value(ACE_PREFIX))
+        )
         .filter(Q(email_bytes__gt=F("email_chars")) | Q(ace_at__gt=0))
         .values_list("pk", "email")
     )
@@ -146,7 +148,11 @@ def _attach_syncs(groups, using):
     members = {contact.pk: group for group in groups for contact in group.contacts}
     pks = sorted(members)
     for start in range(0, len(pks), CHUNK_SIZE):
-        for sync in ContactSync.objects.using(using).filter(contact_id__in=pks[start : start + CHUNK_SIZE]).order_by("crm", "pk"):
+        for sync in (
+            ContactSync.objects.using(using)
+            .filter(contact_id__in=pks[start : start + CHUNK_SIZE])
+            .order_by("crm", "pk")
+        ):
             members[sync.contact_id].syncs.append(sync)
 
 
@@ -236,7 +242,9 @@ def _merge_value(decision, other, section, key, label, ours, theirs):
     if _empty(theirs) or theirs == ours:
         return ours
     if _empty(ours):
-        decision.notes.append("%s: takes %r from #%d (empty on #%d)" % (label, theirs, other.pk, decision.group.survivor.pk))
+        decision.notes.append(
+            "%s: takes %r from #%d (empty on #%d)" % (label, theirs, other.pk, decision.group.survivor.pk)
+        )
         return theirs
     decision.entries[other.pk][section][key] = theirs
     decision.notes.append(
@@ -351,9 +359,7 @@ def merge_group(group, using=None):
             _apply(decision, using)
     except MergeRefused as exc:
         return GroupResult(group.email, False, reason=str(exc))
-    return GroupResult(
-        group.email, True, fresh.survivor.pk, [c.pk for c in fresh.merged], decision.requeue
-    )
+    return GroupResult(group.email, True, fresh.survivor.pk, [c.pk for c in fresh.merged], decision.requeue)
 
 
 def _locked(group, using):
@@ -363,7 +369,10 @@ def _locked(group, using):
     contacts = sorted(Contact.objects.using(using).select_for_update().filter(members), key=_age)
     contacts = [c for c in contacts if canonical_email(c.email) == group.email]
     syncs = list(
-        ContactSync.objects.using(using).select_for_update().filter(contact__in=[c.pk for c in contacts]).order_by("crm", "pk")
+        ContactSync.objects.using(using)
+        .select_for_update()
+        .filter(contact__in=[c.pk for c in contacts])
+        .order_by("crm", "pk")
     )
     return Group(group.email, contacts, syncs)
 

@@ -8,7 +8,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, unquote
 
 
@@ -158,7 +158,7 @@ class DailyQuota:
         self.requests, self.day, self.used = requests, None, 0
 
     def _catch_up(self):
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         if today != self.day:
             self.day, self.used = today, 0
 
@@ -175,8 +175,8 @@ class DailyQuota:
         return max(0, self.requests - self.used)
 
     def until_full(self, now=None):
-        current = datetime.now(timezone.utc)
-        midnight = datetime.combine(current.date() + timedelta(days=1), datetime.min.time(), timezone.utc)
+        current = datetime.now(UTC)
+        midnight = datetime.combine(current.date() + timedelta(days=1), datetime.min.time(), UTC)
         return (midnight - current).total_seconds()
 
 

@@ -8,7 +8,7 @@ import csv
 import io
 import re
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -37,7 +37,7 @@ def crm_settings(url):
 
 
 def now():
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def error(status, code, message, **extra):

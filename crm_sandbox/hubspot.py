@@ -8,7 +8,7 @@ import fnmatch
 import json
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
@@ -36,8 +36,14 @@ CONTACTS = r"/crm/(?:v3/objects|objects/2026-03)/(?:contacts|0-1)"
 PROPERTIES = r"/crm/(?:v3/properties|properties/2026-03)/(?:contacts|0-1)"
 LISTS = r"/crm/(?:v3/lists|lists/2026-03)"
 LIFECYCLE_STAGES = (
-    "subscriber", "lead", "marketingqualifiedlead", "salesqualifiedlead",
-    "opportunity", "customer", "evangelist", "other",
+    "subscriber",
+    "lead",
+    "marketingqualifiedlead",
+    "salesqualifiedlead",
+    "opportunity",
+    "customer",
+    "evangelist",
+    "other",
 )
 BUILT_IN_PROPERTIES = {
     # name: (label, type, fieldType)
@@ -65,13 +71,34 @@ DEFAULT_RETURNED = ("createdate", "email", "firstname", "hs_object_id", "lastmod
 ALWAYS_RETURNED = ("createdate", "hs_object_id", "lastmodifieddate")
 PROPERTY_TYPES = ("string", "number", "date", "datetime", "enumeration", "bool", "phone_number")
 FIELD_TYPES = (
-    "text", "textarea", "number", "date", "select", "radio", "checkbox", "booleancheckbox",
-    "phonenumber", "html", "file", "calculation_equation",
+    "text",
+    "textarea",
+    "number",
+    "date",
+    "select",
+    "radio",
+    "checkbox",
+    "booleancheckbox",
+    "phonenumber",
+    "html",
+    "file",
+    "calculation_equation",
 )
 PROCESSING_TYPES = ("MANUAL", "DYNAMIC", "SNAPSHOT")
 OPERATORS = (
-    "EQ", "NEQ", "LT", "LTE", "GT", "GTE", "BETWEEN", "IN", "NOT_IN",
-    "HAS_PROPERTY", "NOT_HAS_PROPERTY", "CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN",
+    "EQ",
+    "NEQ",
+    "LT",
+    "LTE",
+    "GT",
+    "GTE",
+    "BETWEEN",
+    "IN",
+    "NOT_IN",
+    "HAS_PROPERTY",
+    "NOT_HAS_PROPERTY",
+    "CONTAINS_TOKEN",
+    "NOT_CONTAINS_TOKEN",
 )
 QUERY_PROPERTIES = ("email", "firstname", "lastname", "phone", "company")
 AUTH_MESSAGE = (
@@ -96,7 +123,7 @@ def crm_settings(url):
 
 
 def now():
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def error(status, category, message, **extra):
@@ -180,8 +207,11 @@ def property_definition(name, label, kind, field_type, hubspot_defined=True, **e
         "hasUniqueValue": name == "email",
         "hidden": False,
         "hubspotDefined": hubspot_defined,
-        "modificationMetadata": {"archivable": not hubspot_defined, "readOnlyDefinition": hubspot_defined,
-                                 "readOnlyValue": name in READ_ONLY_PROPERTIES},
+        "modificationMetadata": {
+            "archivable": not hubspot_defined,
+            "readOnlyDefinition": hubspot_defined,
+            "readOnlyValue": name in READ_ONLY_PROPERTIES,
+        },
         "formField": True,
     }
     if name == "lifecyclestage":

@@ -10,7 +10,7 @@ two creates for one email).
 import base64
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from django.core.exceptions import ValidationError
@@ -29,8 +29,7 @@ BASIC_AUTH_DISABLED = (
     "Basic Auth disabled. You need to enable HTTP basic auth in the API settings of Mautic's Configuration."
 )
 SERVER_ERROR = (
-    "Looks like I encountered an error (error #%d). "
-    "If I do it again, please report me to the system administrator!"
+    "Looks like I encountered an error (error #%d). If I do it again, please report me to the system administrator!"
 )
 CORE_FIELDS = ("email", "firstname", "lastname", "phone", "mobile", "company", "position", "website", "city", "country")
 
@@ -49,7 +48,7 @@ def crm_settings(url):
 
 
 def now():
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def api_error(status, message, details=None):
@@ -108,7 +107,10 @@ class MauticEmulator(Emulator):
         with self.lock:
             self.settings = dict(self.SETTINGS)
             self.records, self.by_email, self.next_id = {}, {}, 1
-            self.fields = {alias: {"alias": alias, "label": alias.title(), "type": "text", "group": "core"} for alias in CORE_FIELDS}
+            self.fields = {
+                alias: {"alias": alias, "label": alias.title(), "type": "text", "group": "core"}
+                for alias in CORE_FIELDS
+            }
             self.segments, self.next_segment_id = {}, 1
             self.tokens = {}
             self.limit = None
@@ -128,7 +130,11 @@ class MauticEmulator(Emulator):
         # ApiSubscriber refuses every /api and /oauth request while the API is off,
         # the token endpoint included (RequestHelper::isApiRequest).
         if not self.settings["api_enabled"]:
-            return auth_error(403, "API disabled. You need to enable the API in the API settings of Mautic's Configuration.", "api_disabled")
+            return auth_error(
+                403,
+                "API disabled. You need to enable the API in the API settings of Mautic's Configuration.",
+                "api_disabled",
+            )
         scheme, _, credentials = request.header("authorization").partition(" ")
         if scheme.lower() == "basic" and not self.settings["basic_auth_enabled"]:
             return auth_error(403, BASIC_AUTH_DISABLED, "access_denied")
@@ -169,11 +175,25 @@ class MauticEmulator(Emulator):
         return [("hour", self.limit)] if self.limit else []
 
     def rate_limited(self, request, name, limit, wait):
-        return json_response(429, {"errors": [{"code": 429, "message": "You exceeded the rate limit of %d API calls per hour." % limit.requests, "details": []}]})
+        return json_response(
+            429,
+            {
+                "errors": [
+                    {
+                        "code": 429,
+                        "message": "You exceeded the rate limit of %d API calls per hour." % limit.requests,
+                        "details": [],
+                    }
+                ]
+            },
+        )
 
     def limit_headers(self, name, limit, remaining, wait):
-        return {"X-RateLimit-Limit": str(limit.requests), "X-RateLimit-Remaining": str(remaining),
-                "X-RateLimit-Reset": str(int(time.time() + wait))}
+        return {
+            "X-RateLimit-Limit": str(limit.requests),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(int(time.time() + wait)),
+        }
 
     def set_primary_limit(self, requests, seconds):
         with self.lock:
@@ -184,13 +204,18 @@ class MauticEmulator(Emulator):
     @route("POST", r"/oauth/v2/token")
     def token(self, request):
         form = {key: values[0] for key, values in parse_qs(request.body.decode()).items()}
-        if form.get("grant_type") != "client_credentials" or (form.get("client_id"), form.get("client_secret")) != (CLIENT_ID, CLIENT_SECRET):
+        if form.get("grant_type") != "client_credentials" or (form.get("client_id"), form.get("client_secret")) != (
+            CLIENT_ID,
+            CLIENT_SECRET,
+        ):
             return auth_error(400, "The client credentials are invalid", "invalid_client")
         token = secrets.token_urlsafe(24)
         lifetime = int(self.settings["token_lifetime_seconds"])
         with self.lock:
             self.tokens[token] = time.monotonic() + lifetime
-        return json_response(200, {"access_token": token, "expires_in": lifetime, "token_type": "bearer", "scope": None})
+        return json_response(
+            200, {"access_token": token, "expires_in": lifetime, "token_type": "bearer", "scope": None}
+        )
 
     # Contacts
 
@@ -311,8 +336,17 @@ class MauticEmulator(Emulator):
         alias = body.get("alias") or body["label"].lower().replace(" ", "_")
         with self.lock:
             if alias in self.fields:
-                return errors(400, "alias: Another field is already using this alias.", details={"alias": ["Another field is already using this alias."]})
-            self.fields[alias] = {"alias": alias, "label": body["label"], "type": body.get("type", "text"), "group": body.get("group", "core")}
+                return errors(
+                    400,
+                    "alias: Another field is already using this alias.",
+                    details={"alias": ["Another field is already using this alias."]},
+                )
+            self.fields[alias] = {
+                "alias": alias,
+                "label": body["label"],
+                "type": body.get("type", "text"),
+                "group": body.get("group", "core"),
+            }
             return json_response(201, {"field": self.fields[alias]})
 
     @route("POST", r"/api/segments/new")
@@ -321,7 +355,12 @@ class MauticEmulator(Emulator):
         if not body.get("name"):
             return errors(400, "name: A name is required.", details={"name": ["A name is required."]})
         with self.lock:
-            segment = {"id": self.next_segment_id, "name": body["name"], "alias": body.get("alias") or body["name"].lower(), "members": []}
+            segment = {
+                "id": self.next_segment_id,
+                "name": body["name"],
+                "alias": body.get("alias") or body["name"].lower(),
+                "members": [],
+            }
             self.segments[segment["id"]] = segment
             self.next_segment_id += 1
         return json_response(201, {"list": {k: v for k, v in segment.items() if k != "members"}})
@@ -411,5 +450,8 @@ class MauticEmulator(Emulator):
             "dateModified": record["dateModified"],
             "points": record["points"],
             "tags": list(record["tags"]),
-            "fields": {"core": {alias: {"alias": alias, "value": value} for alias, value in record["fields"].items()}, "all": all_fields},
+            "fields": {
+                "core": {alias: {"alias": alias, "value": value} for alias, value in record["fields"].items()},
+                "all": all_fields,
+            },
         }

@@ -18,7 +18,7 @@ import contextlib
 import json
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import requests
 
@@ -91,10 +91,13 @@ class N8nEmulator(Emulator):
     def wrong_method(self, request, path):
         if path != WEBHOOK_PATH:
             return self._not_registered("GET", path)
-        return json_response(404, {
-            "code": 404,
-            "message": "This webhook is not registered for GET requests. Did you mean to make a POST request?",
-        })
+        return json_response(
+            404,
+            {
+                "code": 404,
+                "message": "This webhook is not registered for GET requests. Did you mean to make a POST request?",
+            },
+        )
 
     def _trigger(self, request, path):
         if path != WEBHOOK_PATH or not self.settings["active"]:
@@ -107,8 +110,9 @@ class N8nEmulator(Emulator):
         body = request.json()
         items = body if isinstance(body, list) else [body]
         with self.lock:
-            self.executions.append({"id": str(len(self.executions) + 1), "items": items,
-                                    "at": datetime.now(timezone.utc).isoformat()})
+            self.executions.append(
+                {"id": str(len(self.executions) + 1), "items": items, "at": datetime.now(UTC).isoformat()}
+            )
         if self.settings["callback_url"]:
             for item in items:
                 self._schedule_callback(item)
@@ -117,11 +121,14 @@ class N8nEmulator(Emulator):
         return json_response(200, {"message": "Workflow was started"})
 
     def _not_registered(self, method, path):
-        return json_response(404, {
-            "code": 404,
-            "message": 'The requested webhook "%s %s" is not registered.' % (method, path),
-            "hint": NOT_ACTIVE_HINT,
-        })
+        return json_response(
+            404,
+            {
+                "code": 404,
+                "message": 'The requested webhook "%s %s" is not registered.' % (method, path),
+                "hint": NOT_ACTIVE_HINT,
+            },
+        )
 
     def _check_auth(self, request):
         """The Webhook node's answers: plain text, with the Basic realm header."""
@@ -156,7 +163,10 @@ class N8nEmulator(Emulator):
             requests.post(
                 self.settings["callback_url"],
                 data=json.dumps(callback),
-                headers={"Content-Type": "application/json", "Authorization": "Bearer %s" % self.settings["callback_secret"]},
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": "Bearer %s" % self.settings["callback_secret"],
+                },
                 timeout=10,
             )
 
@@ -168,7 +178,7 @@ def enrichment_for(item):
         "contact_id": item.get("contact_id"),
         "enrichment_id": str(uuid.uuid4()),
         "status": "complete",
-        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "timestamp": datetime.now(UTC).isoformat(),
         "enriched_data": {
             "company": {"name": item.get("company") or domain.split(".")[0].title(), "website": "https://%s" % domain},
             "confidence_score": 80,

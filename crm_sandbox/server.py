@@ -25,7 +25,7 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -216,7 +216,7 @@ class Sandbox:
     def handle(self, crm, request):
         """The CRM's answer, or None when it is down: the server then closes the
         connection without one."""
-        received = datetime.now(timezone.utc).isoformat()
+        received = datetime.now(UTC).isoformat()
         if self.faults[crm].down:
             self._log(crm, request, None, received)
             return None
@@ -304,8 +304,7 @@ class Sandbox:
         emulator = self.emulators[crm]
         with emulator.lock:
             limits = {
-                name: {"requests": limit.requests, "seconds": limit.seconds}
-                for name, limit in emulator.limits.items()
+                name: {"requests": limit.requests, "seconds": limit.seconds} for name, limit in emulator.limits.items()
             }
         burst = self.bursts[crm]
         return {**asdict(self.faults[crm]), "rate_limits": limits, "rate_limit_burst": burst and burst.view()}

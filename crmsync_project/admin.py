@@ -35,8 +35,11 @@ class CRMSyncAdminSite(admin.AdminSite):
             admin_class = type(
                 admin_class.__name__,
                 (CheckedParametersAdmin, admin_class),
-                {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__,
-                 "__doc__": admin_class.__doc__},
+                {
+                    "__module__": admin_class.__module__,
+                    "__qualname__": admin_class.__qualname__,
+                    "__doc__": admin_class.__doc__,
+                },
             )
         super().register(model_or_iterable, admin_class, **options)
 
@@ -125,8 +128,11 @@ class CheckedParametersAdmin:
         if request.method == "GET" and ERROR_FLAG in request.GET:
             self.message_user(
                 request,
-                _("The address of this list held a filter or value the list does not offer (a mistyped or "
-                  "outdated link?), so it shows all %s.") % self.opts.verbose_name_plural,
+                _(
+                    "The address of this list held a filter or value the list does not offer (a mistyped or "
+                    "outdated link?), so it shows all %s."
+                )
+                % self.opts.verbose_name_plural,
                 messages.WARNING,
             )
         return super().changelist_view(request, extra_context)
@@ -141,8 +147,11 @@ class CheckedParametersAdmin:
         if not all(self._is_an_id(value) for value in selected):
             self.message_user(
                 request,
-                _("The selection holds something that is not the id of a %s. Nothing was changed; "
-                  "select the items again.") % self.opts.verbose_name,
+                _(
+                    "The selection holds something that is not the id of a %s. Nothing was changed; "
+                    "select the items again."
+                )
+                % self.opts.verbose_name,
                 messages.ERROR,
             )
             return None

@@ -52,7 +52,8 @@ def _lease_too_short(backend_class):
     return [
         Error(
             "CRMSYNC_LEASE_SECONDS (%d) is too short for %s (%g): a request to %s may outlive the lease, "
-            "and another worker would push the same contacts again." % (lease, timeout_name, timeout, backend_class.verbose_name),
+            "and another worker would push the same contacts again."
+            % (lease, timeout_name, timeout, backend_class.verbose_name),
             hint="Set CRMSYNC_LEASE_SECONDS to at least %d, or lower %s." % (needed, timeout_name),
             id="integrations.E002",
         )

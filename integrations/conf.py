@@ -176,9 +176,7 @@ class SyncPolicy:
         policy = cls(
             crm=crm,
             interval_minutes=get_crm_setting(crm, "SYNC_SCHEDULER_INTERVAL_MINUTES", 5, cast=int),
-            batch_size=get_crm_setting(
-                crm, "SYNC_SCHEDULER_BATCH_SIZE", backend_class.default_batch_size, cast=int
-            ),
+            batch_size=get_crm_setting(crm, "SYNC_SCHEDULER_BATCH_SIZE", backend_class.default_batch_size, cast=int),
             max_instances=get_crm_setting(crm, "SYNC_SCHEDULER_MAX_INSTANCES", 1, cast=int),
             max_retries=get_crm_setting(crm, "SYNC_MAX_RETRIES", 3, cast=int),
             retry_delay_minutes=get_crm_setting(crm, "SYNC_RETRY_DELAY_MINUTES", 5.0, cast=float),

@@ -15,9 +15,7 @@ class UnknownCRM(ValueError):
     def __init__(self, name, known):
         self.name = name
         self.known = tuple(known)
-        super().__init__(
-            "Unknown CRM %r. Known CRMs: %s." % (name, ", ".join(self.known) or "none")
-        )
+        super().__init__("Unknown CRM %r. Known CRMs: %s." % (name, ", ".join(self.known) or "none"))
 
 
 class SyncError(Exception):

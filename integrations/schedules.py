@@ -9,8 +9,8 @@ the schedules of CRMs that are no longer configured.
 from django.db import connections, transaction
 from django_q.models import Schedule
 
-from .registry import enabled_backend_classes
 from .conf import SyncPolicy, drift_check_interval_minutes
+from .registry import enabled_backend_classes
 from .resync import crms_syncing_on_change
 
 PREFIX = "crmsync:"

@@ -7,9 +7,9 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission, User
-from hypothesis import settings as hypothesis_settings
 from django.db import connection
 from django.test.signals import setting_changed
+from hypothesis import settings as hypothesis_settings
 
 from contacts.models import Contact, ContactSync
 
@@ -35,8 +35,7 @@ def make_contacts(db):
     def make(count, prefix="bulk"):
         start = next(_serial)
         Contact.objects.bulk_create(
-            Contact(email="%s%d-%d@example.com" % (prefix, start, i), first_name="F%d" % i)
-            for i in range(count)
+            Contact(email="%s%d-%d@example.com" % (prefix, start, i), first_name="F%d" % i) for i in range(count)
         )
         return Contact.objects.filter(email__startswith="%s%d-" % (prefix, start))
 
@@ -61,8 +60,9 @@ def _staff_user(username, *codenames):
 def staff_client(client, db):
     """A logged-in staff user who may view and change contacts."""
     client.force_login(
-        _staff_user("staff", "view_contact", "change_contact", "view_contactsync", "change_contactsync",
-                     "view_syncattempt")
+        _staff_user(
+            "staff", "view_contact", "change_contact", "view_contactsync", "change_contactsync", "view_syncattempt"
+        )
     )
     return client
 
@@ -242,5 +242,7 @@ def pytest_sessionfinish(session, exitstatus):
     reporter.section("secrets in log records", sep="=", red=True, bold=True)
     for test, secret, text in leaks:
         masked = text.replace(secret, "<%s...>" % secret[:4])
-        reporter.line("%s: a configured secret (%s...) was logged:" % (test or "outside any test", secret[:4]), red=True)
+        reporter.line(
+            "%s: a configured secret (%s...) was logged:" % (test or "outside any test", secret[:4]), red=True
+        )
         reporter.line("    " + masked[:2000].replace("\n", "\n    "))

@@ -26,7 +26,7 @@ from django.urls import URLPattern, reverse
 from django.utils import timezone
 from django_q.models import Failure, Schedule, Success
 
-from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
+from contacts.models import AttemptOutcome, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 from integrations.models import CRMState, Enrichment, EnrichmentStatus
 
 pytestmark = pytest.mark.django_db
@@ -92,7 +92,9 @@ def filter_parameters(model_admin, request):
         parameters.extend("%s__%s" % (model_admin.date_hierarchy, part) for part in ("year", "month", "day"))
     # Django lets any lookup on the model's own fields through; a regex the
     # database cannot compile and a list of ids are two that no filter offers.
-    text_field = next(f.name for f in model._meta.concrete_fields if f.get_internal_type() in ("CharField", "TextField"))
+    text_field = next(
+        f.name for f in model._meta.concrete_fields if f.get_internal_type() in ("CharField", "TextField")
+    )
     parameters.extend(("%s__regex" % text_field, "%s__in" % model._meta.pk.name, "nosuchparameter"))
     return parameters
 
@@ -115,18 +117,40 @@ def rows_in_every_list(make_contact, make_sync, superuser_client):
     now = timezone.now()
     for n in range(2):
         contact = make_contact(first_name="Ann%d" % n, company="Acme")
-        make_sync(contact, "brevo", sync_status=SyncStatus.ERROR, processing_status=ProcessingStatus.ERROR,
-                  last_error="Brevo: invalid phone %d" % n)
-        make_sync(contact, "hubspot", sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.QUEUED,
-                  next_attempt_at=now)
-        SyncAttempt.objects.create(contact=contact, crm="brevo", attempted_at=now - timedelta(days=n),
-                                   outcome=AttemptOutcome.FAILED, error="invalid phone")
+        make_sync(
+            contact,
+            "brevo",
+            sync_status=SyncStatus.ERROR,
+            processing_status=ProcessingStatus.ERROR,
+            last_error="Brevo: invalid phone %d" % n,
+        )
+        make_sync(
+            contact,
+            "hubspot",
+            sync_status=SyncStatus.SELECTED,
+            processing_status=ProcessingStatus.QUEUED,
+            next_attempt_at=now,
+        )
+        SyncAttempt.objects.create(
+            contact=contact,
+            crm="brevo",
+            attempted_at=now - timedelta(days=n),
+            outcome=AttemptOutcome.FAILED,
+            error="invalid phone",
+        )
         Enrichment.objects.create(enrichment_id="run-%d" % n, contact=contact, status=EnrichmentStatus.COMPLETE)
         Group.objects.create(name="group %d" % n)
         Schedule.objects.create(name="schedule %d" % n, func="math.floor", next_run=now)
         for model, success in ((Success, True), (Failure, False)):
-            model.objects.create(id="task%d%s" % (n, success), name="task-%d" % n, func="math.floor", started=now,
-                                 stopped=now, success=success, group="g%d" % n)
+            model.objects.create(
+                id="task%d%s" % (n, success),
+                name="task-%d" % n,
+                func="math.floor",
+                started=now,
+                stopped=now,
+                success=success,
+                group="g%d" % n,
+            )
     CRMState.objects.create(crm="brevo")
     CRMState.objects.create(crm="hubspot")
 
@@ -206,7 +230,9 @@ def walk_every_parameter(client, model_admin, values, flag_values, repeated=()):
 @pytest.mark.usefixtures("rows_in_every_list", "one_row_per_page")
 @pytest.mark.parametrize("registered", registered_admins(), ids=admin_label)
 def test_every_list_survives_garbage_in_every_parameter(superuser_client, registered):
-    walk_every_parameter(superuser_client, registered[1], HOSTILE_VALUES, FLAG_VALUES, repeated=("1", "nosuchvalue", ""))
+    walk_every_parameter(
+        superuser_client, registered[1], HOSTILE_VALUES, FLAG_VALUES, repeated=("1", "nosuchvalue", "")
+    )
 
 
 @pytest.mark.usefixtures("rows_in_every_list", "one_row_per_page")
@@ -235,8 +261,13 @@ def test_object_pages_survive_ids_that_are_not_ids(superuser_client, registered)
         for url in object_urls(model, model_admin, object_id):
             walk.page("GET", url)
     for url in object_urls(model, model_admin, "nosuchid"):
-        for query in ("_changelist_filters=crm%3D%2500%26p%3D-1%26o%3Dx", "_changelist_filters=%01%ff",
-                      "_popup=%01", "_to_field=%01", "p=-1"):
+        for query in (
+            "_changelist_filters=crm%3D%2500%26p%3D-1%26o%3Dx",
+            "_changelist_filters=%01%ff",
+            "_popup=%01",
+            "_to_field=%01",
+            "p=-1",
+        ):
             walk.page("GET", "%s?%s" % (url, query))
         walk.page("POST", url, "post=yes&_save=1")
     walk.assert_no_problems()
@@ -292,8 +323,11 @@ def test_actions_survive_a_garbage_index_and_confirmation(superuser_client, regi
             walk.page("POST", url, "action=%s&index=%s&%s=%s" % (action, index, ACTION_CHECKBOX_NAME, some_id))
         # The page of an action that asks first (which CRMs; delete them all?).
         for crms in ("%00", "nosuchcrm"):
-            walk.page("POST", url, "action=%s&%s=%s&select_across=%%01&post=yes&crms=%s"
-                      % (action, ACTION_CHECKBOX_NAME, some_id, crms))
+            walk.page(
+                "POST",
+                url,
+                "action=%s&%s=%s&select_across=%%01&post=yes&crms=%s" % (action, ACTION_CHECKBOX_NAME, some_id, crms),
+            )
     walk.assert_no_problems()
 
 
@@ -315,8 +349,9 @@ def brevo_configured(settings):
 def test_dashboard_links_with_odd_error_messages_list_their_contacts(superuser_client, make_contact, make_sync):
     for n, error in enumerate(ODD_ERRORS):
         contact = make_contact(email="odd%d@example.com" % n)
-        make_sync(contact, "brevo", sync_status=SyncStatus.ERROR, processing_status=ProcessingStatus.ERROR,
-                  last_error=error)
+        make_sync(
+            contact, "brevo", sync_status=SyncStatus.ERROR, processing_status=ProcessingStatus.ERROR, last_error=error
+        )
     page = superuser_client.get(reverse("admin:crmsync_dashboard"))
     assert page.status_code == 200
     links = [html.unescape(href) for href in re.findall(r'<a [^>]*href="([^"]+)"', page.content.decode())]
@@ -339,17 +374,25 @@ def test_dashboard_links_with_odd_error_messages_list_their_contacts(superuser_c
 @pytest.mark.usefixtures("brevo_configured")
 def test_dashboard_and_site_pages_survive_garbage_query_strings(superuser_client):
     apps = sorted({model._meta.app_label for model in admin.site._registry})
-    pages = [reverse("admin:crmsync_dashboard"), reverse("admin:index"), reverse("admin:login"),
-             reverse("admin:password_change"), reverse("admin:jsi18n"), *("/admin/%s/" % app for app in apps)]
+    pages = [
+        reverse("admin:crmsync_dashboard"),
+        reverse("admin:index"),
+        reverse("admin:login"),
+        reverse("admin:password_change"),
+        reverse("admin:jsi18n"),
+        *("/admin/%s/" % app for app in apps),
+    ]
     walk = Walk(superuser_client)
     for url in pages:
         for value in HOSTILE_VALUES:
             walk.page("GET", "%s?crm=%s&next=%s&%s=1" % (url, value, value, value))
     for value in HOSTILE_VALUES:
-        walk.page("GET", "/admin/autocomplete/?term=%s&app_label=%s&model_name=contact&field_name=%s"
-                  % (value, value, value))
-        walk.page("GET", "/admin/autocomplete/?term=%s&app_label=contacts&model_name=contactsync&field_name=contact"
-                  % value)
+        walk.page(
+            "GET", "/admin/autocomplete/?term=%s&app_label=%s&model_name=contact&field_name=%s" % (value, value, value)
+        )
+        walk.page(
+            "GET", "/admin/autocomplete/?term=%s&app_label=contacts&model_name=contactsync&field_name=contact" % value
+        )
         walk.page("GET", "/admin/r/%s/%s/" % (value or "1", value or "1"))
         for action in ("pause", "resume"):
             walk.page("POST", "/admin/dashboard/%s/%s/" % (value or "1", action))
@@ -379,14 +422,17 @@ class TestWhatAListDoesWithAValueItDoesNotOffer:
     """Django's own answer to lookups it cannot use: the list without them, flagged
     ?e=1. Never an empty or unfiltered list that looks filtered."""
 
-    @pytest.mark.parametrize("query", [
-        "crm=nosuchcrm",
-        "crm=brevo&sync_status=zzz",
-        "processing_status=selected",
-        "sync_status=%01",
-        "email__regex=(",
-        "email=ann@example.com",
-    ])
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "crm=nosuchcrm",
+            "crm=brevo&sync_status=zzz",
+            "processing_status=selected",
+            "sync_status=%01",
+            "email__regex=(",
+            "email=ann@example.com",
+        ],
+    )
     def test_contacts(self, superuser_client, query):
         response = superuser_client.get("/admin/contacts/contact/?" + query)
         assert (response.status_code, response["Location"]) == (302, "/admin/contacts/contact/?e=1")
@@ -401,23 +447,29 @@ class TestWhatAListDoesWithAValueItDoesNotOffer:
             "outdated link?), so it shows all contacts."
         ]
 
-    @pytest.mark.parametrize("query", [
-        "crm=nosuchcrm",
-        "sync_status__exact=zzz",
-        "processing_status__exact=selected",
-        "last_error__icontains=x",
-    ])
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "crm=nosuchcrm",
+            "sync_status__exact=zzz",
+            "processing_status__exact=selected",
+            "last_error__icontains=x",
+        ],
+    )
     def test_contact_syncs(self, superuser_client, query):
         response = superuser_client.get("/admin/contacts/contactsync/?" + query)
         assert (response.status_code, response["Location"]) == (302, "/admin/contacts/contactsync/?e=1")
 
-    @pytest.mark.parametrize("query", [
-        "attempted_at__year=9999",
-        "attempted_at__year=9999&attempted_at__month=12",
-        "attempted_at__year=2026&attempted_at__month=2&attempted_at__day=30",
-        "attempted_at__year=99999999999999999999",
-        "attempted_at__month=5",
-    ])
+    @pytest.mark.parametrize(
+        "query",
+        [
+            "attempted_at__year=9999",
+            "attempted_at__year=9999&attempted_at__month=12",
+            "attempted_at__year=2026&attempted_at__month=2&attempted_at__day=30",
+            "attempted_at__year=99999999999999999999",
+            "attempted_at__month=5",
+        ],
+    )
     def test_sync_attempts_by_date(self, superuser_client, query):
         response = superuser_client.get("/admin/contacts/syncattempt/?" + query)
         assert (response.status_code, response["Location"]) == (302, "/admin/contacts/syncattempt/?e=1")
@@ -434,9 +486,7 @@ class TestWhatAListDoesWithAValueItDoesNotOffer:
             return [str(row) for row in response.context["cl"].result_list]
 
         assert listed("/admin/contacts/contact/?crm=brevo&sync_status=error") == ["ann@example.com"]
-        assert listed("/admin/contacts/contactsync/?crm=hubspot&sync_status__exact=error") == [
-            str(bob.syncs.get())
-        ]
+        assert listed("/admin/contacts/contactsync/?crm=hubspot&sync_status__exact=error") == [str(bob.syncs.get())]
         assert listed("/admin/contacts/contact/?processing_status=error&crm=hubspot&q=bob") == ["bob@example.com"]
         year = timezone.now().year
         assert len(listed("/admin/contacts/syncattempt/?attempted_at__year=%d&crm=brevo" % year)) == 1

@@ -149,7 +149,14 @@ def test_admin_actions_need_the_change_permission(as_persona, persona, action):
 
 @pytest.mark.parametrize(
     "persona, expected",
-    [("anonymous", "login"), ("non_staff", "login"), ("staff_no_perms", 403), ("viewer", 200), ("changer", 200), ("pauser", 403)],
+    [
+        ("anonymous", "login"),
+        ("non_staff", "login"),
+        ("staff_no_perms", 403),
+        ("viewer", 200),
+        ("changer", 200),
+        ("pauser", 403),
+    ],
 )
 def test_the_dashboard_needs_the_view_contact_sync_permission(as_persona, brevo_configured, persona, expected):
     response = as_persona(persona).get(DASHBOARD)
@@ -184,7 +191,14 @@ def test_pause_is_post_only(as_persona, brevo_configured):
 
 @pytest.mark.parametrize(
     "persona, expected",
-    [("anonymous", "login"), ("non_staff", "login"), ("staff_no_perms", 403), ("viewer", 200), ("changer", 200), ("pauser", 403)],
+    [
+        ("anonymous", "login"),
+        ("non_staff", "login"),
+        ("staff_no_perms", 403),
+        ("viewer", 200),
+        ("changer", 200),
+        ("pauser", 403),
+    ],
 )
 def test_crm_state_admin_is_seen_with_the_view_permission(as_persona, persona, expected):
     CRMState.objects.create(crm="brevo", pause_reason="Brevo rejected the API key")
@@ -301,7 +315,13 @@ def with_token(client, page, data):
 def test_an_admin_action_without_the_csrf_token_is_403(as_persona, csrf_client):
     client = as_persona("changer", client=csrf_client)
     contact = Contact.objects.create(email="ann@example.com")
-    data = {"action": "queue_for_crm", "index": 0, ACTION_CHECKBOX_NAME: [str(contact.pk)], "post": "yes", "crms": ["brevo"]}
+    data = {
+        "action": "queue_for_crm",
+        "index": 0,
+        ACTION_CHECKBOX_NAME: [str(contact.pk)],
+        "post": "yes",
+        "crms": ["brevo"],
+    }
 
     assert client.post(CHANGELIST, data).status_code == 403
     assert not ContactSync.objects.exists()
@@ -470,9 +490,16 @@ def what_people_and_machines_read(admin_client, out):
         "/healthz": Client().get("/healthz").content.decode(),
     }
     pages = [CHANGELIST, SYNC_CHANGELIST, ATTEMPT_CHANGELIST, STATE_CHANGELIST, DASHBOARD, "/admin/"]
-    pages += [reverse("admin:contacts_contact_change", args=[pk]) for pk in Contact.objects.values_list("pk", flat=True)]
-    pages += [reverse("admin:contacts_contactsync_change", args=[pk]) for pk in ContactSync.objects.values_list("pk", flat=True)]
-    pages += [reverse("admin:integrations_crmstate_change", args=[pk]) for pk in CRMState.objects.values_list("pk", flat=True)]
+    pages += [
+        reverse("admin:contacts_contact_change", args=[pk]) for pk in Contact.objects.values_list("pk", flat=True)
+    ]
+    pages += [
+        reverse("admin:contacts_contactsync_change", args=[pk])
+        for pk in ContactSync.objects.values_list("pk", flat=True)
+    ]
+    pages += [
+        reverse("admin:integrations_crmstate_change", args=[pk]) for pk in CRMState.objects.values_list("pk", flat=True)
+    ]
     for page in pages:
         response = admin_client.get(page)
         assert response.status_code == 200, page

@@ -17,7 +17,11 @@ PRINT_SETTINGS = (
 
 
 def load_settings(**env):
-    clean = {k: v for k, v in os.environ.items() if k not in {"DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"}}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"}
+    }
     clean.update(ENV_FILE=os.devnull, DJANGO_SETTINGS_MODULE="crmsync_project.settings", **env)
     return subprocess.run(
         [sys.executable, "-c", PRINT_SETTINGS], cwd=PROJECT_DIR, env=clean, capture_output=True, text=True

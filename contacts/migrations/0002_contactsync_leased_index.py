@@ -4,14 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contacts', '0001_initial'),
+        ("contacts", "0001_initial"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='contactsync',
-            index=models.Index(condition=models.Q(('processing_status', 'processing')), fields=['crm', 'lease_expires_at'], name='contactsync_leased'),
+            model_name="contactsync",
+            index=models.Index(
+                condition=models.Q(("processing_status", "processing")),
+                fields=["crm", "lease_expires_at"],
+                name="contactsync_leased",
+            ),
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contacts', '0002_contactsync_leased_index'),
+        ("contacts", "0002_contactsync_leased_index"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='contact',
-            name='enrichment',
-            field=models.JSONField(blank=True, default=dict, verbose_name='enrichment'),
+            model_name="contact",
+            name="enrichment",
+            field=models.JSONField(blank=True, default=dict, verbose_name="enrichment"),
         ),
     ]

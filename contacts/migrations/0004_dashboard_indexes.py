@@ -4,22 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contacts', '0003_contact_enrichment'),
+        ("contacts", "0003_contact_enrichment"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='contactsync',
-            index=models.Index(fields=['crm', 'sync_status', 'processing_status'], name='contactsync_status_counts'),
+            model_name="contactsync",
+            index=models.Index(fields=["crm", "sync_status", "processing_status"], name="contactsync_status_counts"),
         ),
         migrations.AddIndex(
-            model_name='contactsync',
-            index=models.Index(condition=models.Q(('last_error', ''), _negated=True), fields=['crm', 'updated_at'], name='contactsync_recent_errors'),
+            model_name="contactsync",
+            index=models.Index(
+                condition=models.Q(("last_error", ""), _negated=True),
+                fields=["crm", "updated_at"],
+                name="contactsync_recent_errors",
+            ),
         ),
         migrations.AddIndex(
-            model_name='syncattempt',
-            index=models.Index(condition=models.Q(('outcome', 'accepted')), fields=['attempted_at', 'crm'], name='syncattempt_accepted'),
+            model_name="syncattempt",
+            index=models.Index(
+                condition=models.Q(("outcome", "accepted")), fields=["attempted_at", "crm"], name="syncattempt_accepted"
+            ),
         ),
     ]

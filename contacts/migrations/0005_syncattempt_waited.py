@@ -4,15 +4,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contacts', '0004_dashboard_indexes'),
+        ("contacts", "0004_dashboard_indexes"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='syncattempt',
-            name='outcome',
-            field=models.CharField(choices=[('accepted', 'Accepted'), ('retry', 'Retry scheduled'), ('waited', 'Waited for the CRM'), ('failed', 'Failed')], max_length=16, verbose_name='outcome'),
+            model_name="syncattempt",
+            name="outcome",
+            field=models.CharField(
+                choices=[
+                    ("accepted", "Accepted"),
+                    ("retry", "Retry scheduled"),
+                    ("waited", "Waited for the CRM"),
+                    ("failed", "Failed"),
+                ],
+                max_length=16,
+                verbose_name="outcome",
+            ),
         ),
     ]

@@ -4,20 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contacts', '0005_syncattempt_waited'),
+        ("contacts", "0005_syncattempt_waited"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='contactsync',
-            name='first_failed_at',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='failing since'),
+            model_name="contactsync",
+            name="first_failed_at",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="failing since"),
         ),
         migrations.AddField(
-            model_name='contactsync',
-            name='pending_decision',
-            field=models.CharField(blank=True, choices=[('', '(none)'), ('select', 'Queue again when the push in flight ends'), ('skip', 'Skip when the push in flight ends')], default='', max_length=16, verbose_name='decision taken during the push'),
+            model_name="contactsync",
+            name="pending_decision",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("", "(none)"),
+                    ("select", "Queue again when the push in flight ends"),
+                    ("skip", "Skip when the push in flight ends"),
+                ],
+                default="",
+                max_length=16,
+                verbose_name="decision taken during the push",
+            ),
         ),
     ]

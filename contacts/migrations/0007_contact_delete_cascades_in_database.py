@@ -46,7 +46,6 @@ def no_action(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("contacts", "0006_contactsync_pending_decision_first_failed"),
     ]

@@ -88,9 +88,7 @@ class Outcome:
 
     @classmethod
     def wait(cls, item, message, *, retry_after=None, http_status=429):
-        return cls(
-            item.key, OutcomeKind.WAIT, message=message, retry_after=retry_after, http_status=http_status
-        )
+        return cls(item.key, OutcomeKind.WAIT, message=message, retry_after=retry_after, http_status=http_status)
 
     @classmethod
     def permanent(cls, item, message, *, http_status=None):
@@ -191,9 +189,7 @@ class CRMBackend:
         if cls.in_sandbox():
             return []
         return [
-            setting_name(cls.name, name)
-            for name in cls.required_settings
-            if not is_set(setting_name(cls.name, name))
+            setting_name(cls.name, name) for name in cls.required_settings if not is_set(setting_name(cls.name, name))
         ]
 
     @classmethod
@@ -535,9 +531,7 @@ def parse_field_map(text, setting):
     for pair in filter(None, (part.strip() for part in (text or "").split(","))):
         target, _, source = pair.partition("=")
         if not target.strip() or not source.strip():
-            raise CRMConfigurationError(
-                "%s must look like TARGET=source,TARGET=source; %r does not." % (setting, pair)
-            )
+            raise CRMConfigurationError("%s must look like TARGET=source,TARGET=source; %r does not." % (setting, pair))
         mapping[target.strip()] = source.strip()
     return mapping
 

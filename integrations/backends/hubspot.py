@@ -7,7 +7,7 @@ each bad record stands alone with HubSpot's own message.
 """
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from ..conf import get_crm_setting
 from ..exceptions import CRMUnavailable
@@ -35,10 +35,24 @@ class HubSpotBackend(CRMBackend):
     default_requests_per_second = 9.8
     default_field_map = LOWER_CASE_FIELD_MAP
     has_custom_fields = True
-    built_in_fields = frozenset({
-        "email", "firstname", "lastname", "phone", "company", "website", "city", "country",
-        "jobtitle", "lifecyclestage", "mobilephone", "address", "state", "zip",
-    })
+    built_in_fields = frozenset(
+        {
+            "email",
+            "firstname",
+            "lastname",
+            "phone",
+            "company",
+            "website",
+            "city",
+            "country",
+            "jobtitle",
+            "lifecyclestage",
+            "mobilephone",
+            "address",
+            "state",
+            "zip",
+        }
+    )
 
     def configure_session(self, session):
         session.headers["Authorization"] = "Bearer %s" % self.setting("API_KEY")
@@ -199,7 +213,7 @@ def rate_limit_wait(response):
     if retry_after.isdigit():
         return float(retry_after)
     if rate_limit_policy(response) == "daily":
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         return (midnight - now).total_seconds()
     return window_seconds(response)

@@ -10,7 +10,7 @@ import time
 
 from ..conf import is_set, setting_name
 from ..exceptions import CRMUnavailable, RetryableError
-from .base import LOWER_CASE_FIELD_MAP, AUTH_PAUSE_SECONDS, CRMBackend, Outcome
+from .base import AUTH_PAUSE_SECONDS, LOWER_CASE_FIELD_MAP, CRMBackend, Outcome
 from .http import json_or_empty
 
 BATCH_LIMIT = 200  # Mautic's api_batch_max_limit
@@ -45,10 +45,7 @@ class MauticBackend(CRMBackend):
         missing = super().missing_settings()
         if cls.in_sandbox() or _all_set(cls, BASIC) or _all_set(cls, OAUTH):
             return missing
-        return missing + [
-            "%s and %s, or %s and %s"
-            % tuple(setting_name(cls.name, name) for name in (*BASIC, *OAUTH))
-        ]
+        return missing + ["%s and %s, or %s and %s" % tuple(setting_name(cls.name, name) for name in (*BASIC, *OAUTH))]
 
     def auth_mode(self):
         oauth = all(self.setting(name, "") for name in OAUTH)
@@ -127,7 +124,9 @@ class MauticBackend(CRMBackend):
         if not segment or not ids:
             return outcomes
         try:
-            response = self.authorized_request("POST", "/api/segments/%s/contacts/add" % segment, json={"ids": [int(i) for i in ids]})
+            response = self.authorized_request(
+                "POST", "/api/segments/%s/contacts/add" % segment, json={"ids": [int(i) for i in ids]}
+            )
         except RetryableError as exc:
             return _retry_added(items, outcomes, "Synced, but not added to the segment: %s" % exc)
         if response.status_code == 404:
@@ -163,7 +162,11 @@ class MauticBackend(CRMBackend):
         return {"Authorization": "Bearer %s" % token}
 
     def _fetch_token(self, client_id):
-        data = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": self.setting("CLIENT_SECRET")}
+        data = {
+            "grant_type": "client_credentials",
+            "client_id": client_id,
+            "client_secret": self.setting("CLIENT_SECRET"),
+        }
         response = self.request("POST", TOKEN_PATH, data=data)
         if response.status_code == 403:
             # The token endpoint is an API request too: api_disabled while the API is off.
@@ -240,8 +243,10 @@ def mautic_error_message(body):
             continue
         details = error.get("details")
         if isinstance(details, dict) and details:
-            parts += ["%s: %s" % (field, "; ".join(map(str, msgs)) if isinstance(msgs, list) else msgs) for field, msgs in details.items()]
+            parts += [
+                "%s: %s" % (field, "; ".join(map(str, msgs)) if isinstance(msgs, list) else msgs)
+                for field, msgs in details.items()
+            ]
         elif error.get("message"):
             parts.append(str(error["message"]))
     return "Mautic refused it: %s" % ("; ".join(parts) or "no message")
-

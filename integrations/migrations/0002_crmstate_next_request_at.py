@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('integrations', '0001_initial'),
+        ("integrations", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='crmstate',
-            name='next_request_at',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='next request slot'),
+            model_name="crmstate",
+            name="next_request_at",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="next request slot"),
         ),
     ]

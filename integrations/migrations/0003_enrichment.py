@@ -5,29 +5,43 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contacts', '0003_contact_enrichment'),
-        ('integrations', '0002_crmstate_next_request_at'),
+        ("contacts", "0003_contact_enrichment"),
+        ("integrations", "0002_crmstate_next_request_at"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Enrichment',
+            name="Enrichment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('enrichment_id', models.CharField(max_length=100, unique=True, verbose_name='enrichment id')),
-                ('status', models.CharField(choices=[('complete', 'Complete'), ('partial', 'Partial'), ('failed', 'Failed')], max_length=16, verbose_name='status')),
-                ('data', models.JSONField(blank=True, default=dict, verbose_name='enriched data')),
-                ('metadata', models.JSONField(blank=True, default=dict, verbose_name='metadata')),
-                ('updated_fields', models.JSONField(blank=True, default=list, verbose_name='contact fields filled')),
-                ('received_at', models.DateTimeField(auto_now_add=True, verbose_name='received')),
-                ('contact', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='enrichments', to='contacts.contact', verbose_name='contact')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("enrichment_id", models.CharField(max_length=100, unique=True, verbose_name="enrichment id")),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("complete", "Complete"), ("partial", "Partial"), ("failed", "Failed")],
+                        max_length=16,
+                        verbose_name="status",
+                    ),
+                ),
+                ("data", models.JSONField(blank=True, default=dict, verbose_name="enriched data")),
+                ("metadata", models.JSONField(blank=True, default=dict, verbose_name="metadata")),
+                ("updated_fields", models.JSONField(blank=True, default=list, verbose_name="contact fields filled")),
+                ("received_at", models.DateTimeField(auto_now_add=True, verbose_name="received")),
+                (
+                    "contact",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="enrichments",
+                        to="contacts.contact",
+                        verbose_name="contact",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'enrichment',
-                'verbose_name_plural': 'enrichments',
-                'ordering': ['-received_at', '-id'],
+                "verbose_name": "enrichment",
+                "verbose_name_plural": "enrichments",
+                "ordering": ["-received_at", "-id"],
             },
         ),
     ]

@@ -4,24 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('integrations', '0003_enrichment'),
+        ("integrations", "0003_enrichment"),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name='crmstate',
-            options={'permissions': [('pause_crm', "Can pause and resume a CRM's sync")], 'verbose_name': 'CRM state', 'verbose_name_plural': 'CRM states'},
+            name="crmstate",
+            options={
+                "permissions": [("pause_crm", "Can pause and resume a CRM's sync")],
+                "verbose_name": "CRM state",
+                "verbose_name_plural": "CRM states",
+            },
         ),
         migrations.AddField(
-            model_name='crmstate',
-            name='paused_at',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='paused by staff at'),
+            model_name="crmstate",
+            name="paused_at",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="paused by staff at"),
         ),
         migrations.AddField(
-            model_name='crmstate',
-            name='paused_by',
-            field=models.CharField(blank=True, max_length=150, verbose_name='paused by'),
+            model_name="crmstate",
+            name="paused_by",
+            field=models.CharField(blank=True, max_length=150, verbose_name="paused by"),
         ),
     ]

@@ -4,30 +4,29 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('integrations', '0004_crmstate_staff_pause'),
+        ("integrations", "0004_crmstate_staff_pause"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='crmstate',
-            name='failed_batches',
-            field=models.PositiveIntegerField(default=0, verbose_name='failed batches in a row'),
+            model_name="crmstate",
+            name="failed_batches",
+            field=models.PositiveIntegerField(default=0, verbose_name="failed batches in a row"),
         ),
         migrations.AddField(
-            model_name='crmstate',
-            name='failing_since',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='failing since'),
+            model_name="crmstate",
+            name="failing_since",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="failing since"),
         ),
         migrations.AddField(
-            model_name='crmstate',
-            name='next_probe_at',
-            field=models.DateTimeField(blank=True, null=True, verbose_name='next probe at'),
+            model_name="crmstate",
+            name="next_probe_at",
+            field=models.DateTimeField(blank=True, null=True, verbose_name="next probe at"),
         ),
         migrations.AddField(
-            model_name='crmstate',
-            name='probe_interval_seconds',
-            field=models.FloatField(default=0, verbose_name='probe interval (s)'),
+            model_name="crmstate",
+            name="probe_interval_seconds",
+            field=models.FloatField(default=0, verbose_name="probe interval (s)"),
         ),
     ]

@@ -10,7 +10,7 @@ one.
 import hmac
 import json
 import logging
-from datetime import timezone as dt_timezone
+from datetime import UTC
 
 from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.core.validators import URLValidator, validate_email
@@ -111,7 +111,7 @@ def timestamp(value, field):
     if parsed is None or parsed.tzinfo is None:
         raise BadField(field, "must be an ISO 8601 date and time with a time zone")
     # In UTC, so that stored timestamps compare correctly as text.
-    return parsed.astimezone(dt_timezone.utc).isoformat()
+    return parsed.astimezone(UTC).isoformat()
 
 
 def list_of(check_item, limit):
@@ -253,7 +253,9 @@ def apply_callback(callback):
         return answer(earlier.contact_id, enrichment_id, "Already received; nothing changed.", earlier.updated_fields)
     except DatabaseError:
         return not_stored(enrichment_id)
-    logger.info("n8n enrichment %s for contact %d: %s, filled %s", enrichment_id, contact_id, callback["status"], updated)
+    logger.info(
+        "n8n enrichment %s for contact %d: %s, filled %s", enrichment_id, contact_id, callback["status"], updated
+    )
     return answer(contact_id, enrichment_id, "Enrichment %s recorded." % callback["status"], updated)
 
 

@@ -37,13 +37,22 @@ def listed_emails(response):
 class TestChangelist:
     def test_shows_a_badge_per_crm_with_status_and_error_tooltip(self, staff_client, make_contact, make_sync):
         contact = make_contact(email="ann@example.com")
-        make_sync(contact, "brevo", sync_status=S.ERROR, processing_status=P.ERROR,
-                  attempts=4, last_error="Brevo: email is blacklisted")
+        make_sync(
+            contact,
+            "brevo",
+            sync_status=S.ERROR,
+            processing_status=P.ERROR,
+            attempts=4,
+            last_error="Brevo: email is blacklisted",
+        )
         make_sync(contact, "hubspot", sync_status=S.COMPLETE, processing_status=P.COMPLETE)
 
         html = staff_client.get(CHANGELIST).content.decode()
 
-        assert 'class="crm-badge crm-badge--error" title="Brevo: Error / Error (4 attempts)\nBrevo: email is blacklisted"' in html
+        assert (
+            'class="crm-badge crm-badge--error" title="Brevo: Error / Error (4 attempts)\nBrevo: email is blacklisted"'
+            in html
+        )
         assert 'crm-badge--complete" title="HubSpot: Complete / Complete"' in html
         assert 'crm-badge--new" title="Mautic: New"' in html
 
@@ -172,7 +181,9 @@ class TestQueueAction:
 
     def test_anonymous_users_are_sent_to_log_in(self, client, make_contacts):
         contacts = make_contacts(1)
-        response = post_action(client, "queue_for_crm", contacts.values_list("pk", flat=True), post="yes", crms=["brevo"])
+        response = post_action(
+            client, "queue_for_crm", contacts.values_list("pk", flat=True), post="yes", crms=["brevo"]
+        )
         assert response.status_code == 302 and "/login/" in response["Location"]
         assert not ContactSync.objects.exists()
 
@@ -224,8 +235,12 @@ class TestContactPage:
         contact = make_contact(email="ann@example.com")
         make_sync(contact, "brevo", sync_status=S.ERROR, processing_status=P.ERROR, last_error="Key not found")
         SyncAttempt.objects.create(
-            contact=contact, crm="brevo", attempted_at=timezone.now() - timedelta(minutes=1),
-            outcome="failed", http_status=401, error="Brevo rejected the API key",
+            contact=contact,
+            crm="brevo",
+            attempted_at=timezone.now() - timedelta(minutes=1),
+            outcome="failed",
+            http_status=401,
+            error="Brevo rejected the API key",
         )
 
         response = staff_client.get(reverse("admin:contacts_contact_change", args=[contact.pk]))
@@ -236,7 +251,9 @@ class TestContactPage:
         assert "Brevo rejected the API key" in html and "<td>401</td>" in html
         assert 'name="syncs-0-sync_status"' not in html, "status fields are read-only"
 
-    def test_links_to_the_hubspot_record_when_the_portal_is_known(self, staff_client, make_contact, make_sync, settings):
+    def test_links_to_the_hubspot_record_when_the_portal_is_known(
+        self, staff_client, make_contact, make_sync, settings
+    ):
         contact = make_contact()
         make_sync(contact, "hubspot", sync_status=S.COMPLETE, processing_status=P.COMPLETE, external_id="501")
         url = reverse("admin:contacts_contact_change", args=[contact.pk])
@@ -248,13 +265,25 @@ class TestContactPage:
         contact = make_contact(email="ann@example.com")
         make_sync(contact, "brevo", sync_status=S.COMPLETE, processing_status=P.COMPLETE)
         url = reverse("admin:contacts_contact_change", args=[contact.pk])
-        response = staff_client.post(url, {
-            "email": "ann@example.com", "first_name": "Annie", "last_name": "", "phone": "",
-            "company": "", "website": "", "source_url": "", "attributes": "{}",
-            "syncs-TOTAL_FORMS": "1", "syncs-INITIAL_FORMS": "1", "syncs-MIN_NUM_FORMS": "0",
-            "syncs-MAX_NUM_FORMS": "1000", "syncs-0-id": str(contact.syncs.get().pk),
-            "syncs-0-contact": str(contact.pk),
-        })
+        response = staff_client.post(
+            url,
+            {
+                "email": "ann@example.com",
+                "first_name": "Annie",
+                "last_name": "",
+                "phone": "",
+                "company": "",
+                "website": "",
+                "source_url": "",
+                "attributes": "{}",
+                "syncs-TOTAL_FORMS": "1",
+                "syncs-INITIAL_FORMS": "1",
+                "syncs-MIN_NUM_FORMS": "0",
+                "syncs-MAX_NUM_FORMS": "1000",
+                "syncs-0-id": str(contact.syncs.get().pk),
+                "syncs-0-contact": str(contact.pk),
+            },
+        )
         assert response.status_code == 302, response.content.decode()[:2000]
         contact.refresh_from_db()
         assert contact.first_name == "Annie"

@@ -21,7 +21,9 @@ SPELLINGS = (NFC, NFD, PUNYCODE)
 
 
 class TestCanonicalEmail:
-    @pytest.mark.parametrize("spelling", [NFC, NFD, PUNYCODE, "ZOE@XN--EXMPLE-CUA.COM", " Zoe@EXA\u0308MPLE.com ", "zoe@EX\u00c4MPLE.COM"])
+    @pytest.mark.parametrize(
+        "spelling", [NFC, NFD, PUNYCODE, "ZOE@XN--EXMPLE-CUA.COM", " Zoe@EXA\u0308MPLE.com ", "zoe@EX\u00c4MPLE.COM"]
+    )
     def test_every_spelling_of_one_mailbox_is_one_text_with_a_unicode_domain(self, spelling):
         assert canonical_email(spelling) == NFC
 
@@ -118,8 +120,16 @@ def test_csv_import_of_three_spellings_makes_one_contact(tmp_path):
 
 
 ADMIN_FORM = {
-    "first_name": "", "last_name": "", "phone": "", "company": "", "website": "", "source_url": "",
-    "attributes": "{}", "syncs-TOTAL_FORMS": "0", "syncs-INITIAL_FORMS": "0", "syncs-MIN_NUM_FORMS": "0",
+    "first_name": "",
+    "last_name": "",
+    "phone": "",
+    "company": "",
+    "website": "",
+    "source_url": "",
+    "attributes": "{}",
+    "syncs-TOTAL_FORMS": "0",
+    "syncs-INITIAL_FORMS": "0",
+    "syncs-MIN_NUM_FORMS": "0",
     "syncs-MAX_NUM_FORMS": "1000",
 }
 

@@ -104,13 +104,17 @@ class TestImport:
 
         rows = ContactSync.objects.all()
         assert rows.count() == 4
-        assert set(rows.values_list("sync_status", "processing_status")) == {(SyncStatus.SELECTED, ProcessingStatus.QUEUED)}
+        assert set(rows.values_list("sync_status", "processing_status")) == {
+            (SyncStatus.SELECTED, ProcessingStatus.QUEUED)
+        }
         assert not rows.filter(contact=bystander).exists()
         assert "Queued 4 syncs for Brevo, HubSpot." in out
 
     def test_dry_run_writes_nothing_but_reports_what_would_happen(self, tmp_path, make_contact):
         make_contact(email="old@example.com", first_name="Old")
-        path = write_csv(tmp_path, HEADER + "old@example.com,New,,,,\nnew@example.com,N,,,,\nnew@example.com,N,,,,\nbad,,,,,\n")
+        path = write_csv(
+            tmp_path, HEADER + "old@example.com,New,,,,\nnew@example.com,N,,,,\nnew@example.com,N,,,,\nbad,,,,,\n"
+        )
 
         out, err = run_import(path, "--dry-run", "--select", "brevo", "--batch-size", "1")
 

@@ -31,7 +31,10 @@ def emails():
         (random.Random(7).randbytes(4096), "is not UTF-8 text"),
         (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00b\xee\x9dh^\x01\x00\x00", "is not UTF-8 text"),
         (b"email,first_\x00name\na@example.com,A\n", "is not UTF-8 text"),
-        (b"ann@example.com,Ann\nbob@example.com,Bob\n", "Line 1 looks like a contact ('ann@example.com', 'Ann'), not a header row"),
+        (
+            b"ann@example.com,Ann\nbob@example.com,Bob\n",
+            "Line 1 looks like a contact ('ann@example.com', 'Ann'), not a header row",
+        ),
         (b"name,company\nAnn,Acme\n", "The header row has no 'email' column (found: 'name', 'company')"),
         (b"Email,email\na@example.com,b@example.com\n", "names these columns more than once: email"),
         (b"email,First Name,first_name\na@example.com,A,B\n", "names these columns more than once: first_name"),
@@ -154,10 +157,7 @@ def small_field_limit():
 def test_a_value_over_the_csv_field_size_limit_stops_the_file_there_naming_the_lines(tmp_path, small_field_limit):
     path = write_csv(
         tmp_path,
-        HEADER
-        + "a@example.com,A,,,,\n"
-        + 'b@example.com,"%s",,,,\n' % ("y\n" * 3000)
-        + "c@example.com,C,,,,\n",
+        HEADER + "a@example.com,A,,,,\n" + 'b@example.com,"%s",,,,\n' % ("y\n" * 3000) + "c@example.com,C,,,,\n",
     )
     out, err = run_import(path)
     # Reading on inside the quoted value would take its lines for rows.

@@ -28,7 +28,9 @@ def sync(contact, crm, status, processing, external_id="", **fields):
 
 
 def attempt(contact, crm):
-    return SyncAttempt.objects.create(contact=contact, crm=crm, attempted_at=timezone.now(), outcome=AttemptOutcome.ACCEPTED)
+    return SyncAttempt.objects.create(
+        contact=contact, crm=crm, attempted_at=timezone.now(), outcome=AttemptOutcome.ACCEPTED
+    )
 
 
 def run(*args, answer=None, monkeypatch=None):
@@ -42,7 +44,11 @@ def run(*args, answer=None, monkeypatch=None):
 def snapshot():
     return (
         sorted(Contact.objects.values_list("pk", "email", "first_name", "phone", "attributes", "enrichment")),
-        sorted(ContactSync.objects.values_list("pk", "contact_id", "crm", "sync_status", "processing_status", "external_id")),
+        sorted(
+            ContactSync.objects.values_list(
+                "pk", "contact_id", "crm", "sync_status", "processing_status", "external_id"
+            )
+        ),
         sorted(SyncAttempt.objects.values_list("pk", "contact_id")),
         sorted(Enrichment.objects.values_list("pk", "contact_id")),
     )
@@ -122,18 +128,42 @@ class TestMerge:
                 "fields": {"first_name": "Zo\u00e9"},
                 "attributes": {"source": "web"},
                 "syncs": [
-                    {"crm": "brevo", "contact_id": middle.pk, "sync_status": "complete", "processing_status": "complete",
-                     "external_id": "78", "synced_at": None, "attempts": 0, "last_error": ""},
-                    {"crm": "mautic", "contact_id": oldest.pk, "sync_status": "skipped", "processing_status": "",
-                     "external_id": "", "synced_at": None, "attempts": 0, "last_error": ""},
+                    {
+                        "crm": "brevo",
+                        "contact_id": middle.pk,
+                        "sync_status": "complete",
+                        "processing_status": "complete",
+                        "external_id": "78",
+                        "synced_at": None,
+                        "attempts": 0,
+                        "last_error": "",
+                    },
+                    {
+                        "crm": "mautic",
+                        "contact_id": oldest.pk,
+                        "sync_status": "skipped",
+                        "processing_status": "",
+                        "external_id": "",
+                        "synced_at": None,
+                        "attempts": 0,
+                        "last_error": "",
+                    },
                 ],
             },
             {"id": newest.pk, "email": PUNYCODE},
         ]
         rows = {s.crm: s for s in ContactSync.objects.filter(contact=contact)}
         assert set(rows) == {"brevo", "hubspot", "mautic", "n8n"} and ContactSync.objects.count() == 4
-        assert (rows["brevo"].external_id, rows["brevo"].sync_status, rows["brevo"].processing_status) == ("77", S.SELECTED, P.QUEUED)
-        assert (rows["hubspot"].external_id, rows["hubspot"].sync_status, rows["hubspot"].processing_status) == ("901", S.SELECTED, P.QUEUED)
+        assert (rows["brevo"].external_id, rows["brevo"].sync_status, rows["brevo"].processing_status) == (
+            "77",
+            S.SELECTED,
+            P.QUEUED,
+        )
+        assert (rows["hubspot"].external_id, rows["hubspot"].sync_status, rows["hubspot"].processing_status) == (
+            "901",
+            S.SELECTED,
+            P.QUEUED,
+        )
         assert (rows["mautic"].external_id, rows["mautic"].sync_status, rows["mautic"].attempts) == ("5", S.ERROR, 4)
         assert rows["n8n"].sync_status == S.NEW
         assert SyncAttempt.objects.filter(contact=contact).count() == 2

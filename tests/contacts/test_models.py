@@ -50,9 +50,7 @@ def test_new_sync_row_defaults_to_new_and_no_processing(make_contact, make_sync)
 
 def test_due_queued_rows_have_a_partial_index(on_postgres, db):
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'contactsync_due_queued'"
-        )
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = 'contactsync_due_queued'")
         (definition,) = cursor.fetchone()
     assert "(crm, next_attempt_at)" in definition
     assert "WHERE" in definition and "'queued'" in definition

@@ -104,9 +104,7 @@ class TestSelect:
         assert (row.processing_status, row.attempts, row.claim_token) == (P.PROCESSING, 1, token)
         assert row.pending_decision == PendingDecision.SELECT, "remembered for when the batch records"
 
-    def test_runs_one_statement_whatever_the_number_of_contacts(
-        self, make_contacts, django_assert_num_queries
-    ):
+    def test_runs_one_statement_whatever_the_number_of_contacts(self, make_contacts, django_assert_num_queries):
         contacts = make_contacts(50)
         with django_assert_num_queries(1):
             selection.select(contacts, ["brevo", "hubspot", "n8n"])
@@ -263,9 +261,7 @@ class TestRequeueChanged:
         row.refresh_from_db()
         assert (row.sync_status, row.processing_status, row.attempts) == (status, processing, 2)
 
-    def test_runs_one_statement_whatever_the_number_of_rows(
-        self, make_contact, make_sync, django_assert_num_queries
-    ):
+    def test_runs_one_statement_whatever_the_number_of_rows(self, make_contact, make_sync, django_assert_num_queries):
         rows = [self.complete(make_contact, make_sync) for _ in range(30)]
         with django_assert_num_queries(1):
             assert selection.requeue_changed({row.pk: "hash-new" for row in rows}) == 30

@@ -110,7 +110,9 @@ def unsaved_contact(**fields):
 def make_item(contact, backend, key=None, external_id=""):
     from integrations.backends.base import SyncItem
 
-    return SyncItem(key=key or contact.pk, contact=contact, payload=backend.build_payload(contact), external_id=external_id)
+    return SyncItem(
+        key=key or contact.pk, contact=contact, payload=backend.build_payload(contact), external_id=external_id
+    )
 
 
 class SandboxClient:

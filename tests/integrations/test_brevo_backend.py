@@ -40,7 +40,9 @@ def push(backend_class, *contacts, external_ids=None):
 class TestPayload:
     def test_full_contact(self, brevo, settings):
         settings.BREVO_LIST_ID = "3, 7"
-        ann = contact(first_name="Ann", last_name="Lee", phone="+44 20 7946 0000", company="Acme", website="https://acme.test")
+        ann = contact(
+            first_name="Ann", last_name="Lee", phone="+44 20 7946 0000", company="Acme", website="https://acme.test"
+        )
         assert BrevoBackend().build_payload(ann) == {
             "email": "ann@example.com",
             "attributes": {
@@ -115,7 +117,9 @@ class TestPush:
         assert crm_api.calls[1].request.params == {"identifierType": "email_id"}
 
     def test_invalid_attribute_is_permanent_with_brevos_message(self, brevo, crm_api):
-        crm_api.post(API + "/contacts", status=400, json={"code": "invalid_parameter", "message": "Invalid phone number"})
+        crm_api.post(
+            API + "/contacts", status=400, json={"code": "invalid_parameter", "message": "Invalid phone number"}
+        )
         [outcome] = push(brevo, contact())
         assert outcome.kind is OutcomeKind.PERMANENT
         assert outcome.message == "Brevo refused it: Invalid phone number [invalid_parameter]"
@@ -135,9 +139,13 @@ class TestPush:
 
     def test_one_bad_contact_does_not_fail_its_neighbours(self, brevo, crm_api):
         crm_api.post(API + "/contacts", status=201, json={"id": 1})
-        crm_api.post(API + "/contacts", status=400, json={"code": "invalid_parameter", "message": "Invalid email address"})
+        crm_api.post(
+            API + "/contacts", status=400, json={"code": "invalid_parameter", "message": "Invalid email address"}
+        )
         crm_api.post(API + "/contacts", status=201, json={"id": 3})
-        outcomes = push(brevo, contact(email="a@example.com"), contact(email="b@example.com"), contact(email="c@example.com"))
+        outcomes = push(
+            brevo, contact(email="a@example.com"), contact(email="b@example.com"), contact(email="c@example.com")
+        )
         assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED, OutcomeKind.PERMANENT, OutcomeKind.ACCEPTED]
 
     @pytest.mark.parametrize("status", [500, 502, 503])
@@ -149,7 +157,10 @@ class TestPush:
 
     @pytest.mark.parametrize(
         "error, message",
-        [(requests.ConnectTimeout(), "Brevo did not answer within 30 s."), (requests.ConnectionError(), "Could not connect to Brevo (ConnectionError).")],
+        [
+            (requests.ConnectTimeout(), "Brevo did not answer within 30 s."),
+            (requests.ConnectionError(), "Could not connect to Brevo (ConnectionError)."),
+        ],
     )
     def test_network_errors_are_retried(self, brevo, crm_api, error, message):
         crm_api.post(API + "/contacts", body=error)
@@ -254,12 +265,17 @@ class TestSetup:
 
         from django.core.management import call_command
 
-        crm_api.get(API + "/contacts/attributes", json={"attributes": [
-            {"name": "FIRSTNAME", "category": "normal", "type": "text"},
-            {"name": "LASTNAME", "category": "normal", "type": "text"},
-            {"name": "SMS", "category": "normal", "type": "text"},
-            {"name": "WEBSITE", "category": "normal", "type": "text"},
-        ]})
+        crm_api.get(
+            API + "/contacts/attributes",
+            json={
+                "attributes": [
+                    {"name": "FIRSTNAME", "category": "normal", "type": "text"},
+                    {"name": "LASTNAME", "category": "normal", "type": "text"},
+                    {"name": "SMS", "category": "normal", "type": "text"},
+                    {"name": "WEBSITE", "category": "normal", "type": "text"},
+                ]
+            },
+        )
         crm_api.post(API + "/contacts/attributes/normal/COMPANY", status=201)
         out = StringIO()
         call_command("crm_setup", "--crm", "brevo", stdout=out)

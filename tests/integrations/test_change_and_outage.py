@@ -19,8 +19,12 @@ from contacts.models import (
     Contact,
     ContactSync,
     PendingDecision,
-    ProcessingStatus as P,
     SyncAttempt,
+)
+from contacts.models import (
+    ProcessingStatus as P,
+)
+from contacts.models import (
     SyncStatus as S,
 )
 from integrations.backends.base import Outcome
@@ -362,8 +366,10 @@ def test_a_two_hour_outage_in_controlled_time_costs_no_contact(db, queued, polic
     bound = rules.failures + probes_within(rules, 7200)
     assert 0 < outage.pushes_during <= bound, (outage.pushes_during, bound)
     recovered_after = (done["at"] - outage.end).total_seconds()
-    print("two-hour outage, controlled time: %d pushes during it (bound %d), last Complete %.0f s after recovery"
-          % (outage.pushes_during, bound, recovered_after))
+    print(
+        "two-hour outage, controlled time: %d pushes during it (bound %d), last Complete %.0f s after recovery"
+        % (outage.pushes_during, bound, recovered_after)
+    )
     assert recovered_after <= rules.probe_max_seconds + 5, recovered_after
     assert max(rows.values_list("attempts", flat=True)) <= 2, "only the batches before it opened spent one"
     assert SyncAttempt.objects.filter(outcome=AttemptOutcome.WAITED).exists()
@@ -493,6 +499,8 @@ def test_an_outage_over_real_sockets_ends_with_every_contact_complete(on_postgre
     # The batches before it opened, then one probe per interval of the schedule
     # (plus one for the probe that may be on its way as the outage is measured).
     bound = rules.failures + probes_within(rules, outage_seconds) + 1
-    print("outage over real sockets: %.1f s, %d requests answered 5xx (bound %d), sync ended %.1f s after recovery"
-          % (outage_seconds, len(failed), bound, recovered_after))
+    print(
+        "outage over real sockets: %.1f s, %d requests answered 5xx (bound %d), sync ended %.1f s after recovery"
+        % (outage_seconds, len(failed), bound, recovered_after)
+    )
     assert len(failed) <= bound, len(failed)

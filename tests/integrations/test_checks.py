@@ -21,7 +21,10 @@ def test_warns_about_a_half_configured_crm(scripted_crm, settings):
 
 def test_each_invalid_setting_is_named(scripted_crm, settings):
     settings.SCRIPTED_SYNC_MAX_RETRIES = "three"
-    assert check_crm_configuration()[0].msg == "Scripted CRM: SCRIPTED_SYNC_MAX_RETRIES must be a whole number; it is 'three'."
+    assert (
+        check_crm_configuration()[0].msg
+        == "Scripted CRM: SCRIPTED_SYNC_MAX_RETRIES must be a whole number; it is 'three'."
+    )
     del settings.SCRIPTED_SYNC_MAX_RETRIES
     settings.CRMSYNC_LEASE_SECONDS = 1
     assert [m.msg for m in check_crm_configuration()] == ["CRMSYNC_LEASE_SECONDS must be at least 10; it is 1."]
@@ -30,9 +33,14 @@ def test_each_invalid_setting_is_named(scripted_crm, settings):
     assert [m.msg for m in check_crm_configuration()] == ["CRMSYNC_ATTEMPT_RETENTION_DAYS must be at least 1; it is 0."]
     del settings.CRMSYNC_ATTEMPT_RETENTION_DAYS
     settings.CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES = 0
-    assert [m.msg for m in check_crm_configuration()] == ["CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES must be at least 1; it is 0."]
+    assert [m.msg for m in check_crm_configuration()] == [
+        "CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES must be at least 1; it is 0."
+    ]
 
 
 def test_settings_come_from_the_environment_too(scripted_crm, settings, monkeypatch):
     monkeypatch.setenv("SCRIPTED_SYNC_RETRY_EXPONENTIAL", "maybe")
-    assert check_crm_configuration()[0].msg == "Scripted CRM: SCRIPTED_SYNC_RETRY_EXPONENTIAL must be true or false; it is 'maybe'."
+    assert (
+        check_crm_configuration()[0].msg
+        == "Scripted CRM: SCRIPTED_SYNC_RETRY_EXPONENTIAL must be true or false; it is 'maybe'."
+    )

@@ -205,7 +205,7 @@ def test_a_connection_lost_while_recording_rolls_the_batch_back_and_sync_crm_car
     dropped_emails = {r.contact.email for r in rows if r.pk in dropped["ids"]}
     remote = [c["properties"]["email"] for c in sandbox.contacts("hubspot")]
     assert sorted(remote) == sorted(emails), "the CRM holds each email once"
-    assert upserts.created() == Counter({email: 1 for email in emails}), "each email was created once"
+    assert upserts.created() == Counter(dict.fromkeys(emails, 1)), "each email was created once"
     assert upserts.pushed() == Counter({email: 2 if email in dropped_emails else 1 for email in emails})
 
 
@@ -229,7 +229,11 @@ def database_url(application_name):
     db = connection.settings_dict
     user = quote(db["USER"] or "", safe="") + (":" + quote(db["PASSWORD"], safe="") if db["PASSWORD"] else "")
     return "postgres://%s@%s:%s/%s?application_name=%s" % (
-        user, db["HOST"], db["PORT"] or 5432, quote(db["NAME"]), application_name
+        user,
+        db["HOST"],
+        db["PORT"] or 5432,
+        quote(db["NAME"]),
+        application_name,
     )
 
 
@@ -335,7 +339,7 @@ def kill_in_phase(worker, target, upserts, started, patience=5.0):
 
 
 def transaction_fate(xid):
-    """"committed" or "aborted": what became of the transaction with this 32-bit id (the
+    """ "committed" or "aborted": what became of the transaction with this 32-bit id (the
     kill may land after its COMMIT left the client)."""
     epoch = "((pg_snapshot_xmax(pg_current_snapshot())::text::bigint >> 32) << 32)"
     with connection.cursor() as cursor:
@@ -439,8 +443,14 @@ def run_and_kill(workers, upserts, rng):
         kills.append(kill)
         logger.info(
             "kill %d at %.2f s: %s, waiting for %s, seen in %s (%s); its transaction: %s, %d rows",
-            len(kills), kill.offset, kill.victim.name, target or "anything", kill.phase, kill.query,
-            kill.fate or "none", len(kill.touched),
+            len(kills),
+            kill.offset,
+            kill.victim.name,
+            target or "anything",
+            kill.phase,
+            kill.query,
+            kill.fate or "none",
+            len(kill.touched),
         )
         workers.start()
     try:

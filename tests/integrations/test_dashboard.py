@@ -82,7 +82,12 @@ class TestWhatItShows:
         section = card(viewer.get(DASHBOARD))
 
         assert counts(section) == {
-            "complete": 3, "queued": 3, "processing": 1, "error": 2, "skipped": 1, "new": 2,
+            "complete": 3,
+            "queued": 3,
+            "processing": 1,
+            "error": 2,
+            "skipped": 1,
+            "new": 2,
         }
         assert 'class="status-complete" style="width: 25.000%"' in section
 
@@ -103,7 +108,9 @@ class TestWhatItShows:
     def test_the_oldest_due_contact_and_the_last_successful_run(self, viewer):
         contacts = people(2)
         now = timezone.now()
-        rows(contacts[:1], processing_status=ProcessingStatus.QUEUED, next_attempt_at=now - timedelta(hours=2, minutes=5))
+        rows(
+            contacts[:1], processing_status=ProcessingStatus.QUEUED, next_attempt_at=now - timedelta(hours=2, minutes=5)
+        )
         # Queued for later (a back-off) is not due yet.
         rows(contacts[1:], processing_status=ProcessingStatus.QUEUED, next_attempt_at=now + timedelta(days=1))
         CRMState.objects.create(crm="scripted", last_success_at=now - timedelta(minutes=3), last_run_at=now)
@@ -137,7 +144,9 @@ class TestWhatItShows:
     def test_a_paused_crm_says_who_paused_it_and_a_crm_pause_says_until_when(self, viewer, settings):
         settings.OTHER_TOKEN = "other-token"
         CRMState.objects.pause_by_staff("scripted", "alice")
-        CRMState.objects.create(crm="other", paused_until=timezone.now() + timedelta(minutes=10), pause_reason="HTTP 429")
+        CRMState.objects.create(
+            crm="other", paused_until=timezone.now() + timedelta(minutes=10), pause_reason="HTTP 429"
+        )
 
         response = viewer.get(DASHBOARD)
 
@@ -227,7 +236,9 @@ class TestPauseAndResume:
     def test_resuming_leaves_a_pause_the_crm_asked_for(self, operator, queued):
         queued(1)
         until = timezone.now() + timedelta(minutes=5)
-        CRMState.objects.create(crm="scripted", paused_until=until, pause_reason="HTTP 429", paused_at=timezone.now(), paused_by="bob")
+        CRMState.objects.create(
+            crm="scripted", paused_until=until, pause_reason="HTTP 429", paused_at=timezone.now(), paused_by="bob"
+        )
 
         operator.post(reverse("admin:crmsync_resume", args=["scripted"]))
 
@@ -258,7 +269,9 @@ def test_an_open_circuit_breaker_says_failing_since_and_next_probe_on_the_dashbo
     CRMState.objects.create(
         crm="scripted", failed_batches=3, failing_since=failing, next_probe_at=timezone.now() + timedelta(minutes=5)
     )
-    assert re.search(r"Scripted CRM is failing since \d{4}-\d\d-\d\d .*next probe at \d{4}", card(viewer.get(DASHBOARD)))
+    assert re.search(
+        r"Scripted CRM is failing since \d{4}-\d\d-\d\d .*next probe at \d{4}", card(viewer.get(DASHBOARD))
+    )
     page = viewer.get(reverse("admin:contacts_contact_changelist")).content.decode()
     assert re.search(r"Scripted CRM is failing since .*next probe at .*without using their attempts", page, re.S)
 

@@ -172,7 +172,5 @@ def test_each_thread_has_its_own_deadline(server_for, session):
 
 
 def test_one_deadline_at_a_time_per_thread():
-    with Deadline(DEADLINE):
-        with pytest.raises(RuntimeError, match="already has a deadline"):
-            with Deadline(DEADLINE):
-                pass
+    with Deadline(DEADLINE), pytest.raises(RuntimeError, match="already has a deadline"), Deadline(DEADLINE):
+        pass

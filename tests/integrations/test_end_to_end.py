@@ -33,7 +33,14 @@ def queue_in_admin(client, contacts, crms):
     ids = [str(pk) for pk in contacts.values_list("pk", flat=True)[:100]]
     response = client.post(
         reverse("admin:contacts_contact_changelist"),
-        {"action": "queue_for_crm", "index": 0, ACTION_CHECKBOX_NAME: ids, "select_across": "1", "post": "yes", "crms": crms},
+        {
+            "action": "queue_for_crm",
+            "index": 0,
+            ACTION_CHECKBOX_NAME: ids,
+            "select_across": "1",
+            "post": "yes",
+            "crms": crms,
+        },
     )
     assert response.status_code == 302
 
@@ -56,7 +63,9 @@ def assert_all_complete_and_linked(sandbox, crm, count):
     remote = by_email(sandbox.contacts(crm), crm)
     assert len(remote) == count and len(sandbox.contacts(crm)) == count, "each email once"
     for row in rows:
-        assert (row.sync_status, row.processing_status) == (SyncStatus.COMPLETE, ProcessingStatus.COMPLETE), row.last_error
+        assert (row.sync_status, row.processing_status) == (SyncStatus.COMPLETE, ProcessingStatus.COMPLETE), (
+            row.last_error
+        )
         assert row.external_id == str(remote[row.contact.email]["id"])
 
 
@@ -157,8 +166,13 @@ def test_n8n_receives_every_contact_and_its_workflow_calls_back_once(on_postgres
     import time
 
     settings.N8N_INBOUND_SECRET = "inbound-e2e-secret"
-    sandbox.settings("n8n", callback_url=live_server.url + "/integrations/n8n/enrichment/",
-                     callback_secret="inbound-e2e-secret", callback_delay_seconds=0.1, callback_duplicate_rate=1.0)
+    sandbox.settings(
+        "n8n",
+        callback_url=live_server.url + "/integrations/n8n/enrichment/",
+        callback_secret="inbound-e2e-secret",
+        callback_delay_seconds=0.1,
+        callback_duplicate_rate=1.0,
+    )
     contacts = people(6)
     from contacts import selection
 
@@ -194,8 +208,8 @@ def test_mautic_over_oauth2_fetches_a_token_and_refreshes_it_after_a_401(sandbox
     import requests
 
     from contacts import selection
-    from integrations.backends.mautic import MauticBackend
     from crm_sandbox import mautic as mautic_sandbox
+    from integrations.backends.mautic import MauticBackend
 
     MauticBackend._tokens.clear()
     # As a real instance would be configured, not sandbox mode.

@@ -147,10 +147,14 @@ class TestFailures:
         row = rows().get()
         assert (row.sync_status, row.processing_status, row.attempts) == (S.ERROR, P.ERROR, 3)
         assert row.last_error == (
-            'Gave up after 3 attempts over 48.0 hours. Last error: CRM answered 503. Once Scripted CRM answers again, '
+            "Gave up after 3 attempts over 48.0 hours. Last error: CRM answered 503. Once Scripted CRM answers again, "
             'use "Retry failed syncs".'
         )
-        assert list(SyncAttempt.objects.values_list("outcome", flat=True).order_by("id")) == ["retry", "retry", "failed"]
+        assert list(SyncAttempt.objects.values_list("outcome", flat=True).order_by("id")) == [
+            "retry",
+            "retry",
+            "failed",
+        ]
         assert sync.run().claimed == 0
 
     def test_permanent_failure_goes_straight_to_error(self, queued, policy, clock):
@@ -159,7 +163,9 @@ class TestFailures:
 
         def respond(items):
             return [
-                Outcome.permanent(i, "Email is blacklisted", http_status=400) if i.key == first.pk else Outcome.accepted(i)
+                Outcome.permanent(i, "Email is blacklisted", http_status=400)
+                if i.key == first.pk
+                else Outcome.accepted(i)
                 for i in items
             ]
 
@@ -184,7 +190,11 @@ class TestFailures:
         "error, status, message",
         [
             (RetryableError("Scripted CRM timed out"), S.SELECTED, "Scripted CRM timed out"),
-            (PermanentError("Scripted CRM refused the batch", status_code=400), S.ERROR, "Scripted CRM refused the batch (HTTP 400)"),
+            (
+                PermanentError("Scripted CRM refused the batch", status_code=400),
+                S.ERROR,
+                "Scripted CRM refused the batch (HTTP 400)",
+            ),
         ],
     )
     def test_a_whole_batch_error_applies_to_every_contact(self, queued, policy, clock, error, status, message):
@@ -220,7 +230,10 @@ class TestFailures:
         queued(2)
         engine(policy, clock, lambda items: [Outcome.accepted(items[0])]).run()
         assert sorted(rows().values_list("processing_status", flat=True)) == [P.COMPLETE, P.QUEUED]
-        assert rows().get(processing_status=P.QUEUED).last_error == "The Scripted CRM backend reported no result for this contact."
+        assert (
+            rows().get(processing_status=P.QUEUED).last_error
+            == "The Scripted CRM backend reported no result for this contact."
+        )
 
 
 class TestRateLimits:

@@ -141,7 +141,11 @@ def test_a_top_level_field_of_the_wrong_type_is_named(post, ann, field, value, m
         (("enriched_data", "company", "website"), "acme dot com", "is not a valid http(s) address"),
         (("enriched_data", "company", "description"), "x" * 5001, "is 5001 characters long; the limit is 5000"),
         (("enriched_data", "additional_emails"), "ann@acme.example.com", "must be a list of at most 50 items"),
-        (("enriched_data", "additional_emails"), ["a%d@example.com" % i for i in range(51)], "must be a list of at most 50 items"),
+        (
+            ("enriched_data", "additional_emails"),
+            ["a%d@example.com" % i for i in range(51)],
+            "must be a list of at most 50 items",
+        ),
         (("enriched_data", "confidence_score"), -1, "must be a whole number from 0 to 100"),
         (("enriched_data", "confidence_score"), 87.5, "must be a whole number from 0 to 100"),
         (("enriched_data", "confidence_score"), "87", "must be a whole number from 0 to 100"),

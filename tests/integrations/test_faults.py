@@ -47,9 +47,23 @@ CRMS = {
     for crm in (
         CRM("brevo", "Brevo", None, 4, lambda c: c["email"], {"rate_limit": {"requests": 100, "seconds": 1}}),
         # A one-second window: without Retry-After, crmsync waits a window's length.
-        CRM("hubspot", "HubSpot", 4, 1, lambda c: c["properties"]["email"], {"rate_limit": {"requests": 100, "seconds": 1}}),
+        CRM(
+            "hubspot",
+            "HubSpot",
+            4,
+            1,
+            lambda c: c["properties"]["email"],
+            {"rate_limit": {"requests": 100, "seconds": 1}},
+        ),
         # Mautic with its optional rate limiter on, so its 429 names a real limit.
-        CRM("mautic", "Mautic", 4, 1, lambda c: c["fields"]["all"]["email"], {"rate_limit": {"requests": 10_000, "seconds": 3600}}),
+        CRM(
+            "mautic",
+            "Mautic",
+            4,
+            1,
+            lambda c: c["fields"]["all"]["email"],
+            {"rate_limit": {"requests": 10_000, "seconds": 3600}},
+        ),
         CRM("n8n", "n8n", None, 4, lambda c: c["email"]),
     )
 }
@@ -108,12 +122,16 @@ def settled_log(sandbox, crm, failed_requests, wait_seconds=10):
 def bursts_started(sandbox, crm):
     import requests
 
-    return requests.get("%s/_sandbox/%s/faults" % (sandbox.url, crm.name), timeout=5).json()["rate_limit_burst"]["bursts"]
+    return requests.get("%s/_sandbox/%s/faults" % (sandbox.url, crm.name), timeout=5).json()["rate_limit_burst"][
+        "bursts"
+    ]
 
 
 def attempts_by_contact(crm):
     history = defaultdict(list)
-    for row in SyncAttempt.objects.filter(crm=crm.name).values("contact_id", "outcome", "http_status", "error", "attempted_at"):
+    for row in SyncAttempt.objects.filter(crm=crm.name).values(
+        "contact_id", "outcome", "http_status", "error", "attempted_at"
+    ):
         history[row["contact_id"]].append(row)
     return history
 
@@ -134,13 +152,13 @@ def met_a_server_failure(attempt):
 
 
 @pytest.mark.parametrize("name", CRMS)
-def test_5xx_timeouts_and_429_bursts_end_complete_without_spending_attempts_on_rate_limits(
-    name, sandbox, crm_settings
-):
+def test_5xx_timeouts_and_429_bursts_end_complete_without_spending_attempts_on_rate_limits(name, sandbox, crm_settings):
     crm = crm_settings(CRMS[name])
     selection.select(people(CONTACTS), [crm.name])
     sandbox.faults(crm.name, **crm.faults)
-    sandbox.faults(crm.name, error_rate=ERROR_RATE, timeout_rate=TIMEOUT_RATE, timeout_seconds=1.5, rate_limit_burst=BURST)
+    sandbox.faults(
+        crm.name, error_rate=ERROR_RATE, timeout_rate=TIMEOUT_RATE, timeout_seconds=1.5, rate_limit_burst=BURST
+    )
 
     sync(crm.name)
 
@@ -189,7 +207,12 @@ def test_5xx_timeouts_and_429_bursts_end_complete_without_spending_attempts_on_r
     needed = math.ceil(CONTACTS / crm.per_request)
     answered_bound = 2 * needed / (1 - ERROR_RATE - TIMEOUT_RATE)
     seen = "%d requests: %d answered (bound %.0f), %d 5xx or timeouts, %d 429s in %d bursts (bound %d)" % (
-        len(statuses), len(statuses) - rate_limited, answered_bound, server_errors, rate_limited, bursts,
+        len(statuses),
+        len(statuses) - rate_limited,
+        answered_bound,
+        server_errors,
+        rate_limited,
+        bursts,
         crm.concurrency * bursts,
     )
     assert len(statuses) - rate_limited <= answered_bound, seen
@@ -233,12 +256,16 @@ def test_without_breaker_or_give_up_window_a_crm_down_past_all_retries_ends_in_e
     sync(crm.name)
 
     rows = ContactSync.objects.filter(crm=crm.name)
-    assert {(r.sync_status, r.processing_status, r.attempts) for r in rows} == {(SyncStatus.ERROR, ProcessingStatus.ERROR, 3)}
+    assert {(r.sync_status, r.processing_status, r.attempts) for r in rows} == {
+        (SyncStatus.ERROR, ProcessingStatus.ERROR, 3)
+    }
     for row in rows:
         assert row.last_error.startswith("Gave up after 3 attempts over "), row.last_error
         assert ". Last error: %s" % last_error in row.last_error, row.last_error
         assert "will retry" not in row.last_error, "nothing will: the row is in Error"
-    recorded = json.dumps(list(rows.values_list("last_error", flat=True)) + list(SyncAttempt.objects.values_list("error", flat=True)))
+    recorded = json.dumps(
+        list(rows.values_list("last_error", flat=True)) + list(SyncAttempt.objects.values_list("error", flat=True))
+    )
     assert not [secret for secret in SECRETS if secret in recorded]
     assert sandbox.contacts(crm.name) == []
 

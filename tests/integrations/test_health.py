@@ -7,8 +7,8 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from contacts.models import ContactSync, ProcessingStatus, SyncStatus
-from integrations.registry import enabled_backend_classes
 from integrations.models import CRMState
+from integrations.registry import enabled_backend_classes
 from integrations.schedules import ensure_schedules
 
 pytestmark = pytest.mark.django_db
@@ -155,9 +155,7 @@ class TestSchedules:
         assert healthz(client)[1]["crms"]["scripted"]["schedule"] == expected
 
     @pytest.mark.parametrize("minutes_ago, expected", [(5, "ok"), (16, "stale")])
-    def test_a_crm_that_never_ran_is_judged_by_its_first_planned_run(
-        self, client, scripted_crm, minutes_ago, expected
-    ):
+    def test_a_crm_that_never_ran_is_judged_by_its_first_planned_run(self, client, scripted_crm, minutes_ago, expected):
         ensure_schedules()
         Schedule.objects.filter(name="crmsync:scripted").update(next_run=self.at(minutes=minutes_ago))
         # A state row written by a pause, with no run yet.

@@ -50,10 +50,25 @@ def hubspot_like_upsert(bad_emails=(), rng=random.Random(4)):
         inputs = json.loads(request.body)["inputs"]
         bad = [i for i in inputs if i["id"] in bad_emails]
         if bad:
-            detail = [{"isValid": False, "message": "Email address %s is invalid" % bad[0]["id"], "error": "INVALID_EMAIL", "name": "email"}]
-            body = {"status": "error", "message": "Property values were not valid: %s" % json.dumps(detail), "correlationId": "c", "category": "VALIDATION_ERROR"}
+            detail = [
+                {
+                    "isValid": False,
+                    "message": "Email address %s is invalid" % bad[0]["id"],
+                    "error": "INVALID_EMAIL",
+                    "name": "email",
+                }
+            ]
+            body = {
+                "status": "error",
+                "message": "Property values were not valid: %s" % json.dumps(detail),
+                "correlationId": "c",
+                "category": "VALIDATION_ERROR",
+            }
             return 400, {}, json.dumps(body)
-        results = [{"id": str(1000 + int(i["id"][1:].split("@")[0])), "properties": i["properties"], "new": True} for i in inputs]
+        results = [
+            {"id": str(1000 + int(i["id"][1:].split("@")[0])), "properties": i["properties"], "new": True}
+            for i in inputs
+        ]
         rng.shuffle(results)
         return 200, {}, json.dumps({"status": "COMPLETE", "results": results})
 
@@ -62,7 +77,14 @@ def hubspot_like_upsert(bad_emails=(), rng=random.Random(4)):
 
 class TestPayload:
     def test_upsert_input_keyed_by_email(self, hubspot):
-        ann = unsaved_contact(email="ann@example.com", first_name="Ann", last_name="Lee", phone="+44 20", company="Acme", website="https://acme.test")
+        ann = unsaved_contact(
+            email="ann@example.com",
+            first_name="Ann",
+            last_name="Lee",
+            phone="+44 20",
+            company="Acme",
+            website="https://acme.test",
+        )
         assert HubSpotBackend().build_payload(ann) == {
             "id": "ann@example.com",
             "idProperty": "email",
@@ -112,7 +134,9 @@ class TestPush:
         assert {o.kind for o in outcomes} == {OutcomeKind.ACCEPTED}
 
     def test_a_batch_rejected_for_some_records_is_split_until_they_stand_alone(self, hubspot, crm_api):
-        crm_api.add_callback(responses.POST, UPSERT, callback=hubspot_like_upsert({"bad3@example.com", "bad60@example.com"}))
+        crm_api.add_callback(
+            responses.POST, UPSERT, callback=hubspot_like_upsert({"bad3@example.com", "bad60@example.com"})
+        )
         outcomes = push(hubspot, contacts(100, bad=(3, 60)))
 
         failed = {o.key: o for o in outcomes if o.kind is OutcomeKind.PERMANENT}
@@ -125,27 +149,58 @@ class TestPush:
         assert len(crm_api.calls) <= 2 * 2 * 7 + 1, "halving, not one request per contact"
 
     def test_an_unknown_property_pauses_instead_of_splitting(self, hubspot, crm_api):
-        detail = [{"isValid": False, "message": "Property \"lead_source\" does not exist", "error": "PROPERTY_DOESNT_EXIST", "name": "lead_source"}]
-        crm_api.post(UPSERT, status=400, json={"status": "error", "message": "Property values were not valid: " + json.dumps(detail), "category": "VALIDATION_ERROR"})
+        detail = [
+            {
+                "isValid": False,
+                "message": 'Property "lead_source" does not exist',
+                "error": "PROPERTY_DOESNT_EXIST",
+                "name": "lead_source",
+            }
+        ]
+        crm_api.post(
+            UPSERT,
+            status=400,
+            json={
+                "status": "error",
+                "message": "Property values were not valid: " + json.dumps(detail),
+                "category": "VALIDATION_ERROR",
+            },
+        )
         with pytest.raises(CRMUnavailable, match="no contact property 'lead_source'. Run 'manage.py crm_setup"):
             push(hubspot, contacts(10))
         assert len(crm_api.calls) == 1
 
     def test_multi_status_answers_give_each_contact_its_own_outcome(self, hubspot, crm_api):
         people = contacts(2)
-        crm_api.post(UPSERT, status=207, json={
-            "status": "COMPLETE",
-            "results": [{"id": "11", "properties": {"email": "p0@example.com"}}],
-            "numErrors": 1,
-            "errors": [{"status": "error", "category": "VALIDATION_ERROR", "message": "Property value too long"}],
-        })
+        crm_api.post(
+            UPSERT,
+            status=207,
+            json={
+                "status": "COMPLETE",
+                "results": [{"id": "11", "properties": {"email": "p0@example.com"}}],
+                "numErrors": 1,
+                "errors": [{"status": "error", "category": "VALIDATION_ERROR", "message": "Property value too long"}],
+            },
+        )
         outcomes = push(hubspot, people)
-        assert [(o.kind, o.external_id) for o in outcomes] == [(OutcomeKind.ACCEPTED, "11"), (OutcomeKind.PERMANENT, "")]
+        assert [(o.kind, o.external_id) for o in outcomes] == [
+            (OutcomeKind.ACCEPTED, "11"),
+            (OutcomeKind.PERMANENT, ""),
+        ]
         assert outcomes[1].message == "HubSpot refused it: Property value too long"
 
     def test_ten_secondly_rate_limit_waits_the_window(self, hubspot, crm_api):
-        crm_api.post(UPSERT, status=429, headers={"X-HubSpot-RateLimit-Interval-Milliseconds": "10000"}, json={
-            "status": "error", "message": "You have reached your ten_secondly_rolling limit.", "errorType": "RATE_LIMIT", "policyName": "TEN_SECONDLY_ROLLING"})
+        crm_api.post(
+            UPSERT,
+            status=429,
+            headers={"X-HubSpot-RateLimit-Interval-Milliseconds": "10000"},
+            json={
+                "status": "error",
+                "message": "You have reached your ten_secondly_rolling limit.",
+                "errorType": "RATE_LIMIT",
+                "policyName": "TEN_SECONDLY_ROLLING",
+            },
+        )
         outcomes = push(hubspot, contacts(3))
         assert {(o.kind, o.retry_after) for o in outcomes} == {(OutcomeKind.WAIT, 10.0)}
         assert "ten_secondly_rolling" in outcomes[0].message
@@ -154,7 +209,12 @@ class TestPush:
         crm_api.post(UPSERT, status=429, headers={"Retry-After": "3"}, json={"policyName": "TEN_SECONDLY_ROLLING"})
         person = contacts(1)
         assert push(hubspot, person)[0].retry_after == 3.0
-        crm_api.replace(responses.POST, UPSERT, status=429, json={"policyName": "DAILY", "message": "You have reached your daily limit."})
+        crm_api.replace(
+            responses.POST,
+            UPSERT,
+            status=429,
+            json={"policyName": "DAILY", "message": "You have reached your daily limit."},
+        )
         wait = HubSpotBackend().push([make_item(person[0], HubSpotBackend())])[0].retry_after
         assert 0 < wait <= 24 * 3600
 
@@ -166,12 +226,22 @@ class TestPush:
 
     @pytest.mark.parametrize("status", [500, 502, 504])
     def test_server_errors_are_retried(self, hubspot, crm_api, status):
-        crm_api.post(UPSERT, status=status, json={"status": "error", "message": "internal error", "category": "INTERNAL_ERROR"})
+        crm_api.post(
+            UPSERT, status=status, json={"status": "error", "message": "internal error", "category": "INTERNAL_ERROR"}
+        )
         assert {o.kind for o in push(hubspot, contacts(2))} == {OutcomeKind.RETRY}
 
     def test_bad_token_fails_the_batch_with_an_actionable_message_and_no_secret(self, hubspot, crm_api, caplog):
         caplog.set_level(logging.DEBUG)
-        crm_api.post(UPSERT, status=401, json={"status": "error", "message": "Authentication credentials not found.", "category": "INVALID_AUTHENTICATION"})
+        crm_api.post(
+            UPSERT,
+            status=401,
+            json={
+                "status": "error",
+                "message": "Authentication credentials not found.",
+                "category": "INVALID_AUTHENTICATION",
+            },
+        )
         with pytest.raises(CRMUnavailable) as excinfo:
             push(hubspot, contacts(1))
         assert excinfo.value.fail_contacts
@@ -179,7 +249,15 @@ class TestPush:
         assert TOKEN not in str(excinfo.value) and TOKEN not in caplog.text
 
     def test_missing_scope_pauses_without_failing_contacts(self, hubspot, crm_api):
-        crm_api.post(UPSERT, status=403, json={"status": "error", "message": "This app hasn't been granted all required scopes", "category": "MISSING_SCOPES"})
+        crm_api.post(
+            UPSERT,
+            status=403,
+            json={
+                "status": "error",
+                "message": "This app hasn't been granted all required scopes",
+                "category": "MISSING_SCOPES",
+            },
+        )
         with pytest.raises(CRMUnavailable, match="crm.objects.contacts.write") as excinfo:
             push(hubspot, contacts(1))
         assert not excinfo.value.fail_contacts
@@ -227,7 +305,11 @@ class TestSetup:
         assert out.getvalue().strip() == "HubSpot: created lead_source; already there: crm_score."
         created = sent_json(crm_api.calls[1])
         assert (created["name"], created["type"], created["fieldType"], created["groupName"]) == (
-            "lead_source", "string", "text", "contactinformation")
+            "lead_source",
+            "string",
+            "text",
+            "contactinformation",
+        )
 
 
 class TestEmailForm:

@@ -69,15 +69,23 @@ def test_created_and_matched_contacts_get_their_mautic_ids(basic, crm_api):
     crm_api.post(BATCH, status=201, json=batch_answer(201, 200))
     outcomes = push(basic, people(2))
     assert [(o.kind, o.external_id, o.http_status) for o in outcomes] == [
-        (OutcomeKind.ACCEPTED, "100", 201), (OutcomeKind.ACCEPTED, "101", 200)]
+        (OutcomeKind.ACCEPTED, "100", 201),
+        (OutcomeKind.ACCEPTED, "101", 200),
+    ]
     request = crm_api.calls[0].request
     assert request.headers["Authorization"].startswith("Basic ")
     assert [c["email"] for c in sent_json(crm_api.calls[0])] == ["p0@example.com", "p1@example.com"]
 
 
 def test_a_validation_error_is_permanent_with_mauti_s_message_and_spares_the_rest(basic, crm_api):
-    errors = {"1": {"code": 400, "message": "email: This value is not a valid email address.",
-                    "details": {"email": ["A valid email is required."]}, "type": "api"}}
+    errors = {
+        "1": {
+            "code": 400,
+            "message": "email: This value is not a valid email address.",
+            "details": {"email": ["A valid email is required."]},
+            "type": "api",
+        }
+    }
     crm_api.post(BATCH, status=201, json=batch_answer(201, 400, 201, errors=errors, sparse=True))
     outcomes = push(basic, people(3))
     assert [o.kind for o in outcomes] == [OutcomeKind.ACCEPTED, OutcomeKind.PERMANENT, OutcomeKind.ACCEPTED]
@@ -88,8 +96,12 @@ def test_a_validation_error_is_permanent_with_mauti_s_message_and_spares_the_res
 def test_errors_written_as_a_list_still_reach_their_contacts(basic, crm_api):
     # PHP's json_encode writes {0: ..., 1: ...} as a list: so `errors` when only the
     # first items failed, and `contacts` when only the last ones did.
-    error = {"code": 400, "message": "email: p0@example.com is invalid.",
-             "details": {"email": ["p0@example.com is invalid."]}, "type": None}
+    error = {
+        "code": 400,
+        "message": "email: p0@example.com is invalid.",
+        "details": {"email": ["p0@example.com is invalid."]},
+        "type": None,
+    }
     crm_api.post(BATCH, status=201, json={"contacts": {"1": {"id": 101}}, "statusCodes": [400, 201], "errors": [error]})
     outcomes = push(basic, people(2))
     assert [(o.kind, o.message, o.external_id) for o in outcomes] == [
@@ -122,7 +134,11 @@ def test_synced_contacts_join_the_segment(basic, crm_api, settings):
 def test_a_missing_segment_pauses_mautic(basic, crm_api, settings):
     settings.MAUTIC_SEGMENT_ID = "7"
     crm_api.post(BATCH, status=201, json=batch_answer(201))
-    crm_api.post(BASE + "/api/segments/7/contacts/add", status=404, json={"errors": [{"code": 404, "message": "Item was not found."}]})
+    crm_api.post(
+        BASE + "/api/segments/7/contacts/add",
+        status=404,
+        json={"errors": [{"code": 404, "message": "Item was not found."}]},
+    )
     with pytest.raises(CRMUnavailable, match="Fix MAUTIC_SEGMENT_ID"):
         push(basic, people(1))
 
@@ -134,7 +150,9 @@ def test_a_missing_segment_pauses_mautic(basic, crm_api, settings):
         (403, "access_denied", "enable it in Mautic's API settings, or set MAUTIC_CLIENT_ID"),
     ],
 )
-def test_instance_settings_that_block_everything_pause_without_failing_contacts(basic, crm_api, status, error_type, expected):
+def test_instance_settings_that_block_everything_pause_without_failing_contacts(
+    basic, crm_api, status, error_type, expected
+):
     crm_api.post(BATCH, status=status, json={"errors": [{"code": status, "message": "no", "type": error_type}]})
     with pytest.raises(CRMUnavailable, match=expected) as excinfo:
         push(basic, people(1))
@@ -143,7 +161,9 @@ def test_instance_settings_that_block_everything_pause_without_failing_contacts(
 
 def test_bad_basic_credentials_fail_the_batch_naming_the_settings_and_no_secret(basic, crm_api, caplog):
     caplog.set_level(logging.DEBUG)
-    crm_api.post(BATCH, status=401, json={"errors": [{"code": 401, "message": "Authorization denied, invalid credentials."}]})
+    crm_api.post(
+        BATCH, status=401, json={"errors": [{"code": 401, "message": "Authorization denied, invalid credentials."}]}
+    )
     with pytest.raises(CRMUnavailable) as excinfo:
         push(basic, people(1))
     assert excinfo.value.fail_contacts
@@ -165,7 +185,9 @@ class TestOAuth2:
         token_calls = [c for c in crm_api.calls if c.request.url == TOKEN]
         assert len(token_calls) == 1
         assert "grant_type=client_credentials" in token_calls[0].request.body
-        assert [c.request.headers["Authorization"] for c in crm_api.calls if c.request.url == BATCH] == ["Bearer tok-1"] * 2
+        assert [c.request.headers["Authorization"] for c in crm_api.calls if c.request.url == BATCH] == [
+            "Bearer tok-1"
+        ] * 2
 
     def test_a_token_close_to_expiry_is_replaced(self, oauth, crm_api):
         crm_api.post(TOKEN, json={"access_token": "short", "expires_in": 30})
@@ -173,27 +195,55 @@ class TestOAuth2:
         crm_api.post(BATCH, status=201, json=batch_answer(201))
         push(oauth, people(1))
         push(oauth, [unsaved_contact(email="again@example.com")])
-        assert [c.request.headers["Authorization"] for c in crm_api.calls if c.request.url == BATCH] == ["Bearer short", "Bearer next"]
+        assert [c.request.headers["Authorization"] for c in crm_api.calls if c.request.url == BATCH] == [
+            "Bearer short",
+            "Bearer next",
+        ]
 
     def test_a_401_refreshes_the_token_once(self, oauth, crm_api):
         crm_api.post(TOKEN, json={"access_token": "stale", "expires_in": 3600})
         crm_api.post(TOKEN, json={"access_token": "fresh", "expires_in": 3600})
-        crm_api.post(BATCH, status=401, json={"errors": [{"code": 401, "message": "The access token provided is invalid.", "type": "invalid_grant"}]})
+        crm_api.post(
+            BATCH,
+            status=401,
+            json={
+                "errors": [{"code": 401, "message": "The access token provided is invalid.", "type": "invalid_grant"}]
+            },
+        )
         crm_api.post(BATCH, status=201, json=batch_answer(201))
         [outcome] = push(oauth, people(1))
         assert outcome.kind is OutcomeKind.ACCEPTED
-        assert [c.request.headers.get("Authorization") for c in crm_api.calls if c.request.url == BATCH] == ["Bearer stale", "Bearer fresh"]
+        assert [c.request.headers.get("Authorization") for c in crm_api.calls if c.request.url == BATCH] == [
+            "Bearer stale",
+            "Bearer fresh",
+        ]
 
     def test_a_token_refused_because_the_api_is_disabled_pauses_mautic_saying_so(self, oauth, crm_api):
-        crm_api.post(TOKEN, status=403, json={"errors": [{"message": "API disabled. You need to enable the API in "
-                                                          "the API settings of Mautic's Configuration.", "code": 403, "type": "api_disabled"}]})
+        crm_api.post(
+            TOKEN,
+            status=403,
+            json={
+                "errors": [
+                    {
+                        "message": "API disabled. You need to enable the API in "
+                        "the API settings of Mautic's Configuration.",
+                        "code": 403,
+                        "type": "api_disabled",
+                    }
+                ]
+            },
+        )
         with pytest.raises(CRMUnavailable, match="Mautic's API is disabled: enable it") as excinfo:
             push(oauth, people(1))
         assert not excinfo.value.fail_contacts, "the contacts keep their attempts"
         assert [c.request.url for c in crm_api.calls] == [TOKEN]
 
     def test_a_rejected_client_fails_the_batch_naming_the_settings(self, oauth, crm_api):
-        crm_api.post(TOKEN, status=400, json={"errors": [{"message": "The client credentials are invalid", "code": 400, "type": "invalid_client"}]})
+        crm_api.post(
+            TOKEN,
+            status=400,
+            json={"errors": [{"message": "The client credentials are invalid", "code": 400, "type": "invalid_client"}]},
+        )
         with pytest.raises(CRMUnavailable, match="Check MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET") as excinfo:
             push(oauth, people(1))
         assert excinfo.value.fail_contacts and CLIENT_SECRET not in str(excinfo.value)
@@ -202,7 +252,9 @@ class TestOAuth2:
 def test_needs_a_url_and_one_pair_of_credentials(settings):
     assert not MauticBackend.is_enabled()
     settings.MAUTIC_BASE_URL = BASE
-    assert MauticBackend.missing_settings() == ["MAUTIC_USERNAME and MAUTIC_PASSWORD, or MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET"]
+    assert MauticBackend.missing_settings() == [
+        "MAUTIC_USERNAME and MAUTIC_PASSWORD, or MAUTIC_CLIENT_ID and MAUTIC_CLIENT_SECRET"
+    ]
     assert [m.id for m in check_crm_configuration()] == ["integrations.W001"]
     settings.MAUTIC_CLIENT_ID, settings.MAUTIC_CLIENT_SECRET = "1_x", "y"
     assert MauticBackend.is_enabled()

@@ -75,8 +75,15 @@ def test_a_too_large_array_is_halved(n8n, crm_api, settings):
 
 
 def test_an_inactive_workflow_pauses_n8n_with_a_clear_message(n8n, crm_api):
-    crm_api.post(HOOK, status=404, json={"code": 404, "message": 'The requested webhook "POST crmsync-contacts" is not registered.',
-                                         "hint": "The workflow must be active for a production URL to run successfully."})
+    crm_api.post(
+        HOOK,
+        status=404,
+        json={
+            "code": 404,
+            "message": 'The requested webhook "POST crmsync-contacts" is not registered.',
+            "hint": "The workflow must be active for a production URL to run successfully.",
+        },
+    )
     with pytest.raises(CRMUnavailable, match="The n8n workflow is not active") as excinfo:
         push(people(3))
     assert not excinfo.value.fail_contacts

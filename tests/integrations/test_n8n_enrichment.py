@@ -94,8 +94,14 @@ def test_the_same_enrichment_twice_changes_nothing_the_second_time(inbound, ann)
 
 
 def test_an_older_result_arriving_late_does_not_replace_a_newer_one(inbound, ann):
-    inbound(callback(ann, enrichment_id="new", timestamp="2026-11-22T12:00:00+02:00", enriched_data={"confidence_score": 90}))
-    inbound(callback(ann, enrichment_id="old", timestamp="2026-11-22T09:00:00Z", enriched_data={"confidence_score": 10}))
+    inbound(
+        callback(
+            ann, enrichment_id="new", timestamp="2026-11-22T12:00:00+02:00", enriched_data={"confidence_score": 90}
+        )
+    )
+    inbound(
+        callback(ann, enrichment_id="old", timestamp="2026-11-22T09:00:00Z", enriched_data={"confidence_score": 10})
+    )
     ann.refresh_from_db()
     assert (ann.enrichment["confidence_score"], ann.enrichment["enrichment_id"]) == (90, "new")
     assert Enrichment.objects.count() == 2
@@ -116,9 +122,21 @@ def test_a_failed_enrichment_is_recorded_without_data(inbound, ann):
         ({"enrichment_id": None}, "enrichment_id", "enrichment_id is required"),
         ({"timestamp": "yesterday"}, "timestamp", "timestamp must be an ISO 8601 date and time with a time zone"),
         ({"surprise": 1}, "surprise", "surprise is not a known field"),
-        ({"enriched_data": {"confidence_score": 101}}, "enriched_data.confidence_score", "must be a whole number from 0 to 100"),
-        ({"enriched_data": {"additional_emails": ["ok@example.com", "nope"]}}, "enriched_data.additional_emails[1]", "is not a valid email address"),
-        ({"enriched_data": {"company": {"website": "ftp://x"}}}, "enriched_data.company.website", "is not a valid http(s) address"),
+        (
+            {"enriched_data": {"confidence_score": 101}},
+            "enriched_data.confidence_score",
+            "must be a whole number from 0 to 100",
+        ),
+        (
+            {"enriched_data": {"additional_emails": ["ok@example.com", "nope"]}},
+            "enriched_data.additional_emails[1]",
+            "is not a valid email address",
+        ),
+        (
+            {"enriched_data": {"company": {"website": "ftp://x"}}},
+            "enriched_data.company.website",
+            "is not a valid http(s) address",
+        ),
         ({"metadata": {"cost": -1}}, "metadata.cost", "must be a number of at least 0"),
         ({"enriched_data": {"phone": "1" * 51}}, "enriched_data.phone", "is 51 characters long; the limit is 50"),
     ],

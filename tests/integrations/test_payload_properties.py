@@ -22,9 +22,9 @@ from contacts.emails import ascii_email, canonical_email
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 from crm_sandbox.brevo import MAX_ATTRIBUTE_LENGTH, normalised_sms
 from crm_sandbox.hubspot import MAX_VALUE_LENGTH
-from integrations.registry import get_backend_class
 from integrations.engine import payload_hash
 from integrations.exceptions import InvalidContact
+from integrations.registry import get_backend_class
 
 # Property tests: hundreds of examples, many through the sandbox.
 pytestmark = pytest.mark.slow
@@ -38,7 +38,12 @@ FIELD_MAPS = {
     "mautic": "notes=notes,score=score,tags=tags",
     "n8n": "",
 }
-PURE = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PURE = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 ROUND_TRIPS = settings(
     max_examples=10,
     deadline=None,
@@ -70,7 +75,9 @@ def crm_takes(crm, email):
 
 # Control characters, format characters (zero-width, BOM), line and paragraph
 # separators, non-characters, combining marks, emoji.
-TRICKY = "\x01\x07\x08\t\n\r\x0b\x0c\x1b\x1f\x7f\x85\xa0\u00ad\u200b\u200d\u2028\u2029\u202e\ufeff\ufffe\uffff\u0301💥👩‍👩‍👧"
+TRICKY = (
+    "\x01\x07\x08\t\n\r\x0b\x0c\x1b\x1f\x7f\x85\xa0\u00ad\u200b\u200d\u2028\u2029\u202e\ufeff\ufffe\uffff\u0301💥👩‍👩‍👧"
+)
 
 
 def characters(storable):
@@ -108,7 +115,11 @@ def json_values(storable=False):
         st.floats(allow_nan=False, allow_infinity=False),
         texts(storable),
     )
-    return st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts(storable, 8), inner, max_size=3), max_leaves=6)
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts(storable, 8), inner, max_size=3),
+        max_leaves=6,
+    )
 
 
 ODD_VALID_EMAILS = st.sampled_from(
@@ -159,7 +170,8 @@ PHONES = st.one_of(
         lambda prefix, first, rest, separator: prefix + first + separator.join(rest),
         st.sampled_from(["+", "00", "0", ""]),
         st.sampled_from("123456789"),
-        st.lists(ASCII_DIGITS, min_size=6, max_size=13) | st.lists(ASCII_DIGITS | st.characters(categories=["Nd", "No"]), min_size=6, max_size=13),
+        st.lists(ASCII_DIGITS, min_size=6, max_size=13)
+        | st.lists(ASCII_DIGITS | st.characters(categories=["Nd", "No"]), min_size=6, max_size=13),
         st.sampled_from(["", " ", "-", ".", "/", "()"]),
     ),
     texts(max_size=20),
@@ -169,7 +181,9 @@ PHONES = st.one_of(
 @st.composite
 def contacts(draw):
     """An unsaved Contact: any email, any text in any field, attributes of any JSON."""
-    attributes = draw(st.dictionaries(st.sampled_from(["notes", "score", "tags"]) | texts(max_size=8), json_values(), max_size=4))
+    attributes = draw(
+        st.dictionaries(st.sampled_from(["notes", "score", "tags"]) | texts(max_size=8), json_values(), max_size=4)
+    )
     if draw(st.booleans()):
         attributes["notes"] = draw(long_texts())
     return Contact(
@@ -265,7 +279,6 @@ def batches(draw, crm):
     return draw(st.permutations(rows))
 
 
-
 @st.composite
 def stored_fields(draw, crm, over_limit=False):
     """Contact fields a database stores (within each column's length)."""
@@ -305,7 +318,11 @@ def prepare_sandbox(sandbox_url, crm):
     requests.post(sandbox_url + "/_sandbox/reset", timeout=5).raise_for_status()
     limit = {"brevo": (1000, 1), "hubspot": (10_000, 10)}.get(crm)
     if limit:
-        requests.post("%s/_sandbox/%s/faults" % (sandbox_url, crm), json={"rate_limit": {"requests": limit[0], "seconds": limit[1]}}, timeout=5).raise_for_status()
+        requests.post(
+            "%s/_sandbox/%s/faults" % (sandbox_url, crm),
+            json={"rate_limit": {"requests": limit[0], "seconds": limit[1]}},
+            timeout=5,
+        ).raise_for_status()
     if crm in ("brevo", "hubspot"):
         instance = get_backend_class(crm)()
         try:
@@ -315,8 +332,12 @@ def prepare_sandbox(sandbox_url, crm):
     if crm == "mautic":
         from crm_sandbox.mautic import PASSWORD, USERNAME
 
-        requests.post(sandbox_url + "/mautic/api/fields/contact/new", json={"label": "Notes", "alias": "notes"},
-                      auth=(USERNAME, PASSWORD), timeout=5).raise_for_status()
+        requests.post(
+            sandbox_url + "/mautic/api/fields/contact/new",
+            json={"label": "Notes", "alias": "notes"},
+            auth=(USERNAME, PASSWORD),
+            timeout=5,
+        ).raise_for_status()
 
 
 def expected_error(crm, contact):
@@ -326,7 +347,9 @@ def expected_error(crm, contact):
         return "%r is not an email address %s can take." % (contact.email, verbose)
     if crm == "mautic" and any(character in sent_email(crm, contact.email) for character in "^&*%"):
         # Mautic's EmailValidator::hasValidCharacters (docs/crm-api.md, section 3, Error model).
-        return "Mautic refused it: email: %s has characters not allowed in email addresses." % sent_email(crm, contact.email)
+        return "Mautic refused it: email: %s has characters not allowed in email addresses." % sent_email(
+            crm, contact.email
+        )
     notes = str((contact.attributes or {}).get("notes") or "").strip()
     if crm == "brevo" and len(notes) > MAX_ATTRIBUTE_LENGTH:
         return "Brevo refused it: Attribute NOTES exceeds the maximum length of 5000 characters [invalid_parameter]"
@@ -341,13 +364,25 @@ def stored_in_crm(sandbox, crm):
     for record in sandbox.contacts(crm):
         if crm == "brevo":
             attributes = record["attributes"]
-            found[record["email"]] = {"first_name": attributes.get("FIRSTNAME"), "last_name": attributes.get("LASTNAME"), "notes": attributes.get("NOTES")}
+            found[record["email"]] = {
+                "first_name": attributes.get("FIRSTNAME"),
+                "last_name": attributes.get("LASTNAME"),
+                "notes": attributes.get("NOTES"),
+            }
         elif crm == "hubspot":
             properties = record["properties"]
-            found[properties["email"]] = {"first_name": properties.get("firstname"), "last_name": properties.get("lastname"), "notes": properties.get("notes")}
+            found[properties["email"]] = {
+                "first_name": properties.get("firstname"),
+                "last_name": properties.get("lastname"),
+                "notes": properties.get("notes"),
+            }
         elif crm == "mautic":
             fields = record["fields"]["all"]
-            found[fields["email"]] = {"first_name": fields.get("firstname"), "last_name": fields.get("lastname"), "notes": fields.get("notes")}
+            found[fields["email"]] = {
+                "first_name": fields.get("firstname"),
+                "last_name": fields.get("lastname"),
+                "notes": fields.get("notes"),
+            }
         else:
             found.setdefault(record["email"], []).append(record)
     return found
@@ -381,13 +416,23 @@ def test_invalid_records_fail_alone_with_the_crms_words_and_valid_neighbours_syn
         assert SyncAttempt.objects.filter(contact=contact, crm=crm).count() == 1, "decided on the first push"
         event("refused by %s" % ("crmsync" if error and "is not an email" in error else crm) if error else "synced")
         if error:
-            assert (sync.sync_status, sync.processing_status, sync.last_error) == (SyncStatus.ERROR, ProcessingStatus.ERROR, error)
+            assert (sync.sync_status, sync.processing_status, sync.last_error) == (
+                SyncStatus.ERROR,
+                ProcessingStatus.ERROR,
+                error,
+            )
             assert sent_email(crm, contact.email) not in in_crm
             continue
-        assert (sync.sync_status, sync.processing_status) == (SyncStatus.COMPLETE, ProcessingStatus.COMPLETE), sync.last_error
+        assert (sync.sync_status, sync.processing_status) == (SyncStatus.COMPLETE, ProcessingStatus.COMPLETE), (
+            sync.last_error
+        )
         if crm == "n8n":
             [item] = in_crm[sent_email(crm, contact.email)]
-            assert (item["first_name"], item["company"], item["attributes"]) == (contact.first_name, contact.company, contact.attributes)
+            assert (item["first_name"], item["company"], item["attributes"]) == (
+                contact.first_name,
+                contact.company,
+                contact.attributes,
+            )
         else:
             stored = in_crm[sent_email(crm, contact.email)]
             wanted = {

@@ -232,13 +232,16 @@ class TestRowsThatAreNotComplete:
             (S.NEW, P.NONE),
         ],
     )
-    def test_are_left_untouched_by_both_paths(
-        self, scripted_crm, make_contact, make_sync, status, processing
-    ):
+    def test_are_left_untouched_by_both_paths(self, scripted_crm, make_contact, make_sync, status, processing):
         contact = make_contact(first_name="Ann")
         row = make_sync(
-            contact, "scripted", sync_status=status, processing_status=processing, attempts=2,
-            last_error="kept", synced_hash="stale",
+            contact,
+            "scripted",
+            sync_status=status,
+            processing_status=processing,
+            attempts=2,
+            last_error="kept",
+            synced_hash="stale",
         )
         before = ContactSync.objects.filter(pk=row.pk).values().get()
 
@@ -246,10 +249,11 @@ class TestRowsThatAreNotComplete:
         assert resync.requeue_drifted() == {"scripted": 0}
         assert ContactSync.objects.filter(pk=row.pk).values().get() == before
 
-
     def test_a_row_in_flight_is_marked_by_the_signal_path_only(self, scripted_crm, make_contact, make_sync):
         contact = make_contact(first_name="Ann")
-        row = make_sync(contact, "scripted", sync_status=S.SELECTED, processing_status=P.PROCESSING, synced_hash="stale")
+        row = make_sync(
+            contact, "scripted", sync_status=S.SELECTED, processing_status=P.PROCESSING, synced_hash="stale"
+        )
         assert resync.requeue_drifted() == {"scripted": 0}
         assert resync.requeue_if_changed([contact]) == 1
         row.refresh_from_db()
@@ -257,9 +261,7 @@ class TestRowsThatAreNotComplete:
 
 
 class TestDriftSweep:
-    def test_a_bulk_update_is_caught_in_batches_with_queries_per_batch_not_per_row(
-        self, synced, other_crm
-    ):
+    def test_a_bulk_update_is_caught_in_batches_with_queries_per_batch_not_per_row(self, synced, other_crm):
         queries = {}
         for count in (20, 200):
             ContactSync.objects.all().delete()

@@ -21,9 +21,7 @@ def crmsync_schedules():
 
 
 class TestSchedules:
-    def test_one_schedule_per_enabled_crm_the_prune_and_the_drift_sweep_however_often_it_runs(
-        self, scripted_crm
-    ):
+    def test_one_schedule_per_enabled_crm_the_prune_and_the_drift_sweep_however_often_it_runs(self, scripted_crm):
         for _ in range(3):
             ensure_schedules()
         schedules = crmsync_schedules()
@@ -31,12 +29,18 @@ class TestSchedules:
         assert Schedule.objects.filter(name="crmsync:scripted").count() == 1
         sync = schedules["crmsync:scripted"]
         assert (sync.func, sync.args, sync.schedule_type, sync.minutes) == (
-            "integrations.tasks.sync_crm_task", "'scripted'", Schedule.MINUTES, 5
+            "integrations.tasks.sync_crm_task",
+            "'scripted'",
+            Schedule.MINUTES,
+            5,
         )
         assert schedules[PRUNE_NAME].schedule_type == Schedule.DAILY
         drift = schedules[DRIFT_NAME]
         assert (drift.func, drift.args, drift.schedule_type, drift.minutes) == (
-            "integrations.tasks.requeue_drifted_task", None, Schedule.MINUTES, 60
+            "integrations.tasks.requeue_drifted_task",
+            None,
+            Schedule.MINUTES,
+            60,
         )
 
     def test_a_changed_interval_updates_the_schedule(self, scripted_crm, settings):
@@ -149,6 +153,8 @@ class TestTasks:
         contact = Contact.objects.create(email="a@example.com")
         now = timezone.now()
         for days in (1, 6, 8, 30):
-            SyncAttempt.objects.create(contact=contact, crm="brevo", attempted_at=now - timedelta(days=days), outcome="accepted")
+            SyncAttempt.objects.create(
+                contact=contact, crm="brevo", attempted_at=now - timedelta(days=days), outcome="accepted"
+            )
         assert tasks.prune_sync_attempts() == 2
         assert sorted((now - a).days for a in SyncAttempt.objects.values_list("attempted_at", flat=True)) == [1, 6]

@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from contacts import selection
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
-from integrations.registry import get_backend_class
 from integrations.backends.base import OutcomeKind
 from integrations.engine import SyncEngine
+from integrations.registry import get_backend_class
 
 from .conftest import make_item
 
@@ -82,7 +82,8 @@ def test_a_trickled_answer_is_a_timeout_and_the_contact_is_retried(crm, fault, s
         [outcome] = backend.push([make_item(contact, backend)])
 
     assert (outcome.kind, outcome.message) == (
-        OutcomeKind.RETRY, "%s did not answer within %d s." % (VERBOSE_NAMES[crm], TIMEOUT_SECONDS)
+        OutcomeKind.RETRY,
+        "%s did not answer within %d s." % (VERBOSE_NAMES[crm], TIMEOUT_SECONDS),
     )
     assert len(api_requests(sandbox, crm)) == 1, "one request, given up on; not sent again meanwhile"
 
@@ -105,7 +106,9 @@ def test_the_engine_retries_a_contact_a_slow_crm_kept_waiting_and_syncs_it_once_
 
     rows = ContactSync.objects.filter(crm=crm)
     message = "%s did not answer within %d s." % (VERBOSE_NAMES[crm], TIMEOUT_SECONDS)
-    assert set(rows.values_list("processing_status", "attempts", "last_error")) == {(ProcessingStatus.QUEUED, 1, message)}
+    assert set(rows.values_list("processing_status", "attempts", "last_error")) == {
+        (ProcessingStatus.QUEUED, 1, message)
+    }
     assert all(row.next_attempt_at > timezone.now() for row in rows), "tried again later, not in a loop"
     sent = len(api_requests(sandbox, crm))
 

@@ -22,15 +22,21 @@ def wait_for(check, seconds=3.0):
 # Auth
 
 
-@pytest.mark.parametrize("headers", [{}, {"api-key": "xkeysib-wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"api-key": "xkeysib-wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}]
+)
 def test_a_missing_or_wrong_key_is_401_key_not_found(sandbox, headers):
-    response = requests.post(sandbox.url + "/brevo/v3/contacts", json={"email": "a@example.com"}, headers=headers, timeout=5)
+    response = requests.post(
+        sandbox.url + "/brevo/v3/contacts", json={"email": "a@example.com"}, headers=headers, timeout=5
+    )
     assert (response.status_code, response.json()) == (401, {"code": "unauthorized", "message": "Key not found"})
 
 
 def test_a_bearer_token_is_accepted_too(sandbox):
     headers = {"Authorization": "Bearer " + API_KEY}
-    response = requests.post(sandbox.url + "/brevo/v3/contacts", json={"email": "a@example.com"}, headers=headers, timeout=5)
+    response = requests.post(
+        sandbox.url + "/brevo/v3/contacts", json={"email": "a@example.com"}, headers=headers, timeout=5
+    )
     assert response.status_code == 201
 
 
@@ -41,7 +47,9 @@ def test_create_then_upsert_then_duplicate(brevo):
     created = brevo("POST", "/contacts", json={"email": "Ann@Example.com", "attributes": {"firstname": "Ann"}})
     assert (created.status_code, created.json()) == (201, {"id": 1})
 
-    updated = brevo("POST", "/contacts", json={"email": "ann@example.com", "attributes": {"LASTNAME": "Lee"}, "updateEnabled": True})
+    updated = brevo(
+        "POST", "/contacts", json={"email": "ann@example.com", "attributes": {"LASTNAME": "Lee"}, "updateEnabled": True}
+    )
     assert (updated.status_code, updated.content, updated.headers["Content-Length"]) == (204, b"", "0")
 
     refused = brevo("POST", "/contacts", json={"email": "ANN@example.com"})
@@ -49,7 +57,16 @@ def test_create_then_upsert_then_duplicate(brevo):
 
     stored = brevo("GET", "/contacts/ann@example.com").json()
     assert stored["attributes"] == {"FIRSTNAME": "Ann", "LASTNAME": "Lee"}, "merged, names upper-cased"
-    assert set(stored) >= {"id", "email", "attributes", "listIds", "emailBlacklisted", "smsBlacklisted", "createdAt", "modifiedAt"}
+    assert set(stored) >= {
+        "id",
+        "email",
+        "attributes",
+        "listIds",
+        "emailBlacklisted",
+        "smsBlacklisted",
+        "createdAt",
+        "modifiedAt",
+    }
     assert (stored["id"], stored["email"], stored["emailBlacklisted"]) == (1, "ann@example.com", False)
     assert brevo("GET", "/contacts/1").json()["email"] == "ann@example.com"
 
@@ -57,8 +74,16 @@ def test_create_then_upsert_then_duplicate(brevo):
 # The keys brevo-python 5.1's models require: GetContactInfoResponse (GET one contact)
 # and GetContactDetails (each item of GET /contacts); the older SDK's
 # GetExtendedContactDetails also refused an answer without `statistics`.
-CONTACT_DETAILS_KEYS = {"attributes", "createdAt", "emailBlacklisted", "id", "listIds", "modifiedAt",
-                        "smsBlacklisted", "whatsappBlacklisted"}
+CONTACT_DETAILS_KEYS = {
+    "attributes",
+    "createdAt",
+    "emailBlacklisted",
+    "id",
+    "listIds",
+    "modifiedAt",
+    "smsBlacklisted",
+    "whatsappBlacklisted",
+}
 
 
 def test_get_answers_every_key_the_sdk_requires(brevo):
@@ -74,8 +99,16 @@ def test_get_answers_every_key_the_sdk_requires(brevo):
     "body, code, message",
     [
         ({"email": "not-an-email"}, "invalid_parameter", "Invalid email address"),
-        ({"attributes": {"FIRSTNAME": "x"}}, "missing_parameter", "Please provide Email or SMS attribute value to create user"),
-        ({"email": "a@example.com", "attributes": {"SMS": "020 7946 0000"}}, "invalid_parameter", "Invalid phone number"),
+        (
+            {"attributes": {"FIRSTNAME": "x"}},
+            "missing_parameter",
+            "Please provide Email or SMS attribute value to create user",
+        ),
+        (
+            {"email": "a@example.com", "attributes": {"SMS": "020 7946 0000"}},
+            "invalid_parameter",
+            "Invalid phone number",
+        ),
         ({"email": "a@example.com", "attributes": {"SMS": "+44 20"}}, "invalid_parameter", "Invalid phone number"),
     ],
 )
@@ -87,7 +120,10 @@ def test_validation_errors(brevo, body, code, message):
 def test_an_attribute_over_5000_characters_is_refused(brevo):
     response = brevo("POST", "/contacts", json={"email": "a@example.com", "attributes": {"FIRSTNAME": "x" * 5001}})
     assert (response.status_code, response.json()["code"]) == (400, "invalid_parameter")
-    assert brevo("POST", "/contacts", json={"email": "a@example.com", "attributes": {"FIRSTNAME": "x" * 5000}}).status_code == 201
+    assert (
+        brevo("POST", "/contacts", json={"email": "a@example.com", "attributes": {"FIRSTNAME": "x" * 5000}}).status_code
+        == 201
+    )
 
 
 def test_an_sms_only_contact_is_created_and_found_by_phone(brevo):
@@ -100,7 +136,11 @@ def test_an_sms_only_contact_is_created_and_found_by_phone(brevo):
 
 def test_an_sms_taken_by_another_contact_is_refused_even_with_update_enabled(brevo):
     brevo("POST", "/contacts", json={"email": "a@example.com", "attributes": {"SMS": "+442079460000"}})
-    response = brevo("POST", "/contacts", json={"email": "b@example.com", "attributes": {"SMS": "+44 20 7946 0000"}, "updateEnabled": True})
+    response = brevo(
+        "POST",
+        "/contacts",
+        json={"email": "b@example.com", "attributes": {"SMS": "+44 20 7946 0000"}, "updateEnabled": True},
+    )
     assert response.status_code == 400
     assert response.json()["code"] == "duplicate_parameter"
     assert response.json()["metadata"] == {"duplicate_identifiers": ["SMS"]}
@@ -108,24 +148,39 @@ def test_an_sms_taken_by_another_contact_is_refused_even_with_update_enabled(bre
 
 
 def test_unknown_attributes_are_dropped_by_default_or_rejected(sandbox, brevo, control):
-    assert brevo("POST", "/contacts", json={"email": "a@example.com", "attributes": {"COMPANY": "Acme"}}).status_code == 201
+    assert (
+        brevo("POST", "/contacts", json={"email": "a@example.com", "attributes": {"COMPANY": "Acme"}}).status_code
+        == 201
+    )
     assert brevo("GET", "/contacts/a@example.com").json()["attributes"] == {}
 
     assert control("POST", "/brevo/settings", json={"unknown_attributes": "reject"}).status_code == 200
     response = brevo("POST", "/contacts", json={"email": "b@example.com", "attributes": {"company": "Acme"}})
-    assert (response.status_code, response.json()) == (400, {"code": "invalid_parameter", "message": "Attribute COMPANY does not exist"})
+    assert (response.status_code, response.json()) == (
+        400,
+        {"code": "invalid_parameter", "message": "Attribute COMPANY does not exist"},
+    )
 
     assert brevo("POST", "/contacts/attributes/normal/company", json={"type": "text"}).status_code == 201
-    assert brevo("POST", "/contacts", json={"email": "b@example.com", "attributes": {"Company": "Acme"}}).status_code == 201
+    assert (
+        brevo("POST", "/contacts", json={"email": "b@example.com", "attributes": {"Company": "Acme"}}).status_code
+        == 201
+    )
     assert brevo("GET", "/contacts/b@example.com").json()["attributes"] == {"COMPANY": "Acme"}
 
 
 def test_put_updates_and_unknown_contacts_are_404(brevo):
     brevo("POST", "/contacts", json={"email": "a@example.com", "ext_id": "crm-7"})
     assert brevo("PUT", "/contacts/a@example.com", json={"attributes": {"FIRSTNAME": "A"}}).status_code == 204
-    assert brevo("GET", "/contacts/crm-7", params={"identifierType": "ext_id"}).json()["attributes"] == {"EXT_ID": "crm-7", "FIRSTNAME": "A"}
+    assert brevo("GET", "/contacts/crm-7", params={"identifierType": "ext_id"}).json()["attributes"] == {
+        "EXT_ID": "crm-7",
+        "FIRSTNAME": "A",
+    }
     missing = brevo("PUT", "/contacts/x@example.com", json={"attributes": {"FIRSTNAME": "X"}})
-    assert (missing.status_code, missing.json()) == (404, {"code": "document_not_found", "message": "Contact does not exist"})
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"code": "document_not_found", "message": "Contact does not exist"},
+    )
 
 
 def test_put_can_change_the_email_but_not_to_a_taken_one(brevo):
@@ -150,17 +205,34 @@ def test_delete(brevo):
 def test_batch_update_applies_every_contact(brevo):
     brevo("POST", "/contacts", json={"email": "a@example.com"})
     brevo("POST", "/contacts", json={"email": "b@example.com"})
-    body = {"contacts": [{"email": "a@example.com", "attributes": {"FIRSTNAME": "A"}}, {"id": 2, "attributes": {"FIRSTNAME": "B"}}]}
+    body = {
+        "contacts": [
+            {"email": "a@example.com", "attributes": {"FIRSTNAME": "A"}},
+            {"id": 2, "attributes": {"FIRSTNAME": "B"}},
+        ]
+    }
     response = brevo("POST", "/contacts/batch", json=body)
     assert (response.status_code, response.content) == (204, b"")
-    assert [brevo("GET", "/contacts/%d" % i).json()["attributes"] for i in (1, 2)] == [{"FIRSTNAME": "A"}, {"FIRSTNAME": "B"}]
+    assert [brevo("GET", "/contacts/%d" % i).json()["attributes"] for i in (1, 2)] == [
+        {"FIRSTNAME": "A"},
+        {"FIRSTNAME": "B"},
+    ]
 
 
 def test_batch_update_fails_whole_when_one_contact_is_unknown(brevo):
     brevo("POST", "/contacts", json={"email": "a@example.com"})
-    body = {"contacts": [{"email": "a@example.com", "attributes": {"FIRSTNAME": "A"}}, {"email": "x@example.com"}, {"id": 99}]}
+    body = {
+        "contacts": [
+            {"email": "a@example.com", "attributes": {"FIRSTNAME": "A"}},
+            {"email": "x@example.com"},
+            {"id": 99},
+        ]
+    }
     response = brevo("POST", "/contacts/batch", json=body)
-    assert (response.status_code, response.json()) == (404, {"code": "document_not_found", "message": "No contact found for indexes 1,2"})
+    assert (response.status_code, response.json()) == (
+        404,
+        {"code": "document_not_found", "message": "No contact found for indexes 1,2"},
+    )
     assert brevo("GET", "/contacts/a@example.com").json()["attributes"] == {}, "nothing applied"
 
 
@@ -177,15 +249,27 @@ def test_lists_are_created_listed_and_joined(brevo):
     assert brevo("POST", "/contacts", json={"email": "a@example.com", "listIds": [list_id]}).status_code == 201
     brevo("POST", "/contacts", json={"email": "b@example.com"})
     assert brevo("GET", "/contacts/a@example.com").json()["listIds"] == [list_id]
-    added = brevo("POST", "/contacts/lists/%d/contacts/add" % list_id, json={"emails": ["a@example.com", "b@example.com", "x@example.com"]})
-    assert (added.status_code, added.json()) == (201, {"contacts": {"success": ["b@example.com"], "failure": ["a@example.com", "x@example.com"]}})
+    added = brevo(
+        "POST",
+        "/contacts/lists/%d/contacts/add" % list_id,
+        json={"emails": ["a@example.com", "b@example.com", "x@example.com"]},
+    )
+    assert (added.status_code, added.json()) == (
+        201,
+        {"contacts": {"success": ["b@example.com"], "failure": ["a@example.com", "x@example.com"]}},
+    )
 
 
 def test_unknown_lists_and_too_many_contacts_for_one_list_call(brevo):
     missing = brevo("POST", "/contacts", json={"email": "b@example.com", "listIds": [999]})
-    assert (missing.status_code, missing.json()) == (404, {"code": "document_not_found", "message": "List ID does not exist"})
+    assert (missing.status_code, missing.json()) == (
+        404,
+        {"code": "document_not_found", "message": "List ID does not exist"},
+    )
     assert brevo("POST", "/contacts/lists/999/contacts/add", json={"emails": ["b@example.com"]}).status_code == 404
-    too_many = brevo("POST", "/contacts/lists/2/contacts/add", json={"emails": ["x%d@example.com" % i for i in range(151)]})
+    too_many = brevo(
+        "POST", "/contacts/lists/2/contacts/add", json={"emails": ["x%d@example.com" % i for i in range(151)]}
+    )
     assert (too_many.status_code, too_many.json()["code"]) == (400, "out_of_range")
 
 
@@ -202,7 +286,10 @@ def test_attributes_are_listed_and_created_once(brevo):
     created = brevo("POST", "/contacts/attributes/normal/WEBSITE", json={"type": "text"})
     assert (created.status_code, created.content) == (201, b"")
     again = brevo("POST", "/contacts/attributes/normal/website", json={"type": "text"})
-    assert (again.status_code, again.json()) == (400, {"code": "invalid_parameter", "message": "Attribute name must be unique"})
+    assert (again.status_code, again.json()) == (
+        400,
+        {"code": "invalid_parameter", "message": "Attribute name must be unique"},
+    )
     assert brevo("POST", "/contacts/attributes/nonsense/OTHER", json={"type": "text"}).status_code == 400
 
 
@@ -212,15 +299,24 @@ def test_attributes_are_listed_and_created_once(brevo):
 def test_import_is_accepted_then_applied_after_the_delay(brevo, control):
     control("POST", "/brevo/settings", json={"import_delay_seconds": 0.3})
     brevo("POST", "/contacts", json={"email": "old@example.com", "attributes": {"FIRSTNAME": "Old"}})
-    rows = [{"email": "new@example.com", "attributes": {"FIRSTNAME": "New", "NOPE": 1}}, {"email": "old@example.com", "attributes": {"LASTNAME": "L"}}]
+    rows = [
+        {"email": "new@example.com", "attributes": {"FIRSTNAME": "New", "NOPE": 1}},
+        {"email": "old@example.com", "attributes": {"LASTNAME": "L"}},
+    ]
     response = brevo("POST", "/contacts/import", json={"jsonBody": rows, "listIds": [2]})
     assert response.status_code == 202 and set(response.json()) == {"processId"}
     process = "/processes/%d" % response.json()["processId"]
-    assert brevo("GET", process).json() == {"id": response.json()["processId"], "name": "import_contacts", "status": "queued"}
+    assert brevo("GET", process).json() == {
+        "id": response.json()["processId"],
+        "name": "import_contacts",
+        "status": "queued",
+    }
     assert brevo("GET", "/contacts/new@example.com").status_code == 404, "nothing applied yet"
 
     wait_for(lambda: brevo("GET", process).json()["status"] == "completed")
-    assert brevo("GET", "/contacts/new@example.com").json()["attributes"] == {"FIRSTNAME": "New"}, "unknown attribute ignored"
+    assert brevo("GET", "/contacts/new@example.com").json()["attributes"] == {"FIRSTNAME": "New"}, (
+        "unknown attribute ignored"
+    )
     assert brevo("GET", "/contacts/old@example.com").json()["attributes"] == {"FIRSTNAME": "Old", "LASTNAME": "L"}
     assert brevo("GET", "/contacts/new@example.com").json()["listIds"] == [2]
 

@@ -23,11 +23,17 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 
 def brevo_create(server, email="a@example.com", timeout=5):
-    return requests.post(server.url + "/brevo/v3/contacts", json={"email": email}, headers={"api-key": API_KEY}, timeout=timeout)
+    return requests.post(
+        server.url + "/brevo/v3/contacts", json={"email": email}, headers={"api-key": API_KEY}, timeout=timeout
+    )
 
 
 def hubspot_get(server, record_id="1"):
-    return requests.get(server.url + "/hubspot/crm/v3/objects/contacts/" + record_id, headers={"Authorization": "Bearer " + ACCESS_TOKEN}, timeout=5)
+    return requests.get(
+        server.url + "/hubspot/crm/v3/objects/contacts/" + record_id,
+        headers={"Authorization": "Bearer " + ACCESS_TOKEN},
+        timeout=5,
+    )
 
 
 # Faults
@@ -78,16 +84,34 @@ def test_faults_are_per_crm_and_readable(sandbox, control):
     control("POST", "/brevo/faults", json={"error_rate": 1.0})
     assert hubspot_get(sandbox).status_code == 404, "HubSpot is untouched"
     faults = control("GET", "/brevo/faults").json()
-    assert (faults["error_rate"], faults["timeout_rate"], faults["rate_limits"]["second"]) == (1.0, 0.0, {"requests": 10, "seconds": 1})
+    assert (faults["error_rate"], faults["timeout_rate"], faults["rate_limits"]["second"]) == (
+        1.0,
+        0.0,
+        {"requests": 10, "seconds": 1},
+    )
 
 
 @pytest.mark.parametrize(
     "body",
-    [{"error_rate": 1.5}, {"timeout_rate": -0.1}, {"latency_ms": "slow"}, {"nope": 1}, {"rate_limit": {"requests": 0, "seconds": 1}}, {"rate_limit": 5},
-     {"rate_limit_burst": {"seconds": 0}}, {"rate_limit_burst": {"seconds": "nan"}}, {"rate_limit_burst": {"after": 3}},
-     {"rate_limit_burst": {"seconds": 1, "after": -1}}, {"rate_limit_burst": {"seconds": 1, "every": 0}},
-     {"rate_limit_burst": {"seconds": 1, "often": 2}}, {"rate_limit_burst": 5},
-     {"slow_body": -1}, {"slow_headers": "slow"}, {"down": "yes"}, {"down": 1}],
+    [
+        {"error_rate": 1.5},
+        {"timeout_rate": -0.1},
+        {"latency_ms": "slow"},
+        {"nope": 1},
+        {"rate_limit": {"requests": 0, "seconds": 1}},
+        {"rate_limit": 5},
+        {"rate_limit_burst": {"seconds": 0}},
+        {"rate_limit_burst": {"seconds": "nan"}},
+        {"rate_limit_burst": {"after": 3}},
+        {"rate_limit_burst": {"seconds": 1, "after": -1}},
+        {"rate_limit_burst": {"seconds": 1, "every": 0}},
+        {"rate_limit_burst": {"seconds": 1, "often": 2}},
+        {"rate_limit_burst": 5},
+        {"slow_body": -1},
+        {"slow_headers": "slow"},
+        {"down": "yes"},
+        {"down": 1},
+    ],
 )
 def test_bad_fault_values_are_refused(control, body):
     assert control("POST", "/brevo/faults", json=body).status_code == 400
@@ -128,7 +152,9 @@ def stored_brevo_contact(sandbox, brevo):
     return brevo("GET", "/contacts/1")
 
 
-def test_slow_body_sends_status_and_headers_at_once_then_the_body_a_byte_at_a_time(sandbox, control, stored_brevo_contact):
+def test_slow_body_sends_status_and_headers_at_once_then_the_body_a_byte_at_a_time(
+    sandbox, control, stored_brevo_contact
+):
     control("POST", "/brevo/faults", json={"slow_body": 0.005})
 
     chunks, head, body = raw_get(sandbox, "/brevo/v3/contacts/1", {"api-key": API_KEY})
@@ -179,12 +205,18 @@ def test_a_null_rate_limit_turns_that_crms_limits_off(sandbox, control):
 
 
 def mautic_create(server, email="a@example.com"):
-    return requests.post(server.url + "/mautic/api/contacts/new", json={"email": email}, auth=(USERNAME, PASSWORD), timeout=5)
+    return requests.post(
+        server.url + "/mautic/api/contacts/new", json={"email": email}, auth=(USERNAME, PASSWORD), timeout=5
+    )
 
 
 def n8n_post(server, email="a@example.com"):
-    return requests.post("%s/n8n/webhook/%s" % (server.url, WEBHOOK_PATH), json={"email": email},
-                         headers={"Authorization": "Bearer " + WEBHOOK_SECRET}, timeout=5)
+    return requests.post(
+        "%s/n8n/webhook/%s" % (server.url, WEBHOOK_PATH),
+        json={"email": email},
+        headers={"Authorization": "Bearer " + WEBHOOK_SECRET},
+        timeout=5,
+    )
 
 
 def brevo_429(answer):
@@ -196,7 +228,10 @@ def brevo_429(answer):
 def hubspot_429(answer):
     body = answer.json()
     assert (body["errorType"], body["policyName"], body["message"]) == (
-        "RATE_LIMIT", "TEN_SECONDLY_ROLLING", "You have reached your ten_secondly_rolling limit.")
+        "RATE_LIMIT",
+        "TEN_SECONDLY_ROLLING",
+        "You have reached your ten_secondly_rolling limit.",
+    )
     assert answer.headers["X-HubSpot-RateLimit-Remaining"] == "0"
     assert answer.headers["X-HubSpot-RateLimit-Interval-Milliseconds"] == "10000"
 
@@ -230,7 +265,12 @@ def test_a_rate_limit_burst_answers_the_crms_own_429_after_the_requests_let_thro
     for answer in answers[2:]:
         check_429(answer)
     assert [r["status"] for r in control("GET", "/%s/requests" % crm).json()] == [passed] * 2 + [429] * 3
-    assert control("GET", "/%s/faults" % crm).json()["rate_limit_burst"] == {"seconds": 30, "after": 2, "every": None, "bursts": 1}
+    assert control("GET", "/%s/faults" % crm).json()["rate_limit_burst"] == {
+        "seconds": 30,
+        "after": 2,
+        "every": None,
+        "bursts": 1,
+    }
     control("POST", "/%s/faults" % crm, json={"rate_limit_burst": None})
     assert send(sandbox, "c@example.com").status_code == passed
 
@@ -301,7 +341,11 @@ def test_contacts_show_what_each_crm_would_return(sandbox, brevo, hubspot, contr
 def test_requests_are_logged_with_their_status_and_no_headers(sandbox, control):
     brevo_create(sandbox)
     requests.post(sandbox.url + "/brevo/v3/contacts", json={"email": "b@example.com"}, timeout=5)
-    requests.get(sandbox.url + "/brevo/v3/contacts/a@example.com?identifierType=email_id", headers={"api-key": API_KEY}, timeout=5)
+    requests.get(
+        sandbox.url + "/brevo/v3/contacts/a@example.com?identifierType=email_id",
+        headers={"api-key": API_KEY},
+        timeout=5,
+    )
     log = control("GET", "/brevo/requests").json()
     assert [(r["method"], r["path"], r["query"], r["status"]) for r in log] == [
         ("POST", "/v3/contacts", "", 201),
@@ -355,7 +399,9 @@ def test_keep_alive_and_content_length_on_every_answer(sandbox):
     session = requests.Session()
     session.headers["api-key"] = API_KEY
     created = session.post(sandbox.url + "/brevo/v3/contacts", json={"email": "a@example.com"}, timeout=5)
-    again = session.post(sandbox.url + "/brevo/v3/contacts", json={"email": "a@example.com", "updateEnabled": True}, timeout=5)
+    again = session.post(
+        sandbox.url + "/brevo/v3/contacts", json={"email": "a@example.com", "updateEnabled": True}, timeout=5
+    )
     assert (created.headers["Content-Length"], again.headers["Content-Length"]) == (str(len(created.content)), "0")
     assert created.raw.version == 11 and "close" not in created.headers.get("Connection", "")
     assert len(session.adapters["http://"].poolmanager.pools) == 1
@@ -400,8 +446,14 @@ def test_command_refuses_bad_options(args, message):
 
 def test_command_serves_until_sigterm_and_prints_no_credentials():
     command = [sys.executable, "manage.py", "crm_sandbox", "--port", "0", "--no-rate-limits", "--seed", "1"]
-    process = subprocess.Popen(command, cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "DEBUG": "true"})
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DEBUG": "true"},
+    )
     try:
         first = process.stdout.readline()
         url = first.strip().rsplit(" ", 1)[-1]

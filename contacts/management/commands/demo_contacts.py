@@ -19,9 +19,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--count", type=int, default=1000, help="How many (default: %(default)s).")
-        parser.add_argument(
-            "--if-empty", action="store_true", help="Do nothing when any contact exists."
-        )
+        parser.add_argument("--if-empty", action="store_true", help="Do nothing when any contact exists.")
 
     def handle(self, *args, count, if_empty, **options):
         if not settings.DEBUG:
@@ -48,5 +46,5 @@ class Command(BaseCommand):
 
 
 def ascii_slug(name):
-    """"García" -> "garcia": email addresses here stay ASCII, as validators expect."""
+    """ "García" -> "garcia": email addresses here stay ASCII, as validators expect."""
     return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()

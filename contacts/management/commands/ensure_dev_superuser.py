@@ -25,25 +25,21 @@ class Command(BaseCommand):
     def handle(self, *args, username, password_file, **options):
         if not settings.DEBUG:
             raise CommandError(
-                "ensure_dev_superuser only runs with DEBUG=true; in production use "
-                "'manage.py createsuperuser'."
+                "ensure_dev_superuser only runs with DEBUG=true; in production use 'manage.py createsuperuser'."
             )
         password_path = Path(password_file)
         User = get_user_model()
         superuser = User.objects.filter(is_superuser=True).order_by("pk").first()
         if superuser is None:
             password = secrets.token_urlsafe(18)
-            superuser = User.objects.create_superuser(
-                username=username, email="", password=password
-            )
+            superuser = User.objects.create_superuser(username=username, email="", password=password)
             password_path.write_text(password + "\n")
             password_path.chmod(0o600)
             self.stdout.write(self.style.SUCCESS("Created the superuser %r." % username))
         elif not password_path.exists():
             self.stdout.write(
                 "Log in at http://127.0.0.1:8000/admin/ as %r with its password, or set "
-                "a new one with 'manage.py changepassword %s'."
-                % (superuser.get_username(), superuser.get_username())
+                "a new one with 'manage.py changepassword %s'." % (superuser.get_username(), superuser.get_username())
             )
             return
         self.stdout.write(

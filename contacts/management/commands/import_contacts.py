@@ -107,8 +107,7 @@ class Command(BaseCommand):
             self.stdout.write(style("The file has a header row but no contacts after it."))
         if report.crms and not dry_run:
             self.stdout.write(
-                "Queued %d syncs for %s."
-                % (report.queued, ", ".join(verbose_crm_name(crm) for crm in report.crms))
+                "Queued %d syncs for %s." % (report.queued, ", ".join(verbose_crm_name(crm) for crm in report.crms))
             )
         if dry_run:
             self.stdout.write("Dry run: nothing was written.")

@@ -53,7 +53,9 @@ class Command(BaseCommand):
         if plan.rewrites:
             self.stdout.write("\nRewritten to the canonical form:")
             for contact in plan.rewrites:
-                self.stdout.write("  #%d %s -> %s" % (contact.pk, spelling(contact.email), canonical_email(contact.email)))
+                self.stdout.write(
+                    "  #%d %s -> %s" % (contact.pk, spelling(contact.email), canonical_email(contact.email))
+                )
 
     def _report_group(self, group):
         self.stdout.write("\n%s: %d contacts" % (group.email, len(group.contacts)))
@@ -72,7 +74,9 @@ class Command(BaseCommand):
             self.stdout.write("  queued again for %s with the merged data" % names)
         if decision.in_flight:
             crms = ", ".join(sorted({verbose_crm_name(s.crm) for s in decision.in_flight}))
-            self.stdout.write(self.style.WARNING("  being pushed to %s right now: it would be left for a later run" % crms))
+            self.stdout.write(
+                self.style.WARNING("  being pushed to %s right now: it would be left for a later run" % crms)
+            )
 
     def _confirmed(self, plan):
         question = "Merge %d groups and rewrite %d emails? [y/N] " % (len(plan.groups), len(plan.rewrites))
@@ -90,15 +94,24 @@ class Command(BaseCommand):
             if not result.merged:
                 self.stdout.write(self.style.WARNING("%s: %s" % (result.email, result.reason)))
         if left:
-            self.stdout.write(self.style.WARNING(
-                "%d emails now collide with a contact created since the report; run this again." % len(left)
-            ))
+            self.stdout.write(
+                self.style.WARNING(
+                    "%d emails now collide with a contact created since the report; run this again." % len(left)
+                )
+            )
         summary = "Merged %d groups (%d contacts merged into their survivor); rewrote %d emails; %d groups left." % (
-            len(merged), removed, len(rewritten), len(results) - len(merged)
+            len(merged),
+            removed,
+            len(rewritten),
+            len(results) - len(merged),
         )
         style = self.style.SUCCESS if len(merged) == len(results) and not left else self.style.WARNING
         self.stdout.write(style(summary))
 
 
 def described(contact):
-    return "#%d %s (created %s)" % (contact.pk, spelling(contact.email), contact.created_at.strftime("%Y-%m-%d %H:%M UTC"))
+    return "#%d %s (created %s)" % (
+        contact.pk,
+        spelling(contact.email),
+        contact.created_at.strftime("%Y-%m-%d %H:%M UTC"),
+    )

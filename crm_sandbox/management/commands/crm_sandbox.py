@@ -11,7 +11,7 @@ RATE_LIMIT = re.compile(r"^(?P<crm>[\w-]+)=(?P<requests>\d+)/(?P<seconds>\d+(?:\
 
 
 def parse_rate_limit(spec):
-    """"hubspot=100/10" -> ("hubspot", (100, 10.0)); CommandError when it is not that."""
+    """ "hubspot=100/10" -> ("hubspot", (100, 10.0)); CommandError when it is not that."""
     known = sorted(cls.name for cls in EMULATOR_CLASSES)
     match = RATE_LIMIT.match(spec)
     if not match or match["crm"] not in known or int(match["requests"]) < 1 or float(match["seconds"]) <= 0:
@@ -39,9 +39,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--timeout-rate", type=float, default=0.0, help="Share of requests held, then answered 504 (0 to 1)."
         )
-        parser.add_argument(
-            "--timeout-seconds", type=float, default=30.0, help="How long a timed-out request is held."
-        )
+        parser.add_argument("--timeout-seconds", type=float, default=30.0, help="How long a timed-out request is held.")
         parser.add_argument(
             "--slow-body",
             type=float,
@@ -74,7 +72,9 @@ class Command(BaseCommand):
         try:
             server = SandboxServer(options["host"], options["port"], sandbox_options)
         except OSError as exc:
-            raise CommandError("Cannot listen on %s:%s: %s" % (options["host"], options["port"], exc.strerror or exc)) from exc
+            raise CommandError(
+                "Cannot listen on %s:%s: %s" % (options["host"], options["port"], exc.strerror or exc)
+            ) from exc
         stopping = threading.Event()
         restore = self._stop_on_signals(stopping)
         server.start()

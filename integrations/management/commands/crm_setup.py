@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from integrations.registry import enabled_backend_classes, get_enabled_backend_class
 from integrations.exceptions import CRMConfigurationError, SyncError, UnknownCRM
 from integrations.ratelimit import share_pace
+from integrations.registry import enabled_backend_classes, get_enabled_backend_class
 
 
 class Command(BaseCommand):
@@ -12,7 +12,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--crm", action="append", default=[], metavar="NAME", help="Only this CRM; repeat for several.")
+        parser.add_argument(
+            "--crm", action="append", default=[], metavar="NAME", help="Only this CRM; repeat for several."
+        )
 
     def handle(self, *args, crm, **options):
         try:
