@@ -72,7 +72,7 @@ def fill(total, queued, scattered=True):
         )
         cursor.execute(
             "INSERT INTO contacts_contact (email, first_name, last_name, phone, company, website, source_url,"
-            " attributes, enrichment, created_at, updated_at) SELECT 'c' || i || '@example.com', 'F', 'L', '', '', '', '',"
+            " attributes, enrichment, created_at, updated_at) SELECT 'c' || i || '@example.com', 'F', 'L', '', '', '', '',"  # noqa: E501
             " '{}', '{}', now(), now() FROM generate_series(1, %s) i",
             [total],
         )

@@ -300,7 +300,7 @@ def run_sync_processes(report, crm, workers, **env):
     let them all go at once, wait for them; return (go time, their results)."""
     env = report.worker_env(NOOP_ENABLED=1, **env)
     folder = Path(tempfile.mkdtemp(dir=report.logs))
-    log = open(report.logs / "sync-workers.log", "a")
+    log = open(report.logs / "sync-workers.log", "a")  # noqa: SIM115 (the workers write to it after this returns)
     processes = [
         subprocess.Popen(
             [sys.executable, str(ROOT / "bench" / "report_worker.py"), crm, str(folder / ("%d.json" % i))],
@@ -794,7 +794,7 @@ def main():
                 logs,
             )
         )
-        call_command("crm_setup", *["--crm=%s" % crm for crm in CRMS], stdout=open(os.devnull, "w"))
+        call_command("crm_setup", *["--crm=%s" % crm for crm in CRMS], stdout=open(os.devnull, "w"))  # noqa: SIM115
         Schedule.objects.all().delete()  # migrate's schedules would run beside the measurements
         for name in SECTIONS:
             if name in args.sections:

@@ -200,9 +200,9 @@ def _read_header(reader):
         try:
             header = next(reader)
         except StopIteration:
-            raise ImportFileError("The file is empty: expected a header row with an email column.")
+            raise ImportFileError("The file is empty: expected a header row with an email column.") from None
         except csv.Error as exc:
-            raise ImportFileError("The header row (line %d) is not valid CSV: %s" % (reader.line_num, exc))
+            raise ImportFileError("The header row (line %d) is not valid CSV: %s" % (reader.line_num, exc)) from None
     if any(mark in cell for cell in header for mark in NOT_TEXT):
         raise ImportFileError(
             "Line %d, the header row, is not UTF-8 text: the file may be binary (a spreadsheet, "
@@ -266,13 +266,13 @@ def _clean_contact_value(name, value):
         try:
             validate_email(value)
         except ValidationError:
-            raise RowError("email %r is not a valid email address" % _preview(typed))
+            raise RowError("email %r is not a valid email address" % _preview(typed)) from None
     elif name in ("website", "source_url"):
         url = value if "://" in value else "https://" + value
         try:
             URLValidator(schemes=["http", "https"])(url)
         except ValidationError:
-            raise RowError("%s %r is not a valid web address" % (name, _preview(value)))
+            raise RowError("%s %r is not a valid web address" % (name, _preview(value))) from None
         value = url
     return value
 

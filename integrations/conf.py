@@ -90,7 +90,7 @@ def _cast(key, raw, cast):
         try:
             return int(str(raw).strip())
         except ValueError:
-            raise CRMConfigurationError("%s must be a whole number; it is %r." % (key, raw))
+            raise CRMConfigurationError("%s must be a whole number; it is %r." % (key, raw)) from None
     if cast is float:
         try:
             value = float(str(raw).strip())

@@ -39,10 +39,10 @@ DASHBOARD = reverse("admin:crmsync_dashboard")
 ENRICHMENT = reverse("integrations:n8n-enrichment")
 INBOUND_SECRET = "inbound-SECURITY-secret-7c1d9e"
 VIEW = ("view_contact", "view_contactsync", "view_syncattempt", "view_crmstate")
-CHANGE = VIEW + ("change_contact", "change_contactsync")
+CHANGE = (*VIEW, "change_contact", "change_contactsync")
 PERMISSIONS = {
     # Active, with every permission, but not staff: the admin is not for them.
-    "non_staff": CHANGE + ("pause_crm",),
+    "non_staff": (*CHANGE, "pause_crm"),
     "staff_no_perms": (),
     "viewer": VIEW,
     "changer": CHANGE,
@@ -378,7 +378,7 @@ def test_the_session_guard_sees_a_secret_in_any_log_record(secret_log_guard):
         except RuntimeError:
             # django.request does not propagate to the root logger; the secret is
             # only in the traceback.
-            logging.getLogger("django.request").error("Internal Server Error: /x", exc_info=True)
+            logging.getLogger("django.request").error("Internal Server Error: /x", exc_info=True)  # noqa: G201 (as Django logs it)
         logging.getLogger("integrations.engine").warning("crm=brevo key %s", canary)
 
         leaks = secret_log_guard.leaks(canary)

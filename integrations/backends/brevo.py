@@ -1,9 +1,10 @@
 """Brevo (formerly Sendinblue): create-or-update one contact per request.
 
 Brevo has no batch create: /contacts/batch only updates existing contacts and
-/contacts/import answers with no per-contact result (docs/crm-api.md, section 1, "Other contact endpoints the emulator serves"). So each
-contact is one POST /contacts with updateEnabled, sent concurrently and paced within
-the contacts endpoints' rate limit shared by every worker.
+/contacts/import answers with no per-contact result (docs/crm-api.md, section 1,
+"Other contact endpoints the emulator serves"). So each contact is one POST
+/contacts with updateEnabled, sent concurrently and paced within the contacts
+endpoints' rate limit shared by every worker.
 """
 
 import re

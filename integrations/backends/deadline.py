@@ -7,6 +7,7 @@ caller reports a timeout. The connection in use is found through connection pool
 that note, per thread, which connection the thread's request is using.
 """
 
+import contextlib
 import heapq
 import itertools
 import os
@@ -90,10 +91,8 @@ def _shut_down(sock):
     raw = sock if isinstance(sock, socket.socket) else getattr(sock, "socket", None)
     if raw is None:
         return
-    try:
+    with contextlib.suppress(OSError):  # already closed or never connected
         socket.socket.shutdown(raw, socket.SHUT_RDWR)
-    except OSError:
-        pass  # already closed or never connected
 
 
 class _Watchdog:

@@ -101,7 +101,7 @@ class HubSpotBackend(CRMBackend):
         ]
         if unmatched and errors and len(unmatched) == 1:
             message = "HubSpot refused it: %s" % errors[0].get("message", "no message")
-            return outcomes + [Outcome.permanent(unmatched[0], message, http_status=207)]
+            return [*outcomes, Outcome.permanent(unmatched[0], message, http_status=207)]
         if unmatched and errors:
             return outcomes + [o for item in unmatched for o in self.send_in_slot([item])]
         message = "HubSpot answered without a result for this contact."

@@ -45,7 +45,7 @@ class MauticBackend(CRMBackend):
         missing = super().missing_settings()
         if cls.in_sandbox() or _all_set(cls, BASIC) or _all_set(cls, OAUTH):
             return missing
-        return missing + ["%s and %s, or %s and %s" % tuple(setting_name(cls.name, name) for name in (*BASIC, *OAUTH))]
+        return [*missing, "%s and %s, or %s and %s" % tuple(setting_name(cls.name, name) for name in (*BASIC, *OAUTH))]
 
     def auth_mode(self):
         oauth = all(self.setting(name, "") for name in OAUTH)

@@ -261,7 +261,8 @@ def apply_callback(callback):
 
 def not_stored(enrichment_id):
     """The transaction rolled back: nothing was changed, and n8n may send it again."""
-    logger.exception("could not store n8n enrichment %s", enrichment_id)
+    # Called from the except blocks above: the traceback is the one being handled.
+    logger.exception("could not store n8n enrichment %s", enrichment_id)  # noqa: LOG004
     return error(503, "The enrichment could not be stored; nothing was changed. Send it again later.")
 
 

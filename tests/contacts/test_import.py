@@ -131,7 +131,7 @@ class TestImport:
 
     def test_text_that_is_not_utf8_is_rejected_row_by_row(self, tmp_path):
         path = write_csv(tmp_path, HEADER.encode() + b"a@example.com,Ren\xe9,,,,\nb@example.com,Bo,,,,\n")
-        out, err = run_import(path)
+        _out, err = run_import(path)
         assert "line 2: rejected: first_name is not valid UTF-8 text" in err
         assert list(Contact.objects.values_list("email", flat=True)) == ["b@example.com"]
 
@@ -148,7 +148,7 @@ class TestImport:
         assert not Contact.objects.exists()
 
     def test_a_missing_file_is_a_clear_error(self, tmp_path):
-        with pytest.raises(CommandError, match="Cannot read .*missing.csv: No such file"):
+        with pytest.raises(CommandError, match=r"Cannot read .*missing\.csv: No such file"):
             run_import(str(tmp_path / "missing.csv"))
 
     def test_writes_in_batches_not_per_row(self, tmp_path, django_assert_max_num_queries):

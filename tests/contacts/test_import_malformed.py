@@ -123,7 +123,7 @@ def test_a_quote_never_closed_rejects_the_rest_of_the_file_naming_its_lines(tmp_
     )
     out, err = run_import(path)
     assert err.splitlines() == [
-        "line 3: rejected: a quoted value opened on line 3 is never closed: the rest of the file (lines 3-5) is part of it"
+        "line 3: rejected: a quoted value opened on line 3 is never closed: the rest of the file (lines 3-5) is part of it"  # noqa: E501
     ]
     # Before this check, b and c vanished into open@example.com's first name.
     assert emails() == {"a@example.com"}

@@ -171,7 +171,7 @@ class TestMerge:
         assert "Merged 1 groups (2 contacts merged into their survivor); rewrote 0 emails; 0 groups left." in out
 
     def test_a_group_with_a_row_being_pushed_is_left_for_later(self, zoe):
-        oldest, middle, newest = zoe
+        oldest, _middle, newest = zoe
         ContactSync.objects.filter(contact=newest, crm="hubspot").update(processing_status=P.PROCESSING)
         other = [stored_as("bo@b\u00fccher.example", 3), stored_as("bo@xn--bcher-kva.example", 2)]
         before = {c.pk for c in Contact.objects.all()}

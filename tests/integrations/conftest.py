@@ -49,17 +49,17 @@ def clock():
 @pytest.fixture
 def policy(scripted_crm):
     def make(**changes):
-        values = dict(
-            crm="scripted",
-            interval_minutes=5,
-            batch_size=50,
-            max_instances=1,
-            max_retries=3,
-            retry_delay_minutes=5,
-            retry_exponential=True,
-            retry_max_delay_minutes=24 * 60,
-            lease_seconds=300,
-        )
+        values = {
+            "crm": "scripted",
+            "interval_minutes": 5,
+            "batch_size": 50,
+            "max_instances": 1,
+            "max_retries": 3,
+            "retry_delay_minutes": 5,
+            "retry_exponential": True,
+            "retry_max_delay_minutes": 24 * 60,
+            "lease_seconds": 300,
+        }
         values.update(changes)
         return SyncPolicy(**values)
 

@@ -126,7 +126,7 @@ class TestWhatItShows:
 
     def test_top_errors_of_the_last_day_grouped_and_linked_to_those_contacts(self, viewer):
         contacts = people(7)
-        error = dict(sync_status=SyncStatus.ERROR, processing_status=ProcessingStatus.ERROR)
+        error = {"sync_status": SyncStatus.ERROR, "processing_status": ProcessingStatus.ERROR}
         rows(contacts[:3], last_error="Invalid phone number", **error)
         rows(contacts[3:4], last_error="Email rejected", **error)
         rows(contacts[4:5], last_error="Old trouble", **error)

@@ -74,7 +74,7 @@ def test_staff_selection_reaches_both_crms_with_the_right_fields(sandbox, staff_
     call_command("crm_setup", stdout=StringIO())
     queue_in_admin(staff_client, contacts, CRMS)
 
-    out, err = sync()
+    _out, err = sync()
 
     assert "SANDBOX MODE" in err
     for crm in CRMS:

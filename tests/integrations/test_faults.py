@@ -241,7 +241,7 @@ def retry_failed_in_admin(client, contacts):
         ("n8n", {"error_rate": 1.0}, "n8n answered HTTP 50"),
     ],
 )
-def test_without_breaker_or_give_up_window_a_crm_down_past_all_retries_ends_in_error_and_retry_failed_brings_contacts_home(
+def test_without_breaker_or_give_up_window_a_crm_down_past_all_retries_ends_in_error_and_retry_failed_brings_contacts_home(  # noqa: E501
     name, fault, last_error, sandbox, crm_settings, staff_client, settings
 ):
     # The old rule alone (attempts only): the breaker and the give-up window, which

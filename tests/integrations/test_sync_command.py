@@ -27,7 +27,7 @@ def test_syncs_every_configured_crm_and_prints_a_summary_table(queued):
     queued(120)
     out = sync_crm()
     assert "CRM" in out and "retry scheduled" in out and "contacts/s" in out
-    crm, claimed, accepted, retry, failed = summary_row(out, "scripted")[:5]
+    _crm, claimed, accepted, retry, failed = summary_row(out, "scripted")[:5]
     assert (claimed, accepted, retry, failed) == ("120", "120", "0", "0")
     assert "scripted: 50 claimed, 50 accepted" in out, "plain progress lines when not a terminal"
     assert ContactSync.objects.filter(processing_status=ProcessingStatus.COMPLETE).count() == 120

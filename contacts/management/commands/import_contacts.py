@@ -53,9 +53,9 @@ class Command(BaseCommand):
                 on_progress=lambda report: self._report_progress(report, total_bytes, started),
             )
         except UnknownCRM as exc:
-            raise CommandError(str(exc))
+            raise CommandError(str(exc)) from None
         except ImportFileError as exc:
-            raise CommandError("%s: %s" % (file, exc))
+            raise CommandError("%s: %s" % (file, exc)) from None
         finally:
             if binary_file is not sys.stdin.buffer:
                 binary_file.close()
@@ -68,7 +68,7 @@ class Command(BaseCommand):
         try:
             return open(path, "rb"), os.path.getsize(path)
         except OSError as exc:
-            raise CommandError("Cannot read %s: %s" % (path, exc.strerror))
+            raise CommandError("Cannot read %s: %s" % (path, exc.strerror)) from None
 
     def _report_rejection(self, line, reason):
         self._clear_progress()

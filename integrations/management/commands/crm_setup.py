@@ -20,9 +20,9 @@ class Command(BaseCommand):
         try:
             classes = [get_enabled_backend_class(name) for name in crm] if crm else list(enabled_backend_classes())
         except UnknownCRM as exc:
-            raise CommandError(str(exc), returncode=2)
+            raise CommandError(str(exc), returncode=2) from None
         except CRMConfigurationError as exc:
-            raise CommandError(str(exc), returncode=3)
+            raise CommandError(str(exc), returncode=3) from None
         failed = False
         for backend_class in classes:
             backend = share_pace(backend_class())
