@@ -14,7 +14,8 @@ class CRMStateAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("paused"), boolean=True)
     def is_paused(self, obj):
-        return bool(obj.paused_until and obj.paused_until > timezone.now())
+        # By staff, by the CRM or by the circuit breaker: the rules live with the model.
+        return obj.current_pause(timezone.now()) is not None
 
     def has_add_permission(self, request):
         return False

@@ -336,33 +336,19 @@ class SyncEngine:
         now = self.clock()
         rows_by_key = {row.pk: row for row in batch.rows}
         payloads = {item.key: item.payload for item in batch.items}
-        accepted, retry, failed, released, waited = [], [], [], [], []
-        for outcome in batch.outcomes:
-            row = rows_by_key[outcome.key]
-            if outcome.kind is OutcomeKind.ACCEPTED:
-                accepted.append(outcome)
-            elif outcome.kind is OutcomeKind.WAIT:
-                released.append(outcome)
-            elif outcome.kind is OutcomeKind.RETRY and breaker_open and outcome.key not in batch.unexplained:
-                waited.append(outcome)
-            elif outcome.kind is OutcomeKind.RETRY and not self.policy.gives_up(
-                row.attempts, row.first_failed_at or now, now
-            ):
-                retry.append(outcome)
-            else:
-                failed.append(outcome)
+        accepted, retry, failed, asked_to_wait, held_by_breaker = self._sort_outcomes(batch, breaker_open, now)
         changed = self._changed_during_push(accepted, payloads)
         with transaction.atomic():
             written = self._record_accepted(batch.token, accepted, payloads, now)
             written += self._record_retry(batch.token, retry, rows_by_key, now)
             written += self._record_failed(batch.token, failed, rows_by_key, now)
-            written += self._record_waiting(batch.token, {o.key: now + _wait(o) for o in released}, now)
-            written += self._record_waiting(batch.token, {o.key: until_probe for o in waited}, now)
+            written += self._record_waiting(batch.token, {o.key: now + _wait(o) for o in asked_to_wait}, now)
+            written += self._record_waiting(batch.token, {o.key: until_probe for o in held_by_breaker}, now)
             self._apply_pending_decisions(written, changed, now)
             decided = {
                 **{o.key: AttemptOutcome.ACCEPTED for o in accepted},
                 **{o.key: AttemptOutcome.RETRY for o in retry},
-                **{o.key: AttemptOutcome.WAITED for o in released + waited},
+                **{o.key: AttemptOutcome.WAITED for o in asked_to_wait + held_by_breaker},
                 **{o.key: AttemptOutcome.FAILED for o in failed},
             }
             contacts = _lock_existing_contacts({rows_by_key[key].contact_id for key in written})
@@ -372,17 +358,39 @@ class SyncEngine:
                 )
             )
         result.accepted, result.retry_scheduled = len(accepted), len(retry)
-        result.failed, result.waited = len(failed), len(released) + len(waited)
+        result.failed, result.waited = len(failed), len(asked_to_wait) + len(held_by_breaker)
         self._count_unwritten(batch, set(written), result)
-        if released:
-            self._pause_for_waits(released, now, result)
+        if asked_to_wait:
+            self._pause_for_waits(asked_to_wait, now, result)
 
-    def _pause_for_waits(self, released, now, result):
+    def _sort_outcomes(self, batch, breaker_open, now):
+        """The batch's outcomes as (accepted, retry, failed, asked_to_wait,
+        held_by_breaker). Two ways to wait spend no attempt: the CRM asked
+        (OutcomeKind.WAIT), or its circuit breaker is open and the failure is the CRM's."""
+        rows_by_key = {row.pk: row for row in batch.rows}
+        accepted, retry, failed, asked_to_wait, held_by_breaker = [], [], [], [], []
+        for outcome in batch.outcomes:
+            row = rows_by_key[outcome.key]
+            if outcome.kind is OutcomeKind.ACCEPTED:
+                accepted.append(outcome)
+            elif outcome.kind is OutcomeKind.WAIT:
+                asked_to_wait.append(outcome)
+            elif outcome.kind is OutcomeKind.RETRY and breaker_open and outcome.key not in batch.unexplained:
+                held_by_breaker.append(outcome)
+            elif outcome.kind is OutcomeKind.RETRY and not self.policy.gives_up(
+                row.attempts, row.first_failed_at or now, now
+            ):
+                retry.append(outcome)
+            else:
+                failed.append(outcome)
+        return accepted, retry, failed, asked_to_wait, held_by_breaker
+
+    def _pause_for_waits(self, asked_to_wait, now, result):
         """The CRM asked to wait (a rate limit, a CRM-wide refusal): every worker
         waits until the longest wait asked for is over."""
-        until = now + max(_wait(o) for o in released)
-        self.pause(until, released[0].message)
-        pause = self.paused() or Pause(until, released[0].message)
+        until = now + max(_wait(o) for o in asked_to_wait)
+        self.pause(until, asked_to_wait[0].message)
+        pause = self.paused() or Pause(until, asked_to_wait[0].message)
         result.paused_until, result.pause_reason, result.paused_by = pause
 
     def _verdict(self, batch):

@@ -68,7 +68,7 @@ class CRMStateQuerySet(models.QuerySet):
             .only(*PAUSE_FIELDS)
             .first()
         )
-        return state.pause(now, label=label) if state else None
+        return state.current_pause(now, label=label) if state else None
 
     def stopped(self, now=None):
         """The CRMs paused by staff or by the CRM, or whose circuit breaker is open
@@ -143,7 +143,7 @@ class CRMState(models.Model):
 
     # Each kind of pause, decided here only; CRMStateQuerySet.paused() combines them.
 
-    def pause(self, now, *, label=None):
+    def current_pause(self, now, *, label=None):
         """The Pause that stops the claims now, if any: staff, then the CRM's own, then
         the circuit breaker's."""
         return self.staff_pause() or self.crm_pause(now) or self.breaker_pause(now, label=label)
