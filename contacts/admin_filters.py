@@ -1,31 +1,26 @@
 """Changelist filters for contacts and their per-CRM sync rows.
 
-A contact has one ContactSync row per CRM, so "Brevo" and "Error" chosen together
-must mean "in Error for Brevo", not "has a Brevo row and some row in Error".
-The status filters therefore read the chosen CRM and test it in one EXISTS.
+The rules are in contacts.filters, shared with the HTTP API: here each filter
+reads the chosen CRM from the request and hands it over.
 """
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
-from django.db.models import Exists, OuterRef
 from django.utils.translation import gettext_lazy as _
 
 from integrations.registry import crm_choices
 
-from .models import ContactSync, ProcessingStatus, SyncStatus
+from . import filters
+from .models import ProcessingStatus, SyncStatus
 
 CRM_PARAMETER = "crm"
 STATUS_PARAMETERS = ("sync_status", "processing_status", "sync_error")
 
 
-def _syncs_of_contact(request):
+def _chosen_crm(request):
     # ContactCRMFilter, built with the others before any filter runs, has refused
     # a CRM it does not offer.
-    syncs = ContactSync.objects.filter(contact=OuterRef("pk"))
-    crm = request.GET.get(CRM_PARAMETER)
-    if crm:
-        syncs = syncs.filter(crm=crm)
-    return syncs
+    return request.GET.get(CRM_PARAMETER) or None
 
 
 class OfferedChoicesFilter(admin.SimpleListFilter):
@@ -53,7 +48,7 @@ class ContactCRMFilter(OfferedChoicesFilter):
         # (and "New" must include contacts with no row at all).
         if not self.value() or any(name in request.GET for name in STATUS_PARAMETERS):
             return queryset
-        return queryset.filter(Exists(_syncs_of_contact(request)))
+        return filters.decided_for(queryset, self.value())
 
 
 class ContactSyncStatusFilter(OfferedChoicesFilter):
@@ -64,14 +59,9 @@ class ContactSyncStatusFilter(OfferedChoicesFilter):
         return SyncStatus.choices
 
     def queryset(self, request, queryset):
-        value = self.value()
-        if not value:
-            return queryset
-        syncs = _syncs_of_contact(request)
-        if value == SyncStatus.NEW:
-            # No row yet means nothing was decided: that is New too.
-            return queryset.exclude(Exists(syncs.exclude(sync_status=SyncStatus.NEW)))
-        return queryset.filter(Exists(syncs.filter(sync_status=value)))
+        if self.value():
+            return filters.with_sync_status(queryset, self.value(), _chosen_crm(request))
+        return queryset
 
 
 class ContactProcessingStatusFilter(OfferedChoicesFilter):
@@ -83,8 +73,7 @@ class ContactProcessingStatusFilter(OfferedChoicesFilter):
 
     def queryset(self, request, queryset):
         if self.value():
-            syncs = _syncs_of_contact(request).filter(processing_status=self.value())
-            return queryset.filter(Exists(syncs))
+            return filters.with_processing_status(queryset, self.value(), _chosen_crm(request))
         return queryset
 
 
@@ -102,7 +91,7 @@ class ContactSyncErrorFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         if self.value():
-            return queryset.filter(Exists(_syncs_of_contact(request).filter(last_error=self.value())))
+            return filters.with_sync_error(queryset, self.value(), _chosen_crm(request))
         return queryset
 
 
