@@ -36,8 +36,12 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "django_q",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
     "contacts",
     "integrations",
+    "api",
     "crm_sandbox",
 ]
 
@@ -160,6 +164,39 @@ if REDIS_URL:
     Q_CLUSTER["redis"] = REDIS_URL
 else:
     Q_CLUSTER["orm"] = "default"
+
+# One cache every process shares (the API's throttle counts): Redis when there is
+# one, else a table in the database (created by the api app's first migration).
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "crmsync_cache"}}
+
+# The HTTP API (api/, README "The HTTP API"). Token first, so that a request
+# without credentials is answered 401 (with WWW-Authenticate), not 403.
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    # Requests per user (one token each), counted in CACHES["default"].
+    "DEFAULT_THROTTLE_RATES": {"user": env.str("CRMSYNC_API_RATE", default="600/min")},
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "crmsync API",
+    "DESCRIPTION": "Select contacts for CRMs, upsert contacts in bulk, and read where each contact stands.",
+    "VERSION": "3",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
 
 # Error reporting to Sentry: on when SENTRY_DSN is set and sentry-sdk is installed
 # (the system check integrations.W004 warns when only the DSN is).

@@ -8,5 +8,6 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
     path("admin/", admin.site.urls),
     path("integrations/", include("integrations.urls")),
+    path("api/", include("api.urls")),
     path("healthz", healthz, name="healthz"),
 ]

@@ -1,0 +1,10 @@
+"""/api/v3/: each group of endpoints in its own module under api/views/."""
+
+from .views import bulk, contacts, crms, selection
+
+urlpatterns = [
+    *selection.urlpatterns,
+    *bulk.urlpatterns,
+    *contacts.urlpatterns,
+    *crms.urlpatterns,
+]

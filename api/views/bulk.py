@@ -1,0 +1,3 @@
+"""bulk endpoints (being written)."""
+
+urlpatterns = []

@@ -1,0 +1,3 @@
+"""contacts endpoints (being written)."""
+
+urlpatterns = []

@@ -1,0 +1,3 @@
+"""crms endpoints (being written)."""
+
+urlpatterns = []

@@ -1,0 +1,3 @@
+"""selection endpoints (being written)."""
+
+urlpatterns = []
