@@ -1,7 +1,9 @@
 """Import contacts from CSV: upsert by email, in batches, in constant memory.
 
 A row that cannot be imported is reported with its line number and reason and
-never stops the rest of the file.
+never stops the rest of the file. The rules for a contact's values
+(clean_contact, clean_value) and the batch write (upsert_contacts) also serve the
+HTTP API's bulk upsert, so both doors apply one set of rules.
 """
 
 import codecs
@@ -21,6 +23,7 @@ from .models import Contact
 
 CONTACT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "website", "source_url")
 ATTRIBUTE_MAX_LENGTH = 2000
+ATTRIBUTE_NAME_MAX_LENGTH = 200
 DEFAULT_BATCH_SIZE = 1000
 # Over-long values are rejected row by row; the csv module's own limit would
 # instead stop the whole file.
@@ -36,7 +39,29 @@ class ImportFileError(Exception):
 
 
 class RowError(ValueError):
-    """One row cannot be imported; the message says why."""
+    """One row cannot be imported; the message says why and `field` names the value
+    at fault (None when it is the row as a whole)."""
+
+    def __init__(self, message, field=None):
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidContact(ValueError):
+    """A contact's values break the import's rules; `errors` is {field: [reasons]}."""
+
+    def __init__(self, errors):
+        super().__init__("; ".join(reason for reasons in errors.values() for reason in reasons))
+        self.errors = errors
+
+
+class Result:
+    """What upserting one row did."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"
 
 
 @dataclass
@@ -51,10 +76,36 @@ class ImportReport:
 
 
 @dataclass
-class PendingRow:
-    line: int
+class ContactRow:
+    """One contact's cleaned values: `values` holds contact columns (the email
+    canonical), `attributes` everything else."""
+
     values: dict
     attributes: dict
+
+    @property
+    def email(self):
+        return self.values["email"]
+
+
+@dataclass
+class ItemResult:
+    """One row's outcome: a Result value, the contact's id (None when rejected, or new
+    in a dry run) and, when rejected, the reason."""
+
+    email: str
+    result: str
+    contact_id: int | None = None
+    error: str = ""
+
+
+@dataclass
+class UpsertBatch:
+    """upsert_contacts' answer: one ItemResult per row, in order, and the number of
+    (contact, CRM) rows queued."""
+
+    results: list
+    queued: int = 0
 
 
 def import_contacts(
@@ -79,18 +130,18 @@ def import_contacts(
     columns = _read_header(reader)
     for line, cells in _rows(reader, lines, run):
         try:
-            pending = _parse_row(line, columns, cells)
+            row = _parse_row(columns, cells)
         except RowError as exc:
             run.reject(line, str(exc))
             continue
-        run.add(pending)
+        run.add(line, row)
     run.finish()
     return run.report
 
 
 class _ImportRun:
-    """One import's report and the rows waiting to be written, keyed by email;
-    they are written every `batch_size` emails and at the end."""
+    """One import's report and the rows waiting to be written; they are written
+    whenever they name `batch_size` emails, and at the end."""
 
     def __init__(self, crms, dry_run, batch_size, on_reject, on_progress):
         self.report = ImportReport(crms=crms)
@@ -99,7 +150,7 @@ class _ImportRun:
         self.batch_size = batch_size
         self.on_reject = on_reject
         self.on_progress = on_progress
-        self.batch = {}
+        self.lines, self.rows, self.emails = [], [], set()
         self.seen_in_dry_run = set()
 
     def reject(self, line, reason):
@@ -107,27 +158,40 @@ class _ImportRun:
         if self.on_reject:
             self.on_reject(line, reason)
 
-    def add(self, pending):
-        email = pending.values["email"]
-        if email in self.batch:
-            # A second row for an email updates the contact the first row names.
-            self.batch[email] = _merge_rows(self.batch[email], pending)
-            self.report.updated += 1
-        else:
-            self.batch[email] = pending
-        if len(self.batch) >= self.batch_size:
+    def add(self, line, row):
+        self.lines.append(line)
+        self.rows.append(row)
+        self.emails.add(row.email)
+        if len(self.emails) >= self.batch_size:
             self.flush()
 
     def flush(self):
-        _write_batch(self.batch, self.crms, self.dry_run, self.seen_in_dry_run, self.report, self.reject)
-        self.batch.clear()
+        if self.rows:
+            self._count(upsert_contacts(self.rows, self.crms, dry_run=self.dry_run))
+        self.lines, self.rows, self.emails = [], [], set()
         if self.on_progress:
             self.on_progress(self.report)
+
+    def _count(self, batch):
+        # The file's summary counts a row for a known email as an update, changed or not.
+        created = set()
+        for line, item in zip(self.lines, batch.results):
+            if item.result == Result.REJECTED:
+                self.reject(line, item.error)
+            elif item.result == Result.CREATED and item.email not in self.seen_in_dry_run:
+                self.report.created += 1
+                created.add(item.email)
+            else:
+                self.report.updated += 1
+        self.report.queued += batch.queued
+        if self.dry_run:
+            # Nothing was written, so the next batch would call these new again.
+            self.seen_in_dry_run |= created
 
     def finish(self):
         # With a progress callback, the last call reports the final figures even
         # when the last batch was already written.
-        if self.batch or self.on_progress:
+        if self.rows or self.on_progress:
             self.flush()
 
 
@@ -208,7 +272,7 @@ def _read_header(reader):
             "Line %d, the header row, is not UTF-8 text: the file may be binary (a spreadsheet, "
             "an archive), UTF-16 or another encoding. Save it as CSV UTF-8." % reader.line_num
         )
-    columns = [name.strip().lower().replace(" ", "_") for name in header]
+    columns = [column_name(name) for name in header]
     if "email" not in columns:
         shown = ", ".join(repr(_preview(name)) for name in header[:HEADER_NAMES_SHOWN])
         if len(header) > HEADER_NAMES_SHOWN:
@@ -228,51 +292,115 @@ def _read_header(reader):
     return columns
 
 
-def _parse_row(line, columns, cells):
+def column_name(name):
+    """The name a header cell or an attribute key stands for: "Phone Number" is phone_number."""
+    return name.strip().lower().replace(" ", "_")
+
+
+def _parse_row(columns, cells):
     if len(cells) > len(columns):
         raise RowError("it has %d values but the header has %d columns" % (len(cells), len(columns)))
     values, attributes = {}, {}
     for name, cell in zip(columns, cells):
         cell = cell.strip()
-        if "\x00" in cell:
-            raise RowError("%s contains a NUL character, which is not text" % (name or "a column"))
+        _check_text(name, cell)
         if "\ufffd" in cell:
-            raise RowError("%s is not valid UTF-8 text" % (name or "a column"))
+            raise RowError("%s is not valid UTF-8 text" % (name or "a column"), field=name)
         if name in CONTACT_COLUMNS:
-            values[name] = _clean_contact_value(name, cell)
+            values[name] = clean_value(name, cell)
         elif name and cell:
-            if len(cell) > ATTRIBUTE_MAX_LENGTH:
-                raise RowError(_too_long(name, cell, ATTRIBUTE_MAX_LENGTH))
-            attributes[name] = cell
+            attributes[name] = clean_value(name, cell)
     if not values.get("email"):
         if len(cells) <= columns.index("email"):
             raise RowError(
                 "it has %d values but the header has %d columns, so it has no email" % (len(cells), len(columns))
             )
-        raise RowError("email is empty")
-    return PendingRow(line=line, values=values, attributes=attributes)
+        raise RowError("email is empty", field="email")
+    return ContactRow(values=values, attributes=attributes)
+
+
+def clean_value(name, value):
+    """`value` (a string) as a contact stores it under `name`, a contact column or an
+    attribute: stripped, within its length limit, text (no NUL); an email canonical
+    and valid, a web address valid and with its scheme. Raises RowError."""
+    value = value.strip()
+    _check_text(name, value)
+    if name in CONTACT_COLUMNS:
+        return _clean_contact_value(name, value)
+    if len(value) > ATTRIBUTE_MAX_LENGTH:
+        raise RowError(_too_long(name, value, ATTRIBUTE_MAX_LENGTH), field=name)
+    return value
+
+
+def clean_contact(values, attributes):
+    """A ContactRow from `values` ({contact column: string}) and `attributes` ({name:
+    string}), by the rules a CSV row follows: an empty value is no value (an upsert
+    keeps what the contact has), attribute names read as header cells do. Raises
+    InvalidContact with every field's reasons; attribute problems are under "attributes"."""
+    errors, cleaned, extra = {}, {}, {}
+    for name, value in values.items():
+        try:
+            cleaned[name] = clean_value(name, value)
+        except RowError as exc:
+            errors.setdefault(name, []).append(str(exc))
+    for key, value in attributes.items():
+        try:
+            name = _attribute_name(key)
+            if value.strip():
+                extra[name] = clean_value(name, value)
+        except RowError as exc:
+            errors.setdefault("attributes", []).append(str(exc))
+    if not cleaned.get("email") and "email" not in errors:
+        errors["email"] = ["email is required"]
+    if errors:
+        raise InvalidContact(errors)
+    return ContactRow(values=cleaned, attributes=extra)
+
+
+def _attribute_name(key):
+    _check_text("an attribute name", key)
+    name = column_name(key)
+    if not name:
+        raise RowError("an attribute name is empty")
+    if name in CONTACT_COLUMNS:
+        raise RowError("%s is a contact field, not an attribute" % name)
+    if len(name) > ATTRIBUTE_NAME_MAX_LENGTH:
+        raise RowError(
+            "an attribute name is %d characters long; the limit is %d" % (len(name), ATTRIBUTE_NAME_MAX_LENGTH)
+        )
+    return name
+
+
+def _check_text(name, value):
+    if "\x00" in value:
+        raise RowError("%s contains a NUL character, which is not text" % (name or "a column"), field=name)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: JSON can spell one, but no database or UTF-8 text can hold it.
+        raise RowError("%s is not valid Unicode text" % (name or "a column"), field=name) from None
 
 
 def _clean_contact_value(name, value):
     limit = Contact._meta.get_field(name).max_length
     if len(value) > limit:
-        raise RowError(_too_long(name, value, limit))
+        raise RowError(_too_long(name, value, limit), field=name)
     if not value:
         return value
     if name == "email":
-        # Canonical here, not only in the field: the batch is keyed by it, so two
+        # Canonical here, not only in the field: a batch is keyed by it, so two
         # spellings of one mailbox in a file update one contact.
         typed, value = value, canonical_email(value)
         try:
             validate_email(value)
         except ValidationError:
-            raise RowError("email %r is not a valid email address" % _preview(typed)) from None
+            raise RowError("email %r is not a valid email address" % _preview(typed), field=name) from None
     elif name in ("website", "source_url"):
         url = value if "://" in value else "https://" + value
         try:
             URLValidator(schemes=["http", "https"])(url)
         except ValidationError:
-            raise RowError("%s %r is not a valid web address" % (name, _preview(value))) from None
+            raise RowError("%s %r is not a valid web address" % (name, _preview(value)), field=name) from None
         value = url
     return value
 
@@ -285,60 +413,122 @@ def _preview(value, length=60):
     return value if len(value) <= length else value[: length - 1] + "…"
 
 
-def _merge_rows(earlier, later):
-    """A later row for the same email fills in and overrides the earlier one."""
-    values = {**earlier.values, **{k: v for k, v in later.values.items() if v}}
-    return PendingRow(line=later.line, values=values, attributes={**earlier.attributes, **later.attributes})
+def upsert_contacts(rows, crms=(), *, dry_run=False):
+    """Upsert ContactRows by email and return an UpsertBatch (one ItemResult per row,
+    in order).
 
-
-def _write_batch(batch, crms, dry_run, seen_in_dry_run, report, reject):
-    if not batch:
-        return
-    existing = {c.email: c for c in Contact.objects.filter(email__in=list(batch))}
-    contacts = [_merged_contact(existing.get(email), row) for email, row in batch.items()]
-    new = {email for email in batch if email not in existing and email not in seen_in_dry_run}
+    A row for a known email updates that contact: an empty value keeps what it has,
+    attributes are merged. Rows for one email apply in order, each to what the
+    earlier ones left. A row that changes nothing is "unchanged" and not written.
+    `crms` (validated names) queues every contact the rows name, changed or not,
+    through selection.select. Set-based: one query reads the existing contacts, one
+    statement writes the new and changed ones, one select() queues them. If the
+    database refuses the batch anyway, each contact is tried alone and the rows of
+    those it refuses are rejected. With `dry_run`, nothing is written.
+    """
+    if not rows:
+        return UpsertBatch(results=[])
+    emails = {row.email for row in rows}
+    existing = {canonical_email(c.email): c for c in Contact.objects.filter(email__in=emails)}
+    results, final = _plan(rows, existing)
     if dry_run:
-        seen_in_dry_run.update(new)
-        report.created += len(new)
-        report.updated += len(batch) - len(new)
-        return
+        return UpsertBatch(results=results)
+    changed = [_contact(state) for email, state in final.items() if state.changed]
+    queued, refused = _write(changed, emails, crms)
+    ids = {email: contact.pk for email, contact in existing.items()}
+    ids.update(_new_ids([contact for contact in changed if contact.email not in existing]))
+    for item in results:
+        if item.email in refused:
+            item.result, item.error = Result.REJECTED, refused[item.email]
+        else:
+            item.contact_id = ids.get(item.email)
+    return UpsertBatch(results=results, queued=queued)
+
+
+@dataclass
+class _State:
+    """A contact's values as the rows so far leave them, and whether they differ from
+    what the database has."""
+
+    values: dict
+    attributes: dict
+    changed: bool
+
+
+def _plan(rows, existing):
+    """Each row's ItemResult and the state the rows leave each email in."""
+    final = {
+        email: _State(_stored_values(contact), contact.attributes or {}, False) for email, contact in existing.items()
+    }
+    results = []
+    for row in rows:
+        before = final.get(row.email)
+        if before is None:
+            values = {name: row.values.get(name, "") for name in CONTACT_COLUMNS}
+            final[row.email] = _State(values, dict(row.attributes), True)
+            results.append(ItemResult(email=row.email, result=Result.CREATED))
+            continue
+        values = {**before.values, **{name: value for name, value in row.values.items() if value}}
+        attributes = {**before.attributes, **row.attributes}
+        same = values == before.values and attributes == before.attributes
+        final[row.email] = _State(values, attributes, before.changed or not same)
+        results.append(ItemResult(email=row.email, result=Result.UNCHANGED if same else Result.UPDATED))
+    return results, final
+
+
+def _stored_values(contact):
+    return {name: getattr(contact, name) for name in CONTACT_COLUMNS}
+
+
+def _contact(state):
+    """An unsaved Contact for the upsert statement."""
+    return Contact(**state.values, attributes=state.attributes)
+
+
+def _write(contacts, emails, crms):
+    """Write `contacts` and queue every contact in `emails` for `crms`, each contact's
+    write and selection together; return the number queued and {email: reason} of
+    the contacts the database refused."""
     try:
         with transaction.atomic():
-            _save(contacts, crms, report)
-        report.created += len(new)
-        report.updated += len(contacts) - len(new)
+            _save(contacts)
+            return _select(emails, crms), {}
     except DatabaseError:
         # Validation should have caught everything; if the database still refuses
-        # the batch, find the rows it refuses and keep the rest.
-        for contact, row in zip(contacts, batch.values()):
+        # the batch, find the contacts it refuses and keep the rest.
+        changed = {contact.email: contact for contact in contacts}
+        queued, refused = 0, {}
+        for email in sorted(emails):
             try:
                 with transaction.atomic():
-                    _save([contact], crms, report)
+                    _save([changed[email]] if email in changed else [])
+                    queued += _select({email}, crms)
             except DatabaseError as exc:
-                reject(row.line, "the database refused it: %s" % str(exc).strip().splitlines()[0])
-                continue
-            if contact.email in new:
-                report.created += 1
-            else:
-                report.updated += 1
+                refused[email] = "the database refused it: %s" % str(exc).strip().splitlines()[0]
+        return queued, refused
 
 
-def _merged_contact(existing, row):
-    """An unsaved Contact for the upsert; an empty cell keeps what the database has."""
-    if existing is None:
-        return Contact(**row.values, attributes=row.attributes)
-    values = {name: getattr(existing, name) for name in CONTACT_COLUMNS}
-    values.update({name: value for name, value in row.values.items() if value})
-    return Contact(**values, attributes={**(existing.attributes or {}), **row.attributes})
+def _save(contacts):
+    if contacts:
+        Contact.objects.bulk_create(
+            contacts,
+            update_conflicts=True,
+            unique_fields=["email"],
+            update_fields=[*CONTACT_COLUMNS[1:], "attributes", "updated_at"],
+        )
 
 
-def _save(contacts, crms, report):
-    Contact.objects.bulk_create(
-        contacts,
-        update_conflicts=True,
-        unique_fields=["email"],
-        update_fields=[*CONTACT_COLUMNS[1:], "attributes", "updated_at"],
-    )
-    if crms:
-        emails = [contact.email for contact in contacts]
-        report.queued += selection.select(Contact.objects.filter(email__in=emails), crms)
+def _select(emails, crms):
+    if not crms or not emails:
+        return 0
+    return selection.select(Contact.objects.filter(email__in=emails), crms)
+
+
+def _new_ids(contacts):
+    """{email: id} of newly written contacts: the insert returns them where the
+    database can; otherwise one query reads them."""
+    ids = {contact.email: contact.pk for contact in contacts if contact.pk}
+    missing = [contact.email for contact in contacts if not contact.pk]
+    if missing:
+        ids.update(Contact.objects.filter(email__in=missing).values_list("email", "pk"))
+    return ids
