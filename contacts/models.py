@@ -78,6 +78,8 @@ class PendingDecision(models.TextChoices):
     # Staff selected it again, or the contact changed: push again after the record.
     SELECT = "select", _("Queue again when the push in flight ends")
     SKIP = "skip", _("Skip when the push in flight ends")
+    # Staff unselected it: back to New, nothing queued, nothing deleted in the CRM.
+    UNSELECT = "unselect", _("Back to New when the push in flight ends")
 
 
 def _queued_due(now):
@@ -133,6 +135,33 @@ class ContactSyncQuerySet(models.QuerySet):
         """When the longest-waiting due row fell due, or None; the claim's partial
         index answers it without reading the queue."""
         return self.queued_due(now).order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
+
+    def queue_stats(self, crms, now):
+        """{crm: {"queued", "due", "in_flight", "oldest_due_at"}} for each name in
+        `crms`: two GROUP BY queries read from the partial indexes alone
+        (contactsync_due_queued, contactsync_leased), whatever the number of rows.
+        The health check and the API's CRM list both report these."""
+        rows = self.filter(crm__in=crms).values("crm").order_by()
+        due = models.Q(next_attempt_at__lte=now)
+        queued = rows.queued().annotate(
+            queued=models.Count("*"),
+            due=models.Count("next_attempt_at", filter=due),
+            oldest_due_at=models.Min("next_attempt_at", filter=due),
+        )
+        stats = {crm: {"queued": 0, "due": 0, "in_flight": 0, "oldest_due_at": None} for crm in crms}
+        for row in queued:
+            stats[row.pop("crm")].update(row)
+        for row in rows.in_flight().annotate(in_flight=models.Count("*")):
+            stats[row["crm"]]["in_flight"] = row["in_flight"]
+        return stats
+
+    def error_counts(self, crms):
+        """{crm: rows in sync status Error} (given up, waiting for staff to retry),
+        one GROUP BY over the status index."""
+        rows = self.filter(crm__in=crms, sync_status=SyncStatus.ERROR).values_list("crm").order_by()
+        counts = dict.fromkeys(crms, 0)
+        counts.update(rows.annotate(rows=models.Count("*")))
+        return counts
 
     def next_due_at(self):
         """When the next row falls due (a queued row's time, or a claimed row's lease

@@ -7,11 +7,19 @@ number of contacts, and returns how many (contact, CRM) rows it changed.
 
 A decision about a row a worker is pushing at that moment is not lost: it is kept
 in `pending_decision` and the engine applies it when the batch records (a Skip
-leaves the row Skipped whatever the push did; a Select queues it again).
+leaves the row Skipped whatever the push did; an Unselect leaves it New; a
+Select queues it again).
+
+`decide(action, contacts, crms)` takes the same decisions and reports, per CRM,
+what it did (for the HTTP API's answer), in a statement or two whatever the
+number of contacts.
 """
 
-from django.db import connections
-from django.db.models import F
+from collections import Counter
+from dataclasses import dataclass
+
+from django.db import connections, transaction
+from django.db.models import Count, F
 from django.utils import timezone
 
 from integrations.registry import validate_crm_names
@@ -42,6 +50,10 @@ def select(contacts, crms):
     Complete rows are queued again (a deliberate re-sync). A row being pushed is
     queued again when its batch records; it is not counted.
     """
+    return _settled_total(_select(contacts, crms))
+
+
+def _select(contacts, crms):
     now = timezone.now()
     return _upsert(
         contacts,
@@ -60,6 +72,10 @@ def skip(contacts, crms):
 
     A row being pushed becomes Skipped when its batch records; it is not counted.
     """
+    return _settled_total(_skip(contacts, crms))
+
+
+def _skip(contacts, crms):
     return _upsert(
         contacts,
         crms,
@@ -70,6 +86,56 @@ def skip(contacts, crms):
         reset_attempts=False,
         in_flight=PendingDecision.SKIP,
     )
+
+
+def unselect(contacts, crms):
+    """Take contacts back to New for CRMs: the decision is undone and the processing
+    state cleared (nothing queued, no error or lease kept). Nothing is deleted in any
+    CRM, and the CRM's id stays so that a later select updates the same record.
+    Contacts without a row are New already and get none.
+
+    A row being pushed goes back to New when its batch records; it is not counted.
+    Returns how many rows went back to New now.
+    """
+    return _settled_total(_unselect(contacts, crms))
+
+
+def _unselect(contacts, crms):
+    """One UPDATE ... RETURNING over the contacts' rows for `crms` that are not New
+    already; {crm: (settled, in flight)} like _upsert."""
+    crms = validate_crm_names(crms)
+    if not crms:
+        return {}
+    connection = connections[contacts.db]
+    table = connection.ops.quote_name(ContactSync._meta.db_table)
+    cleared = {
+        "sync_status": Sql("%s", SyncStatus.NEW),
+        "processing_status": Sql("%s", ProcessingStatus.NONE),
+        "next_attempt_at": "NULL",
+        "lease_expires_at": "NULL",
+        "claim_token": "NULL",
+        "last_error": "''",
+        "first_failed_at": "NULL",
+        "updated_at": Sql("%s", timezone.now()),
+    }
+    sets, set_params = set_clauses(
+        ContactSync, connection, _unless_in_flight(cleared, PendingDecision.UNSELECT, connection)
+    )
+    contact_sql, contact_params = contacts.order_by().values("pk").query.sql_with_params()
+    sql = (
+        "UPDATE {table} SET {sets} WHERE {table}.contact_id IN ({contact_sql}) AND {table}.crm IN ({crms}) "
+        "AND ({in_flight} OR NOT ({table}.sync_status = %s AND {table}.processing_status = %s)) "
+        "RETURNING crm, processing_status"
+    ).format(
+        table=table,
+        sets=", ".join(sets),
+        contact_sql=contact_sql,
+        crms=", ".join(["%s"] * len(crms)),
+        in_flight=_in_flight(connection),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*set_params, *contact_params, *crms, SyncStatus.NEW, ProcessingStatus.NONE])
+        return _settled_and_in_flight(cursor.fetchall())
 
 
 def retry_failed(contacts, crms):
@@ -104,10 +170,11 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     statement. A row being processed keeps its state and gets `in_flight` as its
     pending decision instead; deciding it in the same statement (under the row's
     lock) means a batch recording at that moment cannot lose the decision.
-    Returns how many rows took the decision now. Works on PostgreSQL and SQLite."""
+    Returns {crm: (rows that took the decision now, rows in flight)}. Works on
+    PostgreSQL and SQLite."""
     crms = validate_crm_names(crms)
     if not crms:
-        return 0
+        return {}
     connection = connections[contacts.db]
     quote = connection.ops.quote_name
     contact_sql, contact_params = contacts.order_by().values(selected_id=F("pk")).query.sql_with_params()
@@ -120,7 +187,7 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
         "SELECT contact.selected_id, crm.name, %s, %s, 0, %s, '', '', '', '', %s, %s "
         "FROM ({contact_sql}) contact CROSS JOIN ({crm_sql}) crm WHERE 1 = 1 "
         "ON CONFLICT (contact_id, crm) DO UPDATE SET {updates} "
-        "RETURNING processing_status"
+        "RETURNING crm, processing_status"
     ).format(
         table=quote(ContactSync._meta.db_table),
         columns=", ".join(quote(column) for column in _UPSERT_COLUMNS),
@@ -138,7 +205,25 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*decision, *contact_params, *crms, *update_params])
-        return sum(1 for (status,) in cursor.fetchall() if status != ProcessingStatus.PROCESSING)
+        return _settled_and_in_flight(cursor.fetchall())
+
+
+def _settled_and_in_flight(returned):
+    """{crm: (settled, in flight)} from the (crm, processing_status) rows a statement returned."""
+    counts = Counter(returned)
+    in_flight = ProcessingStatus.PROCESSING.value
+    crms = {crm for crm, _status in counts}
+    return {
+        crm: (
+            sum(n for (c, status), n in counts.items() if c == crm and status != in_flight),
+            counts[crm, in_flight],
+        )
+        for crm in crms
+    }
+
+
+def _settled_total(by_crm):
+    return sum(settled for settled, _in_flight in by_crm.values())
 
 
 def _decided(reset_attempts):
@@ -214,3 +299,121 @@ def requeue_changed(new_hashes, *, using="default"):
         using=using,
     )
     return len(written)
+
+
+# ---------------------------------------------------------------- decisions with a report
+
+SELECT, UNSELECT, SKIP, RETRY = "select", "unselect", "skip", "retry"
+ACTIONS = (SELECT, UNSELECT, SKIP, RETRY)
+
+
+@dataclass(frozen=True)
+class CRMReport:
+    """What one decision did to one CRM's (contact, CRM) pairs of the contacts
+    found; the four counts add up to the number of contacts found."""
+
+    crm: str
+    # Took the decision now (were not in that state before).
+    changed: int = 0
+    # In that state already: for select, still queued and made due now with a fresh
+    # attempt budget; for skip and unselect, left as they were.
+    already: int = 0
+    # Being pushed: the decision is remembered and applied when the batch records.
+    in_flight: int = 0
+    # Retry only: not in Error (including rows being pushed), left alone.
+    not_in_error: int = 0
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str
+    found: int
+    crms: list
+
+    @property
+    def changed(self):
+        return sum(report.changed for report in self.crms)
+
+    @property
+    def queued(self):
+        """(contact, CRM) pairs queued by this decision: select queues the already
+        queued pairs again, retry queues what it changed, skip and unselect none."""
+        if self.action == SELECT:
+            return sum(report.changed + report.already for report in self.crms)
+        if self.action == RETRY:
+            return sum(report.changed for report in self.crms)
+        return 0
+
+
+def decide(action, contacts, crms):
+    """Take `action` (one of ACTIONS) for `contacts` (a queryset) and `crms`, as
+    select(), unselect(), skip() and retry_failed() do, and report per CRM what it
+    did. Counts the contacts, then two statements per call (select, skip, unselect)
+    or one per CRM (retry), whatever the number of contacts. Raises UnknownCRM
+    before anything changes."""
+    crms = validate_crm_names(crms)
+    with transaction.atomic(using=contacts.db):
+        found = contacts.count()
+        if not found or not crms:
+            return Decision(action, found, [])
+        return Decision(action, found, _REPORTERS[action](contacts, crms, found))
+
+
+def _reported_select(contacts, crms, found):
+    already = _count_in_state(contacts, crms, SyncStatus.SELECTED, ProcessingStatus.QUEUED)
+    return _reports(crms, _select(contacts, crms), already, found)
+
+
+def _reported_skip(contacts, crms, found):
+    already = _count_in_state(contacts, crms, SyncStatus.SKIPPED, ProcessingStatus.NONE)
+    return _reports(crms, _skip(contacts, crms), already, found)
+
+
+def _reported_unselect(contacts, crms, found):
+    # Every pair the UPDATE did not return is New already (with a row or without).
+    done = _unselect(contacts, crms)
+    reports = []
+    for crm in crms:
+        settled, in_flight = done.get(crm, (0, 0))
+        reports.append(CRMReport(crm, changed=settled, already=found - settled - in_flight, in_flight=in_flight))
+    return reports
+
+
+def _reported_retry(contacts, crms, found):
+    reports = []
+    for crm in crms:
+        changed = retry_syncs(ContactSync.objects.using(contacts.db).filter(contact__in=_pks(contacts), crm=crm))
+        reports.append(CRMReport(crm, changed=changed, not_in_error=found - changed))
+    return reports
+
+
+_REPORTERS = {
+    SELECT: _reported_select,
+    UNSELECT: _reported_unselect,
+    SKIP: _reported_skip,
+    RETRY: _reported_retry,
+}
+
+
+def _pks(contacts):
+    return contacts.order_by().values("pk")
+
+
+def _count_in_state(contacts, crms, sync_status, processing_status):
+    """{crm: how many of the contacts' rows for it are in this state}, in one query."""
+    rows = ContactSync.objects.using(contacts.db).filter(
+        contact__in=_pks(contacts), crm__in=crms, sync_status=sync_status, processing_status=processing_status
+    )
+    return dict(rows.order_by().values_list("crm").annotate(count=Count("pk")))
+
+
+def _reports(crms, done, already_before, found):
+    """CRMReports from an upsert's {crm: (settled, in flight)} and the count of
+    pairs in the target state before it. A row counted before that a worker
+    claimed since is in flight now, so `already` never exceeds what settled."""
+    reports = []
+    for crm in crms:
+        settled, in_flight = done.get(crm, (0, 0))
+        already = min(already_before.get(crm, 0), settled)
+        reports.append(CRMReport(crm, changed=settled - already, already=already, in_flight=in_flight))
+    return reports

@@ -525,8 +525,9 @@ class SyncEngine:
 
     def _apply_pending_decisions(self, written, changed, now):
         """What was decided while the batch was in flight takes effect now, over the
-        outcome just written: a Skip leaves the row Skipped whatever the push did; a
-        Select, or an edit of the contact, queues it again for a new push."""
+        outcome just written: a Skip leaves the row Skipped whatever the push did; an
+        Unselect leaves it New; a Select, or an edit of the contact, queues it again
+        for a new push."""
         if not written:
             return
         rows = ContactSync.objects.filter(pk__in=written)
@@ -534,6 +535,16 @@ class SyncEngine:
             sync_status=SyncStatus.SKIPPED,
             processing_status=ProcessingStatus.NONE,
             next_attempt_at=None,
+            pending_decision=PendingDecision.NONE,
+            updated_at=now,
+        )
+        # Unselected mid-push: back to New, as contacts.selection.unselect leaves a settled row.
+        rows.filter(pending_decision=PendingDecision.UNSELECT).update(
+            sync_status=SyncStatus.NEW,
+            processing_status=ProcessingStatus.NONE,
+            next_attempt_at=None,
+            last_error="",
+            first_failed_at=None,
             pending_decision=PendingDecision.NONE,
             updated_at=now,
         )
