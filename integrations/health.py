@@ -9,7 +9,6 @@ import logging
 from datetime import timedelta
 
 from django.db import DatabaseError
-from django.db.models import Count, Min, Q
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -79,20 +78,13 @@ def _read_facts(names, now):
 
 
 def _queue_stats(names, now):
-    """{crm: {"depth", "oldest_due"}}, read from the two partial indexes alone
-    (contactsync_due_queued, contactsync_leased): index-only scans that never
-    touch the complete rows, however many there are."""
-    rows = ContactSync.objects.filter(crm__in=names).values("crm").order_by()
-    queued = rows.queued().annotate(
-        depth=Count("*"), oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now))
-    )
-    processing = rows.in_flight().annotate(depth=Count("*"))
-    stats = {name: {"depth": 0, "oldest_due": None} for name in names}
-    for row in queued:
-        stats[row["crm"]].update(row)
-    for row in processing:
-        stats[row["crm"]]["depth"] += row["depth"]
-    return stats
+    """{crm: {"depth", "oldest_due"}} from ContactSync.objects.queue_stats, which
+    reads the two partial indexes alone: index-only scans that never touch the
+    complete rows, however many there are."""
+    return {
+        crm: {"depth": queue["queued"] + queue["in_flight"], "oldest_due": queue["oldest_due_at"]}
+        for crm, queue in ContactSync.objects.queue_stats(names, now).items()
+    }
 
 
 def _crm_health(backend_class, facts, now):
