@@ -32,6 +32,8 @@ csv.field_size_limit(16 * 1024 * 1024)
 LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")
 NOT_TEXT = ("\x00", "\ufffd")
 HEADER_NAMES_SHOWN = 10
+# One instance: building a URLValidator per value costs more than validating.
+WEB_ADDRESS = URLValidator(schemes=["http", "https"])
 
 
 class ImportFileError(Exception):
@@ -398,7 +400,7 @@ def _clean_contact_value(name, value):
     elif name in ("website", "source_url"):
         url = value if "://" in value else "https://" + value
         try:
-            URLValidator(schemes=["http", "https"])(url)
+            WEB_ADDRESS(url)
         except ValidationError:
             raise RowError("%s %r is not a valid web address" % (name, _preview(value)), field=name) from None
         value = url
@@ -429,13 +431,13 @@ def upsert_contacts(rows, crms=(), *, dry_run=False):
     if not rows:
         return UpsertBatch(results=[])
     emails = {row.email for row in rows}
-    existing = {canonical_email(c.email): c for c in Contact.objects.filter(email__in=emails)}
+    existing = _existing(emails)
     results, final = _plan(rows, existing)
     if dry_run:
         return UpsertBatch(results=results)
     changed = [_contact(state) for email, state in final.items() if state.changed]
     queued, refused = _write(changed, emails, crms)
-    ids = {email: contact.pk for email, contact in existing.items()}
+    ids = {email: state.contact_id for email, state in existing.items()}
     ids.update(_new_ids([contact for contact in changed if contact.email not in existing]))
     for item in results:
         if item.email in refused:
@@ -453,13 +455,22 @@ class _State:
     values: dict
     attributes: dict
     changed: bool
+    contact_id: int | None = None
+
+
+def _existing(emails):
+    """{canonical email: _State} of the contacts that have these emails."""
+    # Only the columns an upsert compares: a full model would also decode enrichment.
+    rows = Contact.objects.filter(email__in=emails).values_list("pk", *CONTACT_COLUMNS, "attributes")
+    return {
+        canonical_email(email): _State(dict(zip(CONTACT_COLUMNS, (email, *values))), attributes or {}, False, pk)
+        for pk, email, *values, attributes in rows
+    }
 
 
 def _plan(rows, existing):
     """Each row's ItemResult and the state the rows leave each email in."""
-    final = {
-        email: _State(_stored_values(contact), contact.attributes or {}, False) for email, contact in existing.items()
-    }
+    final = dict(existing)
     results = []
     for row in rows:
         before = final.get(row.email)
@@ -474,10 +485,6 @@ def _plan(rows, existing):
         final[row.email] = _State(values, attributes, before.changed or not same)
         results.append(ItemResult(email=row.email, result=Result.UNCHANGED if same else Result.UPDATED))
     return results, final
-
-
-def _stored_values(contact):
-    return {name: getattr(contact, name) for name in CONTACT_COLUMNS}
 
 
 def _contact(state):
