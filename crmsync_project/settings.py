@@ -180,6 +180,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # JSON only; the parser answers 400 for a NUL or a lone surrogate in any string.
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.StrictJSONParser"],
     "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
     # Requests per user (one token each), counted in CACHES["default"].
     "DEFAULT_THROTTLE_RATES": {"user": env.str("CRMSYNC_API_RATE", default="600/min")},
@@ -196,6 +198,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "3",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every operation also answers 429 (throttled) and 400 (a malformed request).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "api.errors.document_shared_errors",
+    ],
 }
 
 # Error reporting to Sentry: on when SENTRY_DSN is set and sentry-sdk is installed

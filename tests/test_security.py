@@ -354,9 +354,17 @@ def all_views(patterns):
 
 
 def test_the_enrichment_endpoint_is_the_only_view_exempt_from_csrf():
-    """It is exempt because n8n authenticates with the bearer secret, not a session."""
-    exempt = {view for view in all_views(get_resolver().url_patterns) if getattr(view, "csrf_exempt", False)}
-    assert exempt == {enrichment_callback}
+    """It is exempt because n8n authenticates with the bearer secret, not a session.
+    DRF's views (the API) are exempt from Django's check because DRF makes it itself:
+    SessionAuthentication enforces CSRF (tests/api/test_auth.py), a token needs none."""
+    from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+    from rest_framework.views import APIView
+
+    exempt = [view for view in all_views(get_resolver().url_patterns) if getattr(view, "csrf_exempt", False)]
+    api_views = [view for view in exempt if issubclass(getattr(view, "cls", object), APIView)]
+    assert set(exempt) - set(api_views) == {enrichment_callback}
+    for view in api_views:
+        assert set(view.cls.authentication_classes) <= {TokenAuthentication, SessionAuthentication}, view.cls
 
 
 def test_the_enrichment_endpoint_needs_its_secret_where_csrf_is_enforced(enrichment, csrf_client):
