@@ -3,6 +3,7 @@ the query parameters the contact list accepts."""
 
 from rest_framework import serializers
 
+from contacts.filters import SEARCH_FIELDS
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 from integrations.models import ERROR_MAX_LENGTH
 from integrations.registry import crm_names
@@ -22,21 +23,39 @@ class ContactFilterSerializer(serializers.Serializer):
     """GET /contacts's query parameters, with the admin list's meaning
     (contacts.filters.filter_contacts). An empty value means "not filtered"."""
 
-    crm = serializers.ChoiceField(choices=[], required=False, allow_blank=True)
+    crm = serializers.ChoiceField(
+        choices=[],
+        required=False,
+        allow_blank=True,
+        help_text="A known CRM: contacts decided for it; with a status, the status is tested for that CRM.",
+    )
     sync_status = serializers.ChoiceField(
         choices=SyncStatus.choices,
         required=False,
         allow_blank=True,
         error_messages={"invalid_choice": _choice_error("sync status", SyncStatus.choices)},
+        help_text="Staff's decision; new includes contacts without a row.",
     )
     processing_status = serializers.ChoiceField(
         choices=PROCESSING_STATUS_FILTERS,
         required=False,
         allow_blank=True,
         error_messages={"invalid_choice": _choice_error("processing status", PROCESSING_STATUS_FILTERS)},
+        help_text="Where the work stands.",
     )
-    sync_error = serializers.CharField(required=False, allow_blank=True, max_length=ERROR_MAX_LENGTH)
-    search = serializers.CharField(required=False, allow_blank=True, max_length=SEARCH_MAX_LENGTH)
+    sync_error = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=ERROR_MAX_LENGTH,
+        help_text="Exactly this last error (the sync dashboard links its top errors here).",
+    )
+    search = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=SEARCH_MAX_LENGTH,
+        help_text="Every word in one of: %s (case-insensitive), as the admin searches. Example: jane acme."
+        % ", ".join(SEARCH_FIELDS),
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -178,6 +197,7 @@ class ContactFilterErrorsSerializer(serializers.Serializer):
     detail = serializers.CharField(
         required=False, help_text="A NUL character in the address or the Authorization header."
     )
+    page_size = serializers.ListField(child=serializers.CharField(), required=False)
     parameters = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="Query parameters this endpoint does not take."
     )

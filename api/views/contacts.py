@@ -7,17 +7,17 @@ sync rows in one prefetch (and, for one contact, its latest attempts in another)
 
 from django.db.models import Prefetch
 from django.urls import path
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import ValidationError
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.pagination import CursorPagination
 
-from contacts.filters import SEARCH_FIELDS, filter_contacts
+from contacts.filters import filter_contacts
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 
 from ..permissions import CanViewSyncs
 from ..read_serializers import (
-    PROCESSING_STATUS_FILTERS,
     ContactDetailSerializer,
     ContactFilterErrorsSerializer,
     ContactFilterSerializer,
@@ -37,6 +37,23 @@ class ContactCursorPagination(CursorPagination):
     page_size = 50
     page_size_query_param = "page_size"
     max_page_size = 500
+
+    def get_page_size(self, request):
+        """The page size asked for, or a 400: DRF would silently use the default for
+        a value that is not a number, and the maximum for one above it."""
+        raw = request.query_params.get(self.page_size_query_param, "")
+        if not raw:
+            return self.page_size
+        if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= self.max_page_size):
+            raise ValidationError({self.page_size_query_param: ["A whole number from 1 to %d." % self.max_page_size]})
+        return int(raw)
+
+    def get_schema_operation_parameters(self, view):
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size, default=self.page_size)
+        return parameters
 
 
 def contacts_with_syncs():
@@ -85,33 +102,6 @@ CONTACT_EXAMPLE = {
     ],
 }
 
-FILTER_PARAMETERS = [
-    OpenApiParameter(
-        "crm",
-        str,
-        description="A known CRM: contacts decided for it; with a status, the status is tested for that CRM.",
-        examples=[OpenApiExample("Brevo", value="brevo")],
-    ),
-    OpenApiParameter(
-        "sync_status",
-        str,
-        enum=SyncStatus.values,
-        description="Staff's decision (new includes contacts without a row).",
-    ),
-    OpenApiParameter(
-        "processing_status",
-        str,
-        enum=[value for value, _label in PROCESSING_STATUS_FILTERS],
-        description="Where the work stands.",
-    ),
-    OpenApiParameter("sync_error", str, description="Exactly this last error (the dashboard's error links)."),
-    OpenApiParameter(
-        "search",
-        str,
-        description="Every word in one of: %s." % ", ".join(SEARCH_FIELDS),
-        examples=[OpenApiExample("A name", value="jane example")],
-    ),
-]
 
 # Query parameters the list takes besides its filters.
 PAGING_PARAMETERS = ("cursor", "page_size", "format")
@@ -122,11 +112,13 @@ PAGING_PARAMETERS = ("cursor", "page_size", "format")
     description=(
         "Contacts in id order, each with one entry per CRM it has a sync row for (a CRM without "
         "one is New for it). Filters have the admin list's meaning. Cursor pagination: follow "
-        "`next`; `page_size` up to %d (default %d). An unknown parameter or filter value is "
-        "refused with 400 naming the valid ones; a malformed cursor is answered 404."
+        "`next`; `page_size` from 1 to %d (default %d). An unknown parameter or filter value, "
+        "a parameter given twice or a page size out of range is refused with 400 naming the "
+        "valid ones; a malformed cursor is answered 404."
     )
     % (ContactCursorPagination.max_page_size, ContactCursorPagination.page_size),
-    parameters=FILTER_PARAMETERS,
+    # The serializer itself, so the schema's enum of CRMs is the registry's at the time it is built.
+    parameters=[ContactFilterSerializer],
     responses={
         200: ContactReadSerializer(many=True),
         400: OpenApiResponse(ContactFilterErrorsSerializer, description="A filter value or parameter is refused."),
@@ -163,6 +155,7 @@ class ContactListView(ListAPIView):
     def validated_filters(self):
         params = self.request.query_params
         filters = ContactFilterSerializer(data={name: params[name] for name in params})
+        self.refuse_repeated(params)
         unknown = sorted(set(params) - set(filters.fields) - set(PAGING_PARAMETERS))
         if unknown:
             raise ValidationError(
@@ -177,9 +170,17 @@ class ContactListView(ListAPIView):
         filters.is_valid(raise_exception=True)
         return filters.filters()
 
+    @staticmethod
+    def refuse_repeated(params):
+        """Each parameter takes one value: `crm=a&crm=b` would otherwise mean only b."""
+        repeated = sorted(name for name in params if len(params.getlist(name)) > 1)
+        if repeated:
+            raise ValidationError({name: ["Give this parameter once."] for name in repeated})
+
 
 @extend_schema(
     summary="One contact with its per-CRM status and recent attempts",
+    parameters=[OpenApiParameter("id", OpenApiTypes.INT, OpenApiParameter.PATH, description="The contact's id.")],
     description="The contact as in the list, with its latest %d sync attempts, newest first." % RECENT_ATTEMPTS,
     responses={
         200: ContactDetailSerializer,
@@ -234,5 +235,8 @@ class ContactDetailView(RetrieveAPIView):
 
 urlpatterns = [
     path("contacts", ContactListView.as_view(), name="contact-list"),
-    path("contacts/<int:pk>", ContactDetailView.as_view(), name="contact-detail"),
+    # Any segment, not <int:pk>: an id that is not a number gets the API's JSON 404
+    # (DRF's get_object), not Django's HTML page. v3_urls lists contacts/bulk before
+    # this module, so that path still reaches its own view.
+    path("contacts/<str:pk>", ContactDetailView.as_view(), name="contact-detail"),
 ]

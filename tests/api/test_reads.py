@@ -105,10 +105,16 @@ class TestList:
             url = page["next"]
         assert seen == sorted(contacts.values_list("pk", flat=True))
 
-    def test_page_size_is_capped(self, viewer, make_contacts, monkeypatch):
-        monkeypatch.setattr(ContactCursorPagination, "max_page_size", 2)
+    @pytest.mark.parametrize("page_size", ["0", "-1", "2.0", "two", "%d" % (ContactCursorPagination.max_page_size + 1)])
+    def test_a_page_size_out_of_range_is_400(self, viewer, make_contacts, page_size):
         make_contacts(3)
-        assert len(viewer.get(LIST + "?page_size=100").json()["results"]) == 2
+        response = viewer.get(LIST, {"page_size": page_size})
+        assert response.status_code == 400
+        assert "%d" % ContactCursorPagination.max_page_size in response.json()["page_size"][0]
+
+    def test_the_largest_page_size_is_accepted(self, viewer, make_contacts):
+        make_contacts(3)
+        assert len(emails(viewer.get(LIST, {"page_size": ContactCursorPagination.max_page_size}))) == 3
 
     def test_a_malformed_cursor_is_404(self, viewer):
         assert viewer.get(LIST + "?cursor=not-a-cursor").status_code == 404
@@ -173,6 +179,11 @@ class TestFilters:
         [message] = response.json()[field]
         assert all(name in message for name in names), message
 
+    def test_a_parameter_given_twice_is_400(self, viewer, rows):
+        response = viewer.get(LIST + "?crm=brevo&crm=hubspot")
+        assert response.status_code == 400
+        assert list(response.json()) == ["crm"]
+
     @pytest.mark.parametrize("field", ["search", "sync_error", "crm", "sync_status"])
     def test_a_nul_byte_is_400(self, viewer, field):
         response = viewer.get(LIST, {field: "ab\x00c"})
@@ -216,8 +227,8 @@ class TestDetail:
     def test_a_contact_never_attempted_has_no_attempts(self, viewer, make_contact):
         assert viewer.get(detail(make_contact().pk)).json()["recent_attempts"] == []
 
-    @pytest.mark.parametrize("contact_id", [0, 999_999, 2**63 + 1])
-    def test_an_unknown_id_is_404(self, viewer, contact_id):
-        response = viewer.get(detail(contact_id))
+    @pytest.mark.parametrize("contact_id", ["0", "999999", str(2**63 + 1), "-1", "null,null", "1.5", "%20"])
+    def test_an_unknown_id_is_a_json_404(self, viewer, contact_id):
+        response = viewer.get("%s/%s" % (LIST, contact_id))
         assert response.status_code == 404
         assert "detail" in response.json()
