@@ -8,12 +8,14 @@ HTTP API's bulk upsert, so both doors apply one set of rules.
 
 import codecs
 import csv
+import json
 import re
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connections, router, transaction
+from django.utils import timezone
 
 from integrations.registry import validate_crm_names
 
@@ -435,10 +437,9 @@ def upsert_contacts(rows, crms=(), *, dry_run=False):
     results, final = _plan(rows, existing)
     if dry_run:
         return UpsertBatch(results=results)
-    changed = [_contact(state) for email, state in final.items() if state.changed]
-    queued, refused = _write(changed, emails, crms)
-    ids = {email: state.contact_id for email, state in existing.items()}
-    ids.update(_new_ids([contact for contact in changed if contact.email not in existing]))
+    changed = {email: state for email, state in final.items() if state.changed}
+    known = {email: state.contact_id for email, state in existing.items()}
+    queued, refused, ids = _write(changed, known, crms)
     for item in results:
         if item.email in refused:
             item.result, item.error = Result.REJECTED, refused[item.email]
@@ -487,53 +488,90 @@ def _plan(rows, existing):
     return results, final
 
 
-def _contact(state):
-    """An unsaved Contact for the upsert statement."""
-    return Contact(**state.values, attributes=state.attributes)
-
-
-def _write(contacts, emails, crms):
-    """Write `contacts` and queue every contact in `emails` for `crms`, each contact's
-    write and selection together; return the number queued and {email: reason} of
-    the contacts the database refused."""
+def _write(changed, known, crms):
+    """Write the `changed` contacts ({email: _State}) and queue them and the `known`
+    ones ({email: id} of existing contacts) for `crms`, each contact's write and
+    selection together. Return the number queued, {email: reason} of the contacts
+    the database refused, and {email: id} of all the others."""
     try:
         with transaction.atomic():
-            _save(contacts)
-            return _select(emails, crms), {}
+            ids = {**known, **_save(changed)}
+            return _select(ids.values(), crms), {}, ids
     except DatabaseError:
         # Validation should have caught everything; if the database still refuses
         # the batch, find the contacts it refuses and keep the rest.
-        changed = {contact.email: contact for contact in contacts}
-        queued, refused = 0, {}
-        for email in sorted(emails):
+        queued, refused, ids = 0, {}, {}
+        for email in sorted(set(known) | set(changed)):
             try:
                 with transaction.atomic():
-                    _save([changed[email]] if email in changed else [])
-                    queued += _select({email}, crms)
+                    written = _save({email: changed[email]} if email in changed else {})
+                    contact_id = written.get(email, known.get(email))
+                    queued += _select([contact_id], crms)
             except DatabaseError as exc:
                 refused[email] = "the database refused it: %s" % str(exc).strip().splitlines()[0]
-        return queued, refused
+                continue
+            ids[email] = contact_id
+        return queued, refused, ids
 
 
-def _save(contacts):
-    if contacts:
-        Contact.objects.bulk_create(
-            contacts,
-            update_conflicts=True,
-            unique_fields=["email"],
-            update_fields=[*CONTACT_COLUMNS[1:], "attributes", "updated_at"],
-        )
+def _save(changed):
+    """Insert or update the contacts of `changed` ({email: _State}) in one statement;
+    return {email: id}."""
+    if not changed:
+        return {}
+    connection = connections[router.db_for_write(Contact)]
+    if connection.vendor == "postgresql":
+        return _save_from_json(changed, connection)
+    contacts = [Contact(**state.values, attributes=state.attributes) for state in changed.values()]
+    Contact.objects.bulk_create(
+        contacts,
+        update_conflicts=True,
+        unique_fields=["email"],
+        update_fields=[*CONTACT_COLUMNS[1:], "attributes", "updated_at"],
+    )
+    return _ids(contacts)
 
 
-def _select(emails, crms):
-    if not crms or not emails:
+def _save_from_json(changed, connection):
+    """The PostgreSQL upsert: the rows travel as one JSON document, which the server
+    parses and plans several times faster than bulk_create's literal per value (it
+    halves the API's bulk upsert time). Values are already cleaned and canonical."""
+    quote = connection.ops.quote_name
+    names = [*CONTACT_COLUMNS, "attributes"]
+    columns = [quote(Contact._meta.get_field(name).column) for name in names]
+    types = ["%s %s" % (column, "jsonb" if name == "attributes" else "text") for name, column in zip(names, columns)]
+    sql = (
+        "INSERT INTO {table} ({columns}, {enrichment}, {created}, {updated}) "
+        "SELECT {columns}, '{{}}'::jsonb, %s, %s FROM jsonb_to_recordset(%s::jsonb) AS incoming({types}) "
+        "ON CONFLICT ({email}) DO UPDATE SET {sets}, {updated} = EXCLUDED.{updated} "
+        "RETURNING {email}, {id}"
+    ).format(
+        table=quote(Contact._meta.db_table),
+        columns=", ".join(columns),
+        types=", ".join(types),
+        sets=", ".join("%s = EXCLUDED.%s" % (column, column) for column in columns[1:]),
+        enrichment=quote("enrichment"),
+        created=quote("created_at"),
+        updated=quote("updated_at"),
+        email=quote("email"),
+        id=quote("id"),
+    )
+    document = json.dumps([{**state.values, "attributes": state.attributes} for state in changed.values()])
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [now, now, document])
+        return dict(cursor.fetchall())
+
+
+def _select(contact_ids, crms):
+    if not crms:
         return 0
-    return selection.select(Contact.objects.filter(email__in=emails), crms)
+    return selection.select(Contact.objects.filter(pk__in=list(contact_ids)), crms)
 
 
-def _new_ids(contacts):
-    """{email: id} of newly written contacts: the insert returns them where the
-    database can; otherwise one query reads them."""
+def _ids(contacts):
+    """{email: id} of contacts bulk_create wrote: it sets their ids where the database
+    returns them; otherwise one query reads them."""
     ids = {contact.email: contact.pk for contact in contacts if contact.pk}
     missing = [contact.email for contact in contacts if not contact.pk]
     if missing:
