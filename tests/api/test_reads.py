@@ -5,9 +5,10 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import resolve
 from django.utils import timezone
 
-from api.views.contacts import RECENT_ATTEMPTS, ContactCursorPagination
+from api.views.contacts import RECENT_ATTEMPTS, ContactCursorPagination, ContactDetailView
 from contacts.models import AttemptOutcome, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 
 from .conftest import CHANGE_CONTACTS, PAUSE_CRMS, VIEW_SYNCS
@@ -232,3 +233,8 @@ class TestDetail:
         response = viewer.get("%s/%s" % (LIST, contact_id))
         assert response.status_code == 404
         assert "detail" in response.json()
+
+    def test_the_detail_route_does_not_take_the_paths_of_other_contact_endpoints(self):
+        # contacts/<str:pk> matches any segment; v3_urls must keep contacts/bulk before it.
+        for url in ("/api/v3/contacts/bulk", "/api/v3/contacts/crm/select"):
+            assert resolve(url).func.view_class is not ContactDetailView
