@@ -1,6 +1,7 @@
 """POST /api/v3/contacts/bulk: upsert up to 1,000 contacts by email, by the CSV
 import's rules (contacts.importer.upsert_contacts), answering per item."""
 
+from django.db import transaction
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
@@ -9,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from contacts.importer import Result, upsert_contacts
+from integrations.resync import requeue_if_changed
 
 from ..bulk_serializers import (
     MAX_ITEMS,
@@ -30,6 +32,8 @@ as the CSV import (`manage.py import_contacts`):
 - Website and source URL get `https://` when they have no scheme.
 - Items for the same email apply in order, each to what the earlier ones left.
 - An item that changes nothing is `unchanged` and is not written.
+- An updated contact already synced to a CRM is queued again for it when the data
+  that CRM gets changed, as a save in the admin does.
 
 **Valid items are applied even when others are rejected.** Each item is checked on
 its own: a malformed email, a NUL character, a value too long, an unknown field or a
@@ -126,7 +130,18 @@ class BulkUpsertView(APIView):
         crms = request_serializer.validated_data["crms"]
         checked = [clean_item(item) for item in items]
         batch = upsert_contacts([row for row, _ in checked if row], crms)
+        _requeue_updated(batch)
         return Response(_answer(items, checked, batch, crms))
+
+
+def _requeue_updated(batch):
+    """Updated contacts already synced are queued again if their CRM payload changed,
+    as a save in the admin does (the post_save signal, which bulk writes skip)."""
+    updated = {item.contact_id for item in batch.results if item.result == Result.UPDATED}
+    if updated:
+        # Robust, as for the signal: a CRM's configuration error is logged, and the
+        # upsert, already committed, is still answered.
+        transaction.on_commit(lambda: requeue_if_changed(sorted(updated)), robust=True)
 
 
 def _answer(items, checked, batch, crms):

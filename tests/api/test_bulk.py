@@ -327,3 +327,29 @@ def test_the_schema_documents_the_endpoint(client_with, db):
 
     operation = response.json()["paths"]["/api/v3/contacts/bulk"]["post"]
     assert {"200", "400", "401", "403"} <= set(operation["responses"])
+
+
+@pytest.mark.django_db
+def test_an_updated_contact_already_synced_is_queued_again(
+    client, make_contact, make_sync, settings, django_capture_on_commit_callbacks
+):
+    settings.BREVO_API_KEY = "test-key"
+    renamed, same = make_contact(email="renamed@example.com"), make_contact(email="same@example.com")
+    for contact in (renamed, same):
+        # A hash no payload has: any contact passed to the change check is queued again.
+        make_sync(
+            contact,
+            "brevo",
+            sync_status=SyncStatus.COMPLETE,
+            processing_status=ProcessingStatus.COMPLETE,
+            synced_hash="stale",
+        )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = upsert(
+            client, [{"email": "renamed@example.com", "first_name": "New"}, {"email": "same@example.com"}]
+        )
+
+    assert results(response) == [("updated", "renamed@example.com"), ("unchanged", "same@example.com")]
+    statuses = dict(ContactSync.objects.values_list("contact__email", "processing_status"))
+    assert statuses == {"renamed@example.com": ProcessingStatus.QUEUED, "same@example.com": ProcessingStatus.COMPLETE}
