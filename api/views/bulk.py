@@ -5,6 +5,7 @@ from django.db import transaction
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +20,7 @@ from ..bulk_serializers import (
     clean_item,
     echoed_email,
 )
+from ..parsers import TOO_DEEP
 from ..permissions import CanChangeContacts
 
 DESCRIPTION = """
@@ -91,6 +93,18 @@ BAD_REQUEST_EXAMPLE = OpenApiExample(
 )
 
 
+class ItemwiseJSONParser(JSONParser):
+    """The API's JSON parsing, except that a NUL or a lone surrogate in an item is
+    that item's rejection (clean_item), not the whole request's 400 as elsewhere:
+    valid items are applied even when others are rejected."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError(TOO_DEEP) from None
+
+
 def _detail(description, message):
     return OpenApiResponse(
         response=OpenApiTypes.OBJECT,
@@ -101,7 +115,7 @@ def _detail(description, message):
 
 class BulkUpsertView(APIView):
     permission_classes = [CanChangeContacts]
-    parser_classes = [JSONParser]
+    parser_classes = [ItemwiseJSONParser]
 
     @extend_schema(
         operation_id="contacts_bulk_upsert",

@@ -274,6 +274,11 @@ class TestBadRequests:
         response = client.post(URL, '{"contacts": [', content_type="application/json")
         assert response.status_code == 400
 
+    def test_a_body_nested_too_deeply_is_400(self, client):
+        body = '{"contacts": [%s]}' % ("[" * 100_000 + "]" * 100_000)
+        response = client.post(URL, body, content_type="application/json")
+        assert response.status_code == 400
+
     def test_a_body_that_is_not_json_is_415(self, client):
         response = client.post(URL, "email=a@example.com", content_type="text/plain")
         assert response.status_code == 415
