@@ -104,6 +104,8 @@ class ContactReadSerializer(serializers.ModelSerializer):
     """A contact with one entry per CRM it has a row for; a CRM without one is New."""
 
     syncs = ContactSyncReadSerializer(many=True, read_only=True)
+    # Not URLField's "uri" format: most contacts have none, and "" is not a URI.
+    website = serializers.CharField(read_only=True, help_text="The contact's website, or empty.")
 
     class Meta:
         model = Contact
