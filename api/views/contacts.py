@@ -9,7 +9,7 @@ from django.db.models import Prefetch
 from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.generics import ListAPIView, RetrieveAPIView
 from rest_framework.pagination import CursorPagination
 
@@ -47,6 +47,15 @@ class ContactCursorPagination(CursorPagination):
         if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= self.max_page_size):
             raise ValidationError({self.page_size_query_param: ["A whole number from 1 to %d." % self.max_page_size]})
         return int(raw)
+
+    def decode_cursor(self, request):
+        """DRF's cursor, or its 404 "Invalid cursor" when the position in it is not
+        an id: DRF passes any text on to the id filter, a 500."""
+        cursor = super().decode_cursor(request)
+        position = cursor.position if cursor else None
+        if position is not None and not (position.isascii() and position.isdigit()):
+            raise NotFound(self.invalid_cursor_message)
+        return cursor
 
     def get_schema_operation_parameters(self, view):
         parameters = super().get_schema_operation_parameters(view)
