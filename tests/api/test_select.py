@@ -10,7 +10,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from api.selection_serializers import MAX_CONTACTS_PER_CALL
+from contacts import selection
 from contacts.models import ContactSync, PendingDecision, ProcessingStatus, SyncStatus
+from integrations.conf import SyncPolicy
+from integrations.engine import SyncEngine
+from tests.integrations.conftest import DOUBLES, Clock, UpperBound
+from tests.integrations.doubles import ScriptedBackend
 
 from .conftest import CHANGE_CONTACTS, PAUSE_CRMS, VIEW_SYNCS
 
@@ -33,7 +38,11 @@ def states(crm="brevo"):
 
 
 def per_crm(response, crm):
-    return next(report for report in response.json()["per_crm"] if report["crm"] == crm)
+    return per_crm_of(response.json(), crm)
+
+
+def per_crm_of(answer, crm):
+    return next(report for report in answer["per_crm"] if report["crm"] == crm)
 
 
 def in_flight(make_sync, contact, crm="brevo"):
@@ -313,3 +322,64 @@ def test_the_contacts_work_is_three_statements_whatever_the_number(api, make_con
     on_contacts = [q["sql"] for q in queries.captured_queries if "contacts_" in q["sql"]]
     # The count, the already-queued count and the upsert; none per row or per CRM.
     assert len(on_contacts) == 3, on_contacts
+
+
+# ---------------------------------------------------------------- a call that comes mid-push
+
+
+@pytest.fixture
+def scripted_crm(settings):
+    settings.CRMSYNC_EXTRA_BACKENDS = DOUBLES
+    settings.SCRIPTED_API_KEY = "scripted-secret-key"
+
+
+def policy():
+    return SyncPolicy(
+        crm="scripted",
+        interval_minutes=5,
+        batch_size=50,
+        max_instances=1,
+        max_retries=3,
+        retry_delay_minutes=5,
+        retry_exponential=True,
+        retry_max_delay_minutes=60,
+        lease_seconds=300,
+    )
+
+
+@pytest.mark.parametrize(
+    "action, ends, pushes",
+    [
+        ("select", (S.COMPLETE, P.COMPLETE), 2),
+        ("skip", (S.SKIPPED, P.NONE), 1),
+        ("unselect", (S.NEW, P.NONE), 1),
+    ],
+)
+def test_a_call_on_rows_in_flight_is_applied_when_the_batch_records(
+    api, scripted_crm, make_contacts, action, ends, pushes
+):
+    contacts = make_contacts(3)
+    selection.select(contacts, ["scripted"])
+    answers, pushed = [], []
+
+    def respond(items):
+        if not pushed:  # the call comes while the first batch is in flight, under its claim token
+            assert ContactSync.objects.filter(processing_status=P.PROCESSING, claim_token__isnull=False).count() == 3
+            body = {"contact_ids": ids(contacts), "crms": ["scripted"], "action": action}
+            answers.append(api.put(URL, body, format="json").json())
+        pushed.append(len(items))
+        return ScriptedBackend.accept_all(items)
+
+    SyncEngine(ScriptedBackend(respond), policy(), clock=Clock(), rng=UpperBound()).run()
+
+    (answer,) = answers
+    assert (answer["updated_count"], answer["queued_count"]) == (3, 0), "in flight: not counted as queued"
+    assert per_crm_of(answer, "scripted") == {
+        "crm": "scripted",
+        "changed": 0,
+        "already": 0,
+        "in_flight": 3,
+        "not_in_error": 0,
+    }
+    assert states("scripted") == [ends] * 3
+    assert len(pushed) == pushes
