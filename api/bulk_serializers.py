@@ -6,7 +6,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from contacts.importer import ATTRIBUTE_MAX_LENGTH, CONTACT_COLUMNS, InvalidContact, Result, clean_contact
-from integrations.registry import UnknownCRM, validate_crm_names
+from integrations.registry import crm_names, validate_crm_names
 
 MAX_ITEMS = 1000
 ITEM_FIELDS = (*CONTACT_COLUMNS, "attributes")
@@ -49,18 +49,25 @@ class ContactItemField(serializers.Field):
 
 class BulkUpsertSerializer(serializers.Serializer):
     contacts = serializers.ListField(child=ContactItemField(allow_null=True), min_length=1, max_length=MAX_ITEMS)
-    crms = serializers.ListField(
-        child=serializers.CharField(),
-        required=False,
-        default=list,
-        help_text="Select every contact of the request (changed or not) for these CRMs.",
-    )
+
+    def get_fields(self):
+        # Built per serializer, so the schema's enum of CRMs is the registry's now.
+        fields = super().get_fields()
+        known = crm_names()
+        fields["crms"] = serializers.ListField(
+            child=serializers.ChoiceField(
+                choices=known,
+                error_messages={"invalid_choice": "Unknown CRM {input!r}. Known CRMs: %s." % ", ".join(known)},
+            ),
+            required=False,
+            default=list,
+            help_text="Select every contact of the request (changed or not) for these CRMs.",
+        )
+        return fields
 
     def validate_crms(self, value):
-        try:
-            return validate_crm_names(value)
-        except UnknownCRM as exc:
-            raise serializers.ValidationError(str(exc)) from None
+        # Each name is known (the field's choices): this only orders and de-duplicates.
+        return validate_crm_names(value)
 
     def validate(self, attrs):
         unknown = sorted(set(self.initial_data) - set(TOP_LEVEL_FIELDS))

@@ -88,7 +88,7 @@ BAD_REQUEST_EXAMPLE = OpenApiExample(
     status_codes=["400"],
     value={
         "contacts": ["Ensure this field has no more than %d elements." % MAX_ITEMS],
-        "crms": ["Unknown CRM 'salesforce'. Known CRMs: brevo, hubspot, mautic, n8n."],
+        "crms": {"1": ["Unknown CRM 'salesforce'. Known CRMs: brevo, hubspot, mautic, n8n."]},
     },
 )
 

@@ -266,7 +266,8 @@ class TestBadRequests:
         response = upsert(client, [{"email": "a@example.com"}], crms=["brevo", "salesforce"])
 
         assert response.status_code == 400
-        message = response.json()["crms"][0]
+        # Keyed by the position of the unknown name in the list.
+        message = response.json()["crms"]["1"][0]
         assert "'salesforce'" in message and "brevo" in message and "hubspot" in message
         assert not Contact.objects.exists()
 
