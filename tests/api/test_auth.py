@@ -83,3 +83,11 @@ def test_drf_create_token_reset_replaces_the_old_token(db, anonymous):
     call_command("drf_create_token", "integration-bot", "--reset", stdout=io.StringIO())
     anonymous.credentials(HTTP_AUTHORIZATION="Token %s" % old)
     assert anonymous.get(PROBE_URL).status_code == 401
+
+
+@pytest.mark.urls("crmsync_project.urls")
+def test_a_session_without_a_csrf_token_cannot_select(session_client):
+    body = {"contact_ids": [1], "crms": ["brevo"], "action": "select"}
+    response = session_client.put("/api/v3/contacts/crm/select", body, format="json")
+    assert response.status_code == 403
+    assert "CSRF" in response.json()["detail"]
