@@ -42,8 +42,8 @@ its own: a malformed email, a NUL character, a value too long, an unknown field 
 value of the wrong type makes that item `rejected`, with the reasons by field, and
 it changes nothing. The answer is then still 200, with one result per item in
 request order and the totals. The request as a whole is refused (400, nothing
-written) only when it is not an object with a `contacts` list of 1 to %d items, has
-an unknown top-level field, or names an unknown CRM.
+written) only when it is not JSON that parses, is not an object with a `contacts`
+list of 1 to %d items, has an unknown top-level field, or names an unknown CRM.
 
 With `crms`, every accepted contact of the request (changed or not) is selected
 for those CRMs, as the admin's Select action does; `queued_count` counts the
