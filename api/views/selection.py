@@ -13,7 +13,6 @@ from django.utils.text import get_text_list
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,6 +20,7 @@ from contacts import selection
 from contacts.filters import filter_contacts
 from contacts.models import Contact
 
+from ..parsers import StrictJSONParser
 from ..permissions import CanChangeContacts
 from ..selection_serializers import (
     MAX_CONTACTS_PER_CALL,
@@ -173,7 +173,8 @@ class SelectView(APIView):
 
     permission_classes = [CanChangeContacts]
     # JSON only: the old frontends send it, and a form's QueryDict has no lists of its own.
-    parser_classes = [JSONParser]
+    # The API's parser: a 400 for a body nested too deeply, a NUL or a lone surrogate.
+    parser_classes = [StrictJSONParser]
     fixed_action = None
 
     @extend_schema(**SCHEMA)
