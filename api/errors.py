@@ -51,15 +51,17 @@ def view_name(view):
     return "%s.%s" % (name, action) if action else name
 
 
+# `{"detail": "..."}`, or DRF's field-level errors (`{"emails": {"0": ["..."]}}`).
 ERROR_SCHEMA = {
     "type": "object",
     "properties": {"detail": {"type": "string"}},
-    "required": ["detail"],
+    "additionalProperties": True,
 }
 SHARED_ERRORS = {
     "400": {
-        "description": "Malformed request: JSON that does not parse, or a NUL character in the address, "
-        "the Authorization header or any string of the body.",
+        "description": "Malformed request: JSON that does not parse (`detail`), a NUL character or a lone "
+        "surrogate in a string of the body (field-level errors), or a NUL character in the address or the "
+        "Authorization header (`detail`).",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/CommonError"}}},
     },
     "429": {
