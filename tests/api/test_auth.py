@@ -7,9 +7,13 @@ import io
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from rest_framework.authentication import TokenAuthentication
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+from rest_framework.throttling import UserRateThrottle
 
+from api import v3_urls
+from api.permissions import HasModelPermissions
 from tests.api.conftest import CHANGE_CONTACTS, VIEW_SYNCS, _permission
 from tests.api.probe import PROBE_URL
 
@@ -91,3 +95,14 @@ def test_a_session_without_a_csrf_token_cannot_select(session_client):
     response = session_client.put("/api/v3/contacts/crm/select", body, format="json")
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
+
+
+def v3_views():
+    return {pattern.callback.cls for pattern in v3_urls.urlpatterns}
+
+
+@pytest.mark.parametrize("view", sorted(v3_views(), key=lambda view: view.__name__))
+def test_every_v3_view_asks_for_an_admin_permission_and_is_throttled(view):
+    assert view.permission_classes and all(issubclass(p, HasModelPermissions) for p in view.permission_classes)
+    assert any(issubclass(t, UserRateThrottle) for t in view.throttle_classes)
+    assert view.authentication_classes[0] is TokenAuthentication  # no credentials: 401, not 403
