@@ -245,12 +245,23 @@ class TestBadInput:
         assert field in response.json()["filter"]
         assert not ContactSync.objects.exists()
 
-    def test_too_many_ids(self, api):
-        response = api.put(
-            URL, {"contact_ids": list(range(1, MAX_CONTACTS_PER_CALL + 2)), "crms": ["brevo"]}, format="json"
-        )
+    @pytest.mark.parametrize(
+        "field, item",
+        [("contact_ids", lambda i: i + 1), ("emails", lambda i: "person%d@example.com" % i)],
+    )
+    def test_more_than_the_limit_per_call(self, api, make_contact, field, item):
+        make_contact(email="person0@example.com")
+        body = {field: [item(i) for i in range(MAX_CONTACTS_PER_CALL + 1)], "crms": ["brevo"]}
+        response = api.put(URL, body, format="json")
         assert response.status_code == 400
-        assert "contact_ids" in response.json()
+        assert response.json()[field] == ["Ensure this field has no more than %d elements." % MAX_CONTACTS_PER_CALL]
+        assert not ContactSync.objects.exists()
+
+    def test_the_limit_itself_is_taken(self, api, make_contacts):
+        contacts = make_contacts(2)
+        body = {"contact_ids": [*ids(contacts), *range(10**9, 10**9 + MAX_CONTACTS_PER_CALL - 2)], "crms": ["brevo"]}
+        response = api.put(URL, body, format="json")
+        assert (response.status_code, response.json()["queued_count"]) == (200, 2)
 
     @pytest.mark.parametrize(
         "body, field",
