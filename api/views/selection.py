@@ -8,6 +8,8 @@ is contacts.selection.decide(): the same rules and statements as the admin's
 actions.
 """
 
+from dataclasses import asdict
+
 from django.urls import path
 from django.utils.text import get_text_list
 from drf_spectacular.types import OpenApiTypes
@@ -41,7 +43,6 @@ _ALREADY = {
     selection.SELECT: "%d of them were queued already: they are due now, with a fresh attempt budget.",
     selection.UNSELECT: "%d pair(s) were New already.",
     selection.SKIP: "%d pair(s) were skipped already.",
-    selection.RETRY: "%d pair(s) were queued already.",
 }
 _LEFT_ALONE = ("already", "in_flight", "not_in_error")
 
@@ -88,16 +89,7 @@ def answer(decision, crms):
         "crms": crms,
         "action": decision.action,
         "message": message_for(decision, crms),
-        "per_crm": [
-            {
-                "crm": report.crm,
-                "changed": report.changed,
-                "already": report.already,
-                "in_flight": report.in_flight,
-                "not_in_error": report.not_in_error,
-            }
-            for report in decision.crms
-        ],
+        "per_crm": [asdict(report) for report in decision.crms],
     }
 
 
@@ -116,7 +108,8 @@ SCHEMA = {
         "action fixed by the path. A pair being pushed when the call comes keeps its push: the decision is "
         "remembered and applied when the batch records (retry leaves it alone). `updated_count` counts the "
         "contacts found; `queued_count` the (contact, CRM) pairs queued; `per_crm` says, per CRM, what "
-        "changed and what was left alone and why. Requires the `contacts.change_contact` permission."
+        "changed and what was left alone and why. Other top-level keys are ignored, so that a "
+        "frontend sending more keeps working (a filter's unknown keys are refused). Requires the `contacts.change_contact` permission."
     )
     % MAX_CONTACTS_PER_CALL,
     "request": SelectRequestSerializer,
