@@ -109,7 +109,8 @@ SCHEMA = {
         "remembered and applied when the batch records (retry leaves it alone). `updated_count` counts the "
         "contacts found; `queued_count` the (contact, CRM) pairs queued; `per_crm` says, per CRM, what "
         "changed and what was left alone and why. Other top-level keys are ignored, so that a "
-        "frontend sending more keeps working (a filter's unknown keys are refused). Requires the `contacts.change_contact` permission."
+        "frontend sending more keeps working (a filter's unknown keys are refused). Requires the "
+        "`contacts.change_contact` permission."
     )
     % MAX_CONTACTS_PER_CALL,
     "request": SelectRequestSerializer,
