@@ -1,3 +1,4 @@
+import functools
 from datetime import datetime, timedelta
 
 from django.contrib import admin, messages
@@ -119,6 +120,12 @@ def _check_choices(spec):
             raise IncorrectLookupParameters("%s has no choice %r." % (spec.field.verbose_name, unknown[0]))
 
 
+@functools.cache
+def checked_changelist(changelist):
+    """An app's own ChangeList (DRF's token list, say) with CheckedChangeList's checks."""
+    return type(changelist.__name__, (CheckedChangeList, changelist), {"__module__": changelist.__module__})
+
+
 class CheckedParametersAdmin:
     """Mixed into every ModelAdmin registered on CRMSyncAdminSite: its list checks
     the query string, and its actions run only on ids of its model."""
@@ -139,8 +146,11 @@ class CheckedParametersAdmin:
 
     def get_changelist(self, request, **kwargs):
         changelist = super().get_changelist(request, **kwargs)
-        # An admin with its own ChangeList should base it on CheckedChangeList.
-        return CheckedChangeList if changelist is ChangeList else changelist
+        if issubclass(changelist, CheckedChangeList):
+            return changelist
+        if changelist is ChangeList:
+            return CheckedChangeList
+        return checked_changelist(changelist)
 
     def response_action(self, request, queryset):
         selected = request.POST.getlist(ACTION_CHECKBOX_NAME)
