@@ -1,10 +1,15 @@
 from django.db import models
 from django.db.models.functions import Lower
+from django.dispatch import Signal
 from django.utils.translation import gettext_lazy as _
 
 from integrations.registry import validate_crm_name, verbose_crm_name
 
 from .emails import canonical_email
+
+# Sent with a queryset of contacts about to be deleted through the ORM (a
+# QuerySet's or a contact's delete(); a raw SQL DELETE bypasses it).
+contacts_deleting = Signal()
 
 
 class LowercaseEmailField(models.EmailField):
@@ -21,6 +26,17 @@ class LowercaseEmailField(models.EmailField):
         return canonical_email(super().to_python(value))
 
 
+class ContactQuerySet(models.QuerySet):
+    def delete(self):
+        # Before the rows go: CRMs that mirror deletes keep what they need to
+        # remove the contact there (contacts.selection.detach_removals).
+        contacts_deleting.send(sender=Contact, contacts=self)
+        return super().delete()
+
+    delete.alters_data = True
+    delete.queryset_only = True
+
+
 class Contact(models.Model):
     email = LowercaseEmailField(_("email"), max_length=254, unique=True)
     first_name = models.CharField(_("first name"), max_length=150, blank=True)
@@ -35,6 +51,8 @@ class Contact(models.Model):
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
+    objects = ContactQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
@@ -42,9 +60,14 @@ class Contact(models.Model):
             # whatever path (ORM, bulk insert, raw SQL) wrote the row.
             models.CheckConstraint(condition=models.Q(email=Lower("email")), name="contact_email_lowercase"),
         ]
+        permissions = [("erase_contact", _("Can erase contacts from every CRM (GDPR)"))]
 
     def __str__(self):
         return self.email
+
+    def delete(self, *args, **kwargs):
+        contacts_deleting.send(sender=Contact, contacts=Contact.objects.filter(pk=self.pk))
+        return super().delete(*args, **kwargs)
 
     @property
     def full_name(self):
@@ -69,6 +92,41 @@ class ProcessingStatus(models.TextChoices):
     PROCESSING = "processing", _("Processing")
     COMPLETE = "complete", _("Complete")
     ERROR = "error", _("Error")
+    # The CRM has no record for it and crmsync will not create one without staff:
+    # its id is gone (deleted or merged away in the CRM), or the CRM is written in
+    # update_only mode and does not know the contact. last_error says which.
+    NOT_IN_CRM = "not_in_crm", _("Not in the CRM")
+    # A removal (mirror delete) or an erasure was confirmed by the CRM.
+    REMOVED = "removed", _("Removed from the CRM")
+
+
+class Operation(models.TextChoices):
+    """What the next push of a row does in the CRM. Every operation is claimed,
+    paced, retried and fenced by the engine alike."""
+
+    UPSERT = "", _("Create or update")
+    # Mirror a local delete or skip: HubSpot archives, Brevo and Mautic delete.
+    REMOVE = "remove", _("Remove from the CRM")
+    # A GDPR erasure: each CRM's own erase; never given up.
+    ERASE = "erase", _("Erase (GDPR)")
+
+
+class CRMEvent(models.TextChoices):
+    """What the CRM last told us about the person (its inbound webhooks)."""
+
+    NONE = "", _("(none)")
+    UNSUBSCRIBED = "unsubscribed", _("Unsubscribed")
+    HARD_BOUNCE = "hard_bounce", _("Hard bounce")
+    SPAM_COMPLAINT = "spam_complaint", _("Spam complaint")
+    DELETED = "deleted", _("Deleted in the CRM")
+    PRIVACY_DELETED = "privacy_deleted", _("Privacy deletion in the CRM")
+    MERGED = "merged", _("Merged in the CRM")
+
+
+# Events that withdraw consent: crmsync never sends anything that would undo them.
+OPT_OUT_EVENTS = (CRMEvent.UNSUBSCRIBED, CRMEvent.HARD_BOUNCE, CRMEvent.SPAM_COMPLAINT)
+# Events after which the CRM has no record: not created again unless staff select it.
+GONE_EVENTS = (CRMEvent.DELETED, CRMEvent.PRIVACY_DELETED)
 
 
 class PendingDecision(models.TextChoices):
@@ -80,6 +138,8 @@ class PendingDecision(models.TextChoices):
     SKIP = "skip", _("Skip when the push in flight ends")
     # Staff unselected it: back to New, nothing queued, nothing deleted in the CRM.
     UNSELECT = "unselect", _("Back to New when the push in flight ends")
+    # An erasure began during a push: the row (operation erase) is queued after it.
+    ERASE = "erase", _("Erase when the push in flight ends")
 
 
 def _queued_due(now):
@@ -181,8 +241,16 @@ class ContactSync(models.Model):
     and integrations.engine with its breaker and leases (worker) write its status
     fields."""
 
-    contact = models.ForeignKey(Contact, on_delete=models.CASCADE, related_name="syncs", verbose_name=_("contact"))
+    # NULL once the contact was deleted locally while a removal (mirror delete) or
+    # an erasure for it is still to be delivered: the row keeps what the engine
+    # needs (the CRM's id) and goes when the CRM confirms. See selection.detach_removals.
+    contact = models.ForeignKey(
+        Contact, on_delete=models.CASCADE, null=True, blank=True, related_name="syncs", verbose_name=_("contact")
+    )
     crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
+    operation = models.CharField(
+        _("operation"), max_length=16, choices=Operation.choices, default=Operation.UPSERT, blank=True
+    )
     sync_status = models.CharField(_("sync status"), max_length=16, choices=SyncStatus.choices, default=SyncStatus.NEW)
     processing_status = models.CharField(
         _("processing status"),
@@ -199,6 +267,21 @@ class ContactSync(models.Model):
     external_id = models.CharField(_("ID in the CRM"), max_length=100, blank=True)
     synced_at = models.DateTimeField(_("synced at"), null=True, blank=True)
     synced_hash = models.CharField(_("hash of the synced payload"), max_length=64, blank=True)
+    # The email the CRM's record had after the last accepted push, in crmsync's
+    # form: a push after an email change tells the CRM the old one (n8n) and staff
+    # see which address the CRM knows.
+    synced_email = models.CharField(_("email in the CRM"), max_length=254, blank=True)
+    crm_event = models.CharField(
+        _("CRM event"), max_length=20, choices=CRMEvent.choices, default=CRMEvent.NONE, blank=True
+    )
+    crm_event_at = models.DateTimeField(_("CRM event at"), null=True, blank=True)
+    # Set by an opt-out event (unsubscribe, hard bounce, spam complaint): shown to
+    # staff and never undone by a sync (no payload carries a subscription state).
+    opted_out_at = models.DateTimeField(_("opted out at"), null=True, blank=True)
+    # The erasure this row delivers (operation erase), whose proof it writes to.
+    erasure = models.ForeignKey(
+        "Erasure", on_delete=models.SET_NULL, null=True, blank=True, related_name="syncs", verbose_name=_("erasure")
+    )
     # Set while Processing by a staff decision or a change to the contact; the
     # record step applies it, so nothing decided mid-push is lost.
     pending_decision = models.CharField(
@@ -249,7 +332,7 @@ class ContactSync(models.Model):
         ]
 
     def __str__(self):
-        return "%s for %s" % (self.contact_id, self.crm_label)
+        return "%s for %s" % (self.contact_id or "(deleted contact)", self.crm_label)
 
     @property
     def crm_label(self):
@@ -298,3 +381,88 @@ class SyncAttempt(models.Model):
             self.attempted_at,
             self.outcome,
         )
+
+
+class ErasureStatus(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    COMPLETE = "complete", _("Complete")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class Erasure(models.Model):
+    """Proof that a person was erased from every CRM (GDPR Art. 17), kept without
+    personal data: who asked, when, a keyed hash of the email (contacts.suppression)
+    and each CRM's answer (ErasureResult). The address itself is kept only while
+    some CRM has yet to confirm, since it is what the CRMs are asked to erase, and
+    is blanked when the erasure completes or is cancelled."""
+
+    email_hash = models.CharField(_("keyed hash of the email"), max_length=64, db_index=True)
+    email = models.CharField(_("email (until erased)"), max_length=254, blank=True)
+    requested_by = models.CharField(_("requested by"), max_length=150)
+    requested_via = models.CharField(_("requested via"), max_length=16)
+    requested_at = models.DateTimeField(_("requested at"))
+    status = models.CharField(
+        _("status"), max_length=16, choices=ErasureStatus.choices, default=ErasureStatus.PENDING, db_index=True
+    )
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+    cancelled_by = models.CharField(_("cancelled by"), max_length=150, blank=True)
+    # Whether the local contact was found and deleted when every CRM confirmed.
+    local_contact_deleted = models.BooleanField(_("local contact deleted"), default=False)
+
+    class Meta:
+        verbose_name = _("erasure")
+        verbose_name_plural = _("erasures")
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self):
+        return "Erasure %s (%s)" % (self.pk, self.get_status_display())
+
+
+class ErasureOutcome(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    ERASED = "erased", _("Erased")
+    NOT_FOUND = "not_found", _("Not found: nothing to erase")
+    NOT_CONFIGURED = "not_configured", _("Not configured: erase there by hand")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class ErasureResult(models.Model):
+    """One CRM's part of an erasure: its answer with any email removed."""
+
+    erasure = models.ForeignKey(Erasure, on_delete=models.CASCADE, related_name="results")
+    crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=ErasureOutcome.choices, default=ErasureOutcome.PENDING
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    first_attempt_at = models.DateTimeField(_("first attempt at"), null=True, blank=True)
+    last_attempt_at = models.DateTimeField(_("last attempt at"), null=True, blank=True)
+    confirmed_at = models.DateTimeField(_("confirmed at"), null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(_("HTTP status"), null=True, blank=True)
+    answer = models.TextField(_("the CRM's answer (emails removed)"), blank=True)
+
+    class Meta:
+        verbose_name = _("erasure result")
+        verbose_name_plural = _("erasure results")
+        constraints = [models.UniqueConstraint(fields=["erasure", "crm"], name="erasureresult_unique_crm")]
+        ordering = ["crm"]
+
+    def __str__(self):
+        return "%s: %s" % (verbose_crm_name(self.crm), self.get_outcome_display())
+
+
+class Suppression(models.Model):
+    """An erased person's keyed email hash: imports, API upserts and enrichment
+    callbacks with that email are refused until staff lift it."""
+
+    email_hash = models.CharField(_("keyed hash of the email"), max_length=64, unique=True)
+    erasure = models.ForeignKey(Erasure, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    created_at = models.DateTimeField(_("suppressed at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("suppressed email")
+        verbose_name_plural = _("suppressed emails")
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return "Suppressed %s…" % self.email_hash[:12]

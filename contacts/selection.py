@@ -19,13 +19,22 @@ from collections import Counter
 from dataclasses import dataclass
 
 from django.db import connections, transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
+from django.dispatch import receiver
 from django.utils import timezone
 
-from integrations.registry import validate_crm_names
+from integrations.registry import mirroring_crms, validate_crm_names
 
 from .bulk import Sql, set_clauses, update_from_values
-from .models import ContactSync, PendingDecision, ProcessingStatus, SyncStatus
+from .models import (
+    Contact,
+    ContactSync,
+    Operation,
+    PendingDecision,
+    ProcessingStatus,
+    SyncStatus,
+    contacts_deleting,
+)
 
 # Columns the upsert writes, in the order of the SELECT list below.
 _UPSERT_COLUMNS = (
@@ -39,6 +48,9 @@ _UPSERT_COLUMNS = (
     "external_id",
     "synced_hash",
     "pending_decision",
+    "operation",
+    "synced_email",
+    "crm_event",
     "created_at",
     "updated_at",
 )
@@ -76,15 +88,81 @@ def skip(contacts, crms):
 
 
 def _skip(contacts, crms):
-    return _upsert(
+    now = timezone.now()
+    done = _upsert(
         contacts,
         crms,
         sync_status=SyncStatus.SKIPPED,
         processing_status=ProcessingStatus.NONE,
         next_attempt_at=None,
-        now=timezone.now(),
+        now=now,
         reset_attempts=False,
         in_flight=PendingDecision.SKIP,
+    )
+    _queue_removals(ContactSync.objects.filter(contact__in=_pks(contacts), crm__in=crms), now)
+    return done
+
+
+def _queue_removals(rows, now):
+    """Skipped rows the CRM holds a record for are removed from it, for CRMs that
+    mirror deletes (<CRM>_MIRROR_DELETES). A row skipped while in flight gets its
+    removal when its batch records (the engine applies the same rule)."""
+    mirroring = mirroring_crms()
+    if not mirroring:
+        return 0
+    return (
+        rows.filter(crm__in=mirroring, sync_status=SyncStatus.SKIPPED, processing_status=ProcessingStatus.NONE)
+        .exclude(external_id="")
+        .update(
+            operation=Operation.REMOVE,
+            processing_status=ProcessingStatus.QUEUED,
+            next_attempt_at=now,
+            attempts=0,
+            last_error="",
+            first_failed_at=None,
+            updated_at=now,
+        )
+    )
+
+
+def not_being_erased(contacts):
+    """`contacts` without those an erasure is under way for: staff decisions do
+    not apply to them (the erasure can be cancelled in the admin)."""
+    erasing = ContactSync.objects.filter(operation=Operation.ERASE, contact__isnull=False).exclude(
+        processing_status=ProcessingStatus.REMOVED
+    )
+    return contacts.exclude(pk__in=erasing.values("contact_id"))
+
+
+@receiver(contacts_deleting, sender=Contact, dispatch_uid="contacts.selection.detach_removals")
+def detach_removals(sender, contacts, **kwargs):
+    """Contacts are being deleted through the ORM. Rows whose work must outlive the
+    contact are detached from it (contact NULL) instead of cascading away: a
+    pending erasure, and for CRMs that mirror deletes a row the CRM holds a record
+    for (or may, once the push in flight records), which becomes a removal. The
+    engine deletes a detached row once it has nothing left to deliver."""
+    now = timezone.now()
+    rows = ContactSync.objects.filter(contact__in=_pks(contacts))
+    rows.filter(operation=Operation.ERASE).exclude(processing_status=ProcessingStatus.REMOVED).update(contact=None)
+    mirroring = mirroring_crms()
+    if not mirroring:
+        return
+    mirrored = rows.filter(crm__in=mirroring).exclude(operation=Operation.ERASE)
+    # In flight: skipped when its batch records, then removed if it has an id.
+    mirrored.filter(processing_status=ProcessingStatus.PROCESSING).update(
+        contact=None, pending_decision=PendingDecision.SKIP, updated_at=now
+    )
+    mirrored.exclude(Q(external_id="") | Q(processing_status=ProcessingStatus.PROCESSING)).update(
+        contact=None,
+        operation=Operation.REMOVE,
+        sync_status=SyncStatus.SKIPPED,
+        processing_status=ProcessingStatus.QUEUED,
+        next_attempt_at=now,
+        attempts=0,
+        last_error="",
+        first_failed_at=None,
+        pending_decision=PendingDecision.NONE,
+        updated_at=now,
     )
 
 
@@ -106,6 +184,7 @@ def _unselect(contacts, crms):
     crms = validate_crm_names(crms)
     if not crms:
         return {}
+    contacts = not_being_erased(contacts)
     connection = connections[contacts.db]
     table = connection.ops.quote_name(ContactSync._meta.db_table)
     cleared = {
@@ -175,6 +254,7 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     crms = validate_crm_names(crms)
     if not crms:
         return {}
+    contacts = not_being_erased(contacts)
     connection = connections[contacts.db]
     quote = connection.ops.quote_name
     contact_sql, contact_params = contacts.order_by().values(selected_id=F("pk")).query.sql_with_params()
@@ -184,7 +264,7 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     # SQLite needs the WHERE on the SELECT to parse ON CONFLICT after it.
     sql = (
         "INSERT INTO {table} ({columns}) "
-        "SELECT contact.selected_id, crm.name, %s, %s, 0, %s, '', '', '', '', %s, %s "
+        "SELECT contact.selected_id, crm.name, %s, %s, 0, %s, '', '', '', '', '', '', '', %s, %s "
         "FROM ({contact_sql}) contact CROSS JOIN ({crm_sql}) crm WHERE 1 = 1 "
         "ON CONFLICT (contact_id, crm) DO UPDATE SET {updates} "
         "RETURNING crm, processing_status"
@@ -237,7 +317,8 @@ def _decided(reset_attempts):
         "updated_at": "excluded.updated_at",
     }
     if reset_attempts:
-        decided.update({"attempts": "0", "last_error": "''", "first_failed_at": "NULL"})
+        # A select is a new decision: any removal queued before it is dropped.
+        decided.update({"attempts": "0", "last_error": "''", "first_failed_at": "NULL", "operation": "''"})
     return decided
 
 

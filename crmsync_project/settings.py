@@ -224,3 +224,8 @@ if SENTRY_DSN:
         release=env.str("SENTRY_RELEASE", default="") or None,
         traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
     )
+
+# The key of the keyed hash (HMAC-SHA256) that erasure proofs and the suppression
+# list hold instead of an email. Its own secret, not SECRET_KEY: rotating either
+# must not break the other. Erasure refuses to start without it (contacts.W001).
+CRMSYNC_SUPPRESSION_KEY = env.str("CRMSYNC_SUPPRESSION_KEY", default="")

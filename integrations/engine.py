@@ -28,11 +28,14 @@ from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from contacts import erasure
 from contacts.bulk import Sql, update_from_values
+from contacts.emails import canonical_email
 from contacts.models import (
     AttemptOutcome,
     Contact,
     ContactSync,
+    Operation,
     PendingDecision,
     ProcessingStatus,
     SyncAttempt,
@@ -71,6 +74,8 @@ class RunResult:
     retry_scheduled: int = 0
     failed: int = 0
     waited: int = 0
+    # The CRM had no record to update and none was created (id gone, update_only).
+    not_in_crm: int = 0
     discarded: int = 0
     # Results of contacts deleted while they were pushed: dropped with their rows.
     deleted: int = 0
@@ -82,7 +87,17 @@ class RunResult:
     paused_by: str = ""
 
     def add(self, other):
-        for name in ("claimed", "accepted", "retry_scheduled", "failed", "waited", "discarded", "deleted", "batches"):
+        for name in (
+            "claimed",
+            "accepted",
+            "retry_scheduled",
+            "failed",
+            "waited",
+            "not_in_crm",
+            "discarded",
+            "deleted",
+            "batches",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         if other.paused_until or other.paused_by:
             self.paused_until, self.pause_reason, self.paused_by = (
@@ -204,7 +219,7 @@ class SyncEngine:
         token, ids = self.claim_ids(limit)
         # By primary key: the token has no index, and only guards against rows
         # that the compare-and-set left to another worker.
-        claimed = ContactSync.objects.filter(pk__in=ids, claim_token=token).select_related("contact")
+        claimed = ContactSync.objects.filter(pk__in=ids, claim_token=token).select_related("contact", "erasure")
         return _Batch(token=token, rows=list(claimed) if ids else [])
 
     def claim_ids(self, limit):
@@ -260,6 +275,9 @@ class SyncEngine:
         now = self.clock()
         for row in batch.rows:
             item = SyncItem(key=row.pk, contact=row.contact, payload=None)
+            if row.operation:
+                batch.items.append(self._removal_item(row))
+                continue
             if row.pk in self.reclaimed and self.policy.gives_up(row.attempts - 1, row.first_failed_at, now):
                 batch.outcomes.append(
                     Outcome.permanent(
@@ -279,11 +297,37 @@ class SyncEngine:
                 batch.outcomes.append(Outcome.retry(item, self._unexpected_error_message()))
                 batch.unexplained.add(row.pk)
                 continue
-            batch.items.append(SyncItem(key=row.pk, contact=row.contact, payload=payload, external_id=row.external_id))
+            batch.items.append(self._upsert_item(row, payload))
         if batch.items:
             started = time.monotonic()
             batch.outcomes += self._call_backend(batch, batch.items)
             batch.duration_ms = int((time.monotonic() - started) * 1000)
+
+    def _upsert_item(self, row, payload):
+        email = self.backend.crm_email(row.contact.email)
+        previous = self.backend.crm_email(row.synced_email) if row.synced_email else ""
+        return SyncItem(
+            key=row.pk,
+            contact=row.contact,
+            payload=payload,
+            external_id=row.external_id,
+            email=email,
+            previous_email=previous if previous != email else "",
+        )
+
+    def _removal_item(self, row):
+        """A removal or erasure finds the record by the CRM's id, else by the
+        address: the contact's, or for a contact gone locally the erasure's or the
+        one last synced."""
+        address = row.contact.email if row.contact else (row.erasure.email if row.erasure else row.synced_email)
+        return SyncItem(
+            key=row.pk,
+            contact=row.contact,
+            payload=None,
+            external_id=row.external_id,
+            operation=row.operation,
+            email=self.backend.crm_email(address) if address else "",
+        )
 
     def _call_backend(self, batch, items):
         try:
@@ -337,27 +381,39 @@ class SyncEngine:
         rows_by_key = {row.pk: row for row in batch.rows}
         payloads = {item.key: item.payload for item in batch.items}
         accepted, retry, failed, asked_to_wait, held_by_breaker = self._sort_outcomes(batch, breaker_open, now)
+        removed = [o for o in accepted if rows_by_key[o.key].operation]
+        not_in_crm = [o for o in accepted if o.kind is OutcomeKind.NOT_IN_CRM]
+        accepted = [o for o in accepted if o not in removed and o not in not_in_crm]
         changed = self._changed_during_push(accepted, payloads)
         with transaction.atomic():
-            written = self._record_accepted(batch.token, accepted, payloads, now)
+            written = self._record_accepted(batch.token, accepted, payloads, rows_by_key, now)
+            written += self._record_removed(batch.token, removed, now)
+            written += self._record_not_in_crm(batch.token, not_in_crm, now)
             written += self._record_retry(batch.token, retry, rows_by_key, now)
             written += self._record_failed(batch.token, failed, rows_by_key, now)
             written += self._record_waiting(batch.token, {o.key: now + _wait(o) for o in asked_to_wait}, now)
             written += self._record_waiting(batch.token, {o.key: until_probe for o in held_by_breaker}, now)
             self._apply_pending_decisions(written, changed, now)
+            self._settle_removals(written, rows_by_key, now)
+            erasure.record_answers(
+                [(rows_by_key[o.key], o) for o in batch.outcomes if o.key in written and rows_by_key[o.key].erasure_id],
+                now,
+            )
             decided = {
-                **{o.key: AttemptOutcome.ACCEPTED for o in accepted},
+                **{o.key: AttemptOutcome.ACCEPTED for o in accepted + removed},
+                **{o.key: AttemptOutcome.FAILED for o in not_in_crm},
                 **{o.key: AttemptOutcome.RETRY for o in retry},
                 **{o.key: AttemptOutcome.WAITED for o in asked_to_wait + held_by_breaker},
                 **{o.key: AttemptOutcome.FAILED for o in failed},
             }
-            contacts = _lock_existing_contacts({rows_by_key[key].contact_id for key in written})
+            contacts = _lock_existing_contacts({rows_by_key[key].contact_id for key in written} - {None})
             SyncAttempt.objects.bulk_create(
                 self._attempt_rows(
                     batch, decided, now, {key for key in written if rows_by_key[key].contact_id in contacts}
                 )
             )
-        result.accepted, result.retry_scheduled = len(accepted), len(retry)
+        result.accepted, result.retry_scheduled = len(accepted) + len(removed), len(retry)
+        result.not_in_crm = len(not_in_crm)
         result.failed, result.waited = len(failed), len(asked_to_wait) + len(held_by_breaker)
         self._count_unwritten(batch, set(written), result)
         if asked_to_wait:
@@ -371,15 +427,17 @@ class SyncEngine:
         accepted, retry, failed, asked_to_wait, held_by_breaker = [], [], [], [], []
         for outcome in batch.outcomes:
             row = rows_by_key[outcome.key]
-            if outcome.kind is OutcomeKind.ACCEPTED:
+            if outcome.kind in (OutcomeKind.ACCEPTED, OutcomeKind.NOT_IN_CRM):
                 accepted.append(outcome)
             elif outcome.kind is OutcomeKind.WAIT:
                 asked_to_wait.append(outcome)
             elif outcome.kind is OutcomeKind.RETRY and breaker_open and outcome.key not in batch.unexplained:
                 held_by_breaker.append(outcome)
-            elif outcome.kind is OutcomeKind.RETRY and not self.policy.gives_up(
-                row.attempts, row.first_failed_at or now, now
+            elif row.operation == Operation.ERASE or (
+                outcome.kind is OutcomeKind.RETRY
+                and not self.policy.gives_up(row.attempts, row.first_failed_at or now, now)
             ):
+                # An erasure is never given up: it waits for the CRM, or for staff to cancel it.
                 retry.append(outcome)
             else:
                 failed.append(outcome)
@@ -413,7 +471,8 @@ class SyncEngine:
         if not accepted or not self.policy.sync_on_change:
             return set()
         pushed = {o.key: payload_hash(payloads[o.key]) for o in accepted}
-        rows = ContactSync.objects.filter(pk__in=pushed).select_related("contact")
+        # A contact deleted during the push has no payload now; its removal follows.
+        rows = ContactSync.objects.filter(pk__in=pushed).exclude(contact=None).select_related("contact")
         now_hashes = {row.pk: (row.contact, self._hash_now(row.contact)) for row in rows}
         changed = {key for key, (_contact, now_hash) in now_hashes.items() if now_hash != pushed[key]}
         if changed:
@@ -457,13 +516,20 @@ class SyncEngine:
                 result.deleted,
             )
 
-    def _record_accepted(self, token, outcomes, payloads, now):
-        rows = {o.key: (o.external_id, payload_hash(payloads[o.key])) for o in outcomes}
+    def _record_accepted(self, token, outcomes, payloads, rows_by_key, now):
+        rows = {
+            o.key: (o.external_id, payload_hash(payloads[o.key]), canonical_email(rows_by_key[o.key].contact.email))
+            for o in outcomes
+        }
         return _write_claimed(
             token,
             rows,
             # An accepted row without an id (n8n answers none) keeps the one it had.
-            per_row={"external_id": "COALESCE(NULLIF({v}, ''), {column})", "synced_hash": "{v}"},
+            per_row={
+                "external_id": "COALESCE(NULLIF({v}, ''), {column})",
+                "synced_hash": "{v}",
+                "synced_email": "{v}",
+            },
             fixed={
                 "sync_status": SyncStatus.COMPLETE,
                 "processing_status": ProcessingStatus.COMPLETE,
@@ -474,6 +540,65 @@ class SyncEngine:
                 "updated_at": now,
             },
         )
+
+    def _record_removed(self, token, outcomes, now):
+        """The CRM confirmed a removal or erasure, or had no such record: the row
+        keeps no trace of the CRM's record."""
+        return _write_claimed(
+            token,
+            {o.key: (clip(o.answer),) for o in outcomes},
+            per_row={"last_error": None},
+            fixed={
+                "processing_status": ProcessingStatus.REMOVED,
+                "external_id": "",
+                "synced_email": "",
+                "synced_hash": "",
+                "synced_at": None,
+                "last_error": "",
+                "next_attempt_at": None,
+                "first_failed_at": None,
+                "updated_at": now,
+            },
+        )
+
+    def _record_not_in_crm(self, token, outcomes, now):
+        """The CRM has no record to update, and crmsync creates none (its id is gone,
+        or update_only): the row says why and waits for staff to select it again."""
+        return _write_claimed(
+            token,
+            {o.key: (clip(o.message),) for o in outcomes},
+            per_row={"last_error": "{v}"},
+            fixed={
+                "sync_status": SyncStatus.SELECTED,
+                "processing_status": ProcessingStatus.NOT_IN_CRM,
+                "external_id": "",
+                "synced_email": "",
+                "synced_hash": "",
+                "next_attempt_at": None,
+                "first_failed_at": None,
+                "updated_at": now,
+            },
+        )
+
+    def _settle_removals(self, written, rows_by_key, now):
+        """After the record: a row skipped with a CRM id, for a CRM that mirrors
+        deletes, is queued for removal; a row whose contact is gone locally and that
+        has nothing left to deliver goes."""
+        if not written:
+            return
+        rows = ContactSync.objects.filter(pk__in=written)
+        if self.backend.mirrors_deletes():
+            rows.filter(sync_status=SyncStatus.SKIPPED, processing_status=ProcessingStatus.NONE).exclude(
+                external_id=""
+            ).update(
+                operation=Operation.REMOVE,
+                processing_status=ProcessingStatus.QUEUED,
+                next_attempt_at=now,
+                attempts=0,
+                updated_at=now,
+            )
+        settled = [ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]
+        rows.filter(contact=None, erasure=None).exclude(processing_status__in=settled).delete()
 
     def _record_retry(self, token, outcomes, rows_by_key, now):
         rows = {
@@ -548,7 +673,7 @@ class SyncEngine:
             pending_decision=PendingDecision.NONE,
             updated_at=now,
         )
-        requeue = Q(pending_decision=PendingDecision.SELECT)
+        requeue = Q(pending_decision__in=[PendingDecision.SELECT, PendingDecision.ERASE])
         if changed:
             requeue |= Q(pk__in=changed, pending_decision=PendingDecision.NONE)
         rows.filter(requeue).update(

@@ -199,3 +199,22 @@ class Enrichment(models.Model):
 
     def __str__(self):
         return self.enrichment_id
+
+
+class WebhookEvent(models.Model):
+    """An inbound CRM event already taken: the same event again (a CRM retries
+    until it sees a 2xx) changes nothing. Keyed by the CRM's own event id, or where
+    a CRM sends none, by a digest of the event (see each CRM's webhook parser)."""
+
+    crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
+    event_id = models.CharField(_("event id"), max_length=200)
+    kind = models.CharField(_("event"), max_length=32)
+    received_at = models.DateTimeField(_("received at"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("CRM webhook event")
+        verbose_name_plural = _("CRM webhook events")
+        constraints = [models.UniqueConstraint(fields=["crm", "event_id"], name="webhookevent_unique_event")]
+
+    def __str__(self):
+        return "%s %s %s" % (verbose_crm_name(self.crm), self.kind, self.event_id)

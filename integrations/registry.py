@@ -28,6 +28,7 @@ __all__ = [
     "enabled_backend_classes",
     "get_backend_class",
     "get_enabled_backend_class",
+    "mirroring_crms",
     "validate_crm_name",
     "validate_crm_names",
     "verbose_crm_name",
@@ -113,6 +114,11 @@ def backend_classes():
 
 def enabled_backend_classes():
     return tuple(cls for cls in backend_classes() if cls.is_enabled())
+
+
+def mirroring_crms():
+    """Names of the configured CRMs that mirror local deletes (<CRM>_MIRROR_DELETES)."""
+    return [cls.name for cls in enabled_backend_classes() if cls.mirrors_deletes()]
 
 
 def get_backend_class(name):

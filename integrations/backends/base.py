@@ -51,22 +51,48 @@ LOWER_CASE_FIELD_MAP = {
 EMAIL_FORMS = {"unicode": canonical_email, "ascii": ascii_email}
 
 
+# How a CRM is written (<CRM>_SYNC_MODE), for CRMs that set supports_sync_modes.
+UPSERT, UPDATE_ONLY, CREATE_ONLY = "upsert", "update_only", "create_only"
+SYNC_MODES = (UPSERT, UPDATE_ONLY, CREATE_ONLY)
+# SyncItem.operation values; the same strings as contacts.models.Operation.
+REMOVE, ERASE = "remove", "erase"
+
+
 class OutcomeKind(enum.Enum):
     ACCEPTED = "accepted"
     RETRY = "retry"
     WAIT = "wait"
     PERMANENT = "permanent"
+    # The CRM has no record to update (its id is gone, or update_only found none):
+    # nothing is created, and the row says so until staff select it again.
+    NOT_IN_CRM = "not_in_crm"
 
 
 @dataclass(frozen=True)
 class SyncItem:
-    """One contact to push: `key` identifies its ContactSync row; `external_id`
-    is the CRM's id for it from an earlier sync, or ""."""
+    """One operation on one contact: `key` identifies its ContactSync row.
+
+    - `operation`: "" to create or update, REMOVE (mirror a delete) or ERASE (GDPR);
+    - `payload`: what build_payload made (upserts only);
+    - `external_id`: the CRM's id for the contact from an earlier sync, or "";
+    - `email`: the address in the form this CRM takes; for a removal or erasure of
+      a contact deleted locally, the only thing left to find the record by;
+    - `previous_email`: the address the CRM's record had when it differs from
+      `email` (the email was changed since the last sync), in the CRM's form.
+    `contact` is None for a removal or erasure whose contact is gone locally.
+    """
 
     key: int
     contact: object
     payload: dict
     external_id: str = ""
+    operation: str = ""
+    email: str = ""
+    previous_email: str = ""
+
+    @property
+    def is_removal(self):
+        return self.operation in (REMOVE, ERASE)
 
 
 @dataclass(frozen=True)
@@ -77,10 +103,26 @@ class Outcome:
     message: str = ""
     retry_after: float = None
     http_status: int = None
+    # A removal or erasure: whether the CRM had the record (False: "not found",
+    # which is done too), and its answer for the erasure's proof.
+    found: bool = True
+    answer: str = ""
 
     @classmethod
-    def accepted(cls, item, external_id="", *, http_status=None):
-        return cls(item.key, OutcomeKind.ACCEPTED, external_id=str(external_id or ""), http_status=http_status)
+    def accepted(cls, item, external_id="", *, http_status=None, message=""):
+        """The CRM took it; `message` notes anything staff should know (kept on the attempt)."""
+        return cls(
+            item.key, OutcomeKind.ACCEPTED, external_id=str(external_id or ""), http_status=http_status, message=message
+        )
+
+    @classmethod
+    def removed(cls, item, *, http_status=None, found=True, answer=""):
+        """The CRM confirmed a removal or erasure, or had no such record (`found` False)."""
+        return cls(item.key, OutcomeKind.ACCEPTED, http_status=http_status, found=found, answer=answer)
+
+    @classmethod
+    def not_in_crm(cls, item, message, *, http_status=None):
+        return cls(item.key, OutcomeKind.NOT_IN_CRM, message=message, http_status=http_status)
 
     @classmethod
     def retry(cls, item, message, *, retry_after=None, http_status=None):
@@ -112,12 +154,14 @@ class CRMBackend:
       `default_timeout_seconds`, `default_concurrency`.
 
     Hooks, in the order of the flow: `build_payload(contact)` (required),
-    `contacts_per_request()`, `send(chunk)` (required), `classify(response)` with
+    `chunks(items)` with `contacts_per_request()`, `send(chunk)` (required), `classify(response)` with
     its parts (`raise_for_account_error`, `rate_limit_message`, `rate_limit_wait`,
     `credentials_rejected_message`, `error_message`), `parse_outcomes(chunk,
     response)` (required), `split_rejected(response)`, `after_push(items,
     outcomes)`; for set-up, `existing_custom_fields()` and
-    `create_custom_field(name)`. A backend does HTTP only: no model, no database;
+    `create_custom_field(name)`. Removals and erasures (SyncItem.operation) go one
+    request per contact through `send_removal(item)`, `removal_not_found(item,
+    response)` and `removal_outcome(item, response)`. A backend does HTTP only: no model, no database;
     the engine records what it returns and pauses the CRM when it raises
     CRMUnavailable.
     """
@@ -136,6 +180,9 @@ class CRMBackend:
     default_requests_per_second = None
     default_timeout_seconds = 30
     default_concurrency = 1
+    # Whether <CRM>_SYNC_MODE applies (upsert, update_only, create_only); a CRM
+    # that only receives events (n8n) has none.
+    supports_sync_modes = False
     # Whether ensure_custom_fields applies (the CRM needs its fields created first).
     has_custom_fields = False
     # Custom field names the CRM has built in, as custom_field_key() gives them.
@@ -212,6 +259,23 @@ class CRMBackend:
             return self.default_concurrency
         return self.setting("CONCURRENCY", self.default_concurrency, cast=int)
 
+    def sync_mode(self):
+        """How the CRM is written: UPSERT (the default), UPDATE_ONLY or CREATE_ONLY."""
+        if not self.supports_sync_modes:
+            return UPSERT
+        mode = str(self.setting("SYNC_MODE", UPSERT)).strip().lower() or UPSERT
+        if mode not in SYNC_MODES:
+            raise CRMConfigurationError(
+                "%s must be one of %s; it is %r." % (setting_name(self.name, "SYNC_MODE"), ", ".join(SYNC_MODES), mode)
+            )
+        return mode
+
+    @classmethod
+    def mirrors_deletes(cls):
+        """Whether a contact deleted locally, or skipped after it was synced, is
+        removed from this CRM too (<CRM>_MIRROR_DELETES)."""
+        return bool(get_crm_setting(cls.name, "MIRROR_DELETES", False, cast=bool))
+
     def requests_per_second(self):
         """The pace every worker together keeps, or None for a CRM without one."""
         if not self.default_requests_per_second:
@@ -268,8 +332,9 @@ class CRMBackend:
 
         A rate limit stops the requests not yet sent (their contacts wait); a
         CRMUnavailable stops them too and is raised for the whole batch."""
-        size = self.contacts_per_request() or len(items)
-        chunks = [items[start : start + size] for start in range(0, len(items), size)]
+        upserts = [item for item in items if not item.is_removal]
+        # A removal or erasure is one request per contact, in every CRM.
+        chunks = self.chunks(upserts) + [[item] for item in items if item.is_removal]
         slots = self.pacer.reserve(len(chunks))
         halt = _Halt()
         if self.concurrency() <= 1 or len(chunks) <= 1:
@@ -279,7 +344,18 @@ class CRMBackend:
                 results = list(pool.map(self._push_chunk, chunks, slots, [halt] * len(chunks)))
         if halt.error:
             raise halt.error
-        return self.after_push(items, [outcome for outcomes in results for outcome in outcomes])
+        outcomes = [outcome for outcomes in results for outcome in outcomes]
+        keys = {item.key for item in upserts}
+        upserted = [o for o in outcomes if o.key in keys]
+        return self.after_push(upserts, upserted) + [o for o in outcomes if o.key not in keys]
+
+    def chunks(self, items):
+        """Hook: the upserts of a batch in the groups sent one request each; by
+        default runs of contacts_per_request()."""
+        if not items:
+            return []
+        size = self.contacts_per_request() or len(items)
+        return [items[start : start + size] for start in range(0, len(items), size)]
 
     def _push_chunk(self, chunk, slot, halt):
         if not halt.waiting and not halt.error:
@@ -298,6 +374,8 @@ class CRMBackend:
 
     def send_and_judge(self, chunk):
         """One request for `chunk`, and what it says of each contact in it."""
+        if chunk[0].is_removal:
+            return [self.remove_and_judge(chunk[0])]
         try:
             response = self.send(chunk)
             rejection = self.classify(response)
@@ -312,6 +390,44 @@ class CRMBackend:
         if len(chunk) > 1 and self.split_rejected(response):
             return self._split(chunk)
         return [Outcome.permanent(item, rejection.message, http_status=rejection.status_code) for item in chunk]
+
+    def remove_and_judge(self, item):
+        """One removal or erasure request, and its outcome. The CRM not having the
+        record is done ("not found"), not an error: there is nothing to remove."""
+        try:
+            response = self.send_removal(item)
+            if response is None:
+                return Outcome.removed(item, found=False, answer="No %s record to remove." % self.verbose_name)
+            if self.removal_not_found(item, response):
+                return Outcome.removed(
+                    item, http_status=response.status_code, found=False, answer=removal_answer(response)
+                )
+            rejection = self.classify(response)
+        except RateLimited as exc:
+            return Outcome.wait(item, exc.message, retry_after=exc.retry_after)
+        except RetryableError as exc:
+            return Outcome.retry(item, str(exc), retry_after=exc.retry_after)
+        except PermanentError as exc:
+            return Outcome.permanent(item, exc.message, http_status=exc.status_code)
+        if rejection is None:
+            return self.removal_outcome(item, response)
+        if isinstance(rejection, RetryableError):
+            return Outcome.retry(item, rejection.message, http_status=rejection.status_code)
+        return Outcome.permanent(item, rejection.message, http_status=rejection.status_code)
+
+    def send_removal(self, item):
+        """Hook: send the request that removes (item.operation REMOVE) or erases
+        (ERASE) the contact, found by item.external_id or else item.email; return
+        the response, or None when the CRM is known to have no such record."""
+        raise PermanentError("%s cannot remove or erase contacts." % self.verbose_name, crm=self.name)
+
+    def removal_not_found(self, item, response):
+        """Hook: whether the answer says the CRM has no such record (done)."""
+        return response.status_code == 404
+
+    def removal_outcome(self, item, response):
+        """Hook: the outcome of a removal the CRM answered with a 2xx."""
+        return Outcome.removed(item, http_status=response.status_code, answer=removal_answer(response))
 
     def _split(self, chunk):
         """The CRM refused the whole request because of some of its contacts: send
@@ -514,6 +630,13 @@ class _Halt:
 
     waiting = None  # the Outcome of a contact that waits for the CRM
     error = None  # a CRMUnavailable, raised for the whole batch
+
+
+def removal_answer(response):
+    """A removal's answer as the proof keeps it: status and body, one short line
+    (the engine removes any email address from it before storing it)."""
+    body = " ".join((response.text or "").split())
+    return ("HTTP %d %s" % (response.status_code, body[:500])).strip()
 
 
 def first_waiting(outcomes):
