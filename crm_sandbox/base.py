@@ -5,6 +5,8 @@ import math
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -185,6 +187,12 @@ def whole_seconds(seconds):
     return max(1, math.ceil(seconds))
 
 
+# Every emulator that sends webhooks takes these settings (POST
+# /_sandbox/<crm>/settings): where to send its events, and the secret it signs
+# or authenticates them with, as the real CRM is configured in its UI.
+WEBHOOK_SETTINGS = {"webhook_url": "", "webhook_secret": ""}
+
+
 class Emulator:
     """One CRM's API. A subclass sets `name` and `SETTINGS`, declares its handlers
     with @route, and overrides the hooks below it needs. Its state sits behind
@@ -202,6 +210,13 @@ class Emulator:
     primary_limit = None
     server_error_statuses = (500, 502, 503)
     SETTINGS = {}
+    # The event kinds (contacts.models.CRMEvent values) this CRM really sends by
+    # webhook; empty for a CRM that sends none.
+    WEBHOOK_EVENTS = ()
+
+    @classmethod
+    def all_settings(cls):
+        return {**(WEBHOOK_SETTINGS if cls.WEBHOOK_EVENTS else {}), **cls.SETTINGS}
 
     def __init__(self, rng, rng_lock):
         self.lock = threading.RLock()
@@ -222,7 +237,7 @@ class Emulator:
     def reset(self):
         """Forget every record, setting and rate-limit count."""
         with self.lock:
-            self.settings = dict(self.SETTINGS)
+            self.settings = self.all_settings()
             self.limits = self.default_limits()
             self.reset_records()
 
@@ -333,6 +348,40 @@ class Emulator:
 
     def no_route(self, request, allowed_methods):
         return json_response(405 if allowed_methods else 404, {"message": "Not found"})
+
+    # Webhooks out: the CRM calling the configured target with its events.
+
+    def webhook_request(self, kind, details, url, secret):
+        """Hook: (body bytes, headers) of the CRM's call for one event of `kind`
+        about the record `details` names ({"id", "email", "merged_into", ...}),
+        signed or authenticated with `secret` as the CRM does it."""
+        raise NotImplementedError("%s sends no webhooks" % self.name)
+
+    def send_event(self, kind, details):
+        """Call the configured webhook target with one event now; returns
+        (status, the body sent). (None, reason) when it cannot be sent."""
+        with self.lock:
+            url, secret = self.settings.get("webhook_url"), self.settings.get("webhook_secret")
+        if kind not in self.WEBHOOK_EVENTS:
+            return None, "%s sends no %r events; it sends: %s" % (self.name, kind, ", ".join(self.WEBHOOK_EVENTS))
+        if not url:
+            return None, "no webhook_url is set for %s" % self.name
+        body, headers = self.webhook_request(kind, details, url, secret)
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, body
+        except urllib.error.HTTPError as exc:
+            return exc.code, body
+        except OSError as exc:
+            return None, "could not reach %s: %s" % (url, exc)
+
+    def emit(self, kind, **details):
+        """The CRM's own API changed a record (deleted, merged): send the matching
+        event after the answer, as a CRM does, when a target is set."""
+        if kind not in self.WEBHOOK_EVENTS or not self.settings.get("webhook_url"):
+            return
+        threading.Thread(target=self.send_event, args=(kind, details), daemon=True).start()
 
     def server_error(self, status):
         """The CRM's answer when it fails (fault injection)."""

@@ -278,6 +278,7 @@ class Sandbox:
             ("POST", "faults"): self._set_faults,
             ("GET", "settings"): lambda crm, _: json_response(200, self._settings_view(crm)),
             ("POST", "settings"): self._set_settings,
+            ("POST", "events"): self._send_event,
         }.get((method, parts[1]))
         if handler is None:
             return json_response(404, {"message": "Unknown sandbox endpoint."})
@@ -309,9 +310,18 @@ class Sandbox:
         burst = self.bursts[crm]
         return {**asdict(self.faults[crm]), "rate_limits": limits, "rate_limit_burst": burst and burst.view()}
 
+    def _send_event(self, crm, body):
+        """POST /_sandbox/<crm>/events {"kind": ..., "id"/"email": ..., ...}: the CRM
+        calls its webhook target with that event now."""
+        details = {key: value for key, value in body.items() if key != "kind"}
+        status, sent = self.emulators[crm].send_event(body.get("kind", ""), details)
+        if status is None:
+            return json_response(400, {"message": sent})
+        return json_response(200, {"target_status": status, "sent": json.loads(sent or b"null")})
+
     def _set_settings(self, crm, body):
         emulator = self.emulators[crm]
-        unknown = sorted(set(body) - set(emulator.SETTINGS))
+        unknown = sorted(set(body) - set(emulator.all_settings()))
         if unknown:
             return json_response(400, {"message": "Unknown settings: %s" % ", ".join(unknown)})
         problem = emulator.check_settings(body)

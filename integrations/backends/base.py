@@ -183,6 +183,9 @@ class CRMBackend:
     # Whether <CRM>_SYNC_MODE applies (upsert, update_only, create_only); a CRM
     # that only receives events (n8n) has none.
     supports_sync_modes = False
+    # Whether the CRM calls crmsync's webhook, /integrations/<name>/webhook/, with
+    # its events (verify_webhook and parse_webhook), secured by <CRM>_WEBHOOK_SECRET.
+    receives_webhooks = False
     # Whether ensure_custom_fields applies (the CRM needs its fields created first).
     has_custom_fields = False
     # Custom field names the CRM has built in, as custom_field_key() gives them.
@@ -588,6 +591,33 @@ class CRMBackend:
     def close(self):
         """Release connections; the engine calls it when a run ends."""
         self.session.close()
+
+    # Inbound webhooks (class methods: no HTTP session is needed to read a call)
+
+    @classmethod
+    def webhook_secret(cls):
+        """<CRM>_WEBHOOK_SECRET; "" turns the CRM's inbound webhook off."""
+        return str(get_crm_setting(cls.name, "WEBHOOK_SECRET", "") or "")
+
+    @classmethod
+    def webhook_url(cls, requested_url):
+        """The URL the CRM calls, as registered there: <CRM>_WEBHOOK_URL when set
+        (behind a proxy that rewrites the host), else the one Django saw."""
+        return str(get_crm_setting(cls.name, "WEBHOOK_URL", "") or "") or requested_url
+
+    @classmethod
+    def verify_webhook(cls, call, secret):
+        """Hook: raise inbound.WebhookRejected unless `call` (an inbound.WebhookCall)
+        is authentic, the way the CRM signs or authenticates its calls; compare
+        secrets with inbound.same_secret (constant time)."""
+        raise NotImplementedError("%s sends no webhooks" % cls.__name__)
+
+    @classmethod
+    def parse_webhook(cls, call):
+        """Hook: the inbound.CRMNotice list a verified call carries (events the
+        project does not act on are left out); WebhookRejected(status=400) for a
+        body that is not the CRM's."""
+        raise NotImplementedError("%s sends no webhooks" % cls.__name__)
 
     # Set-up
 
