@@ -27,6 +27,7 @@ from integrations import engine
 from integrations.backends.http import scrub_credentials
 from integrations.backends.mautic import MauticBackend
 from integrations.models import CRMState, Enrichment
+from integrations.webhooks.crm import crm_webhook
 from integrations.webhooks.n8n import enrichment_callback
 
 pytestmark = pytest.mark.django_db
@@ -353,8 +354,9 @@ def all_views(patterns):
             yield pattern.callback
 
 
-def test_the_enrichment_endpoint_is_the_only_view_exempt_from_csrf():
-    """It is exempt because n8n authenticates with the bearer secret, not a session.
+def test_the_enrichment_endpoint_and_crm_webhooks_are_the_only_views_exempt_from_csrf():
+    """They are exempt because n8n authenticates with the bearer secret and each CRM
+    signs its webhook calls (integrations.webhooks.crm), not with a session.
     DRF's views (the API) are exempt from Django's check because DRF makes it itself:
     SessionAuthentication enforces CSRF (tests/api/test_auth.py), a token needs none."""
     from rest_framework.authentication import SessionAuthentication, TokenAuthentication
@@ -362,7 +364,7 @@ def test_the_enrichment_endpoint_is_the_only_view_exempt_from_csrf():
 
     exempt = [view for view in all_views(get_resolver().url_patterns) if getattr(view, "csrf_exempt", False)]
     api_views = [view for view in exempt if issubclass(getattr(view, "cls", object), APIView)]
-    assert set(exempt) - set(api_views) == {enrichment_callback}
+    assert set(exempt) - set(api_views) == {enrichment_callback, crm_webhook}
     for view in api_views:
         assert set(view.cls.authentication_classes) <= {TokenAuthentication, SessionAuthentication}, view.cls
 
