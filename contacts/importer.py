@@ -22,6 +22,7 @@ from integrations.registry import validate_crm_names
 from . import selection
 from .emails import canonical_email
 from .models import Contact
+from .suppression import SUPPRESSED_REASON, suppressed
 
 CONTACT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "website", "source_url")
 ATTRIBUTE_MAX_LENGTH = 2000
@@ -95,12 +96,14 @@ class ContactRow:
 @dataclass
 class ItemResult:
     """One row's outcome: a Result value, the contact's id (None when rejected, or new
-    in a dry run) and, when rejected, the reason."""
+    in a dry run) and, when rejected, the reason and the field it is about (empty
+    when it is about the row as a whole)."""
 
     email: str
     result: str
     contact_id: int | None = None
     error: str = ""
+    field: str = ""
 
 
 @dataclass
@@ -425,22 +428,27 @@ def upsert_contacts(rows, crms=(), *, dry_run=False):
     attributes are merged. Rows for one email apply in order, each to what the
     earlier ones left. A row that changes nothing is "unchanged" and not written.
     `crms` (validated names) queues every contact the rows name, changed or not,
-    through selection.select. Set-based: one query reads the existing contacts, one
-    statement writes the new and changed ones, one select() queues them. If the
-    database refuses the batch anyway, each contact is tried alone and the rows of
-    those it refuses are rejected. With `dry_run`, nothing is written.
+    through selection.select. A row whose email is on the suppression list (an
+    erased person) is rejected and the others go through. Set-based: one query
+    checks the suppression list, one reads the existing contacts, one statement
+    writes the new and changed ones, one select() queues them. If the database
+    refuses the batch anyway, each contact is tried alone and the rows of those it
+    refuses are rejected. With `dry_run`, nothing is written.
     """
     if not rows:
         return UpsertBatch(results=[])
     emails = {row.email for row in rows}
-    existing = _existing(emails)
-    results, final = _plan(rows, existing)
+    barred = suppressed(emails)
+    existing = _existing(emails - barred)
+    results, final = _plan(rows, existing, barred)
     if dry_run:
         return UpsertBatch(results=results)
     changed = {email: state for email, state in final.items() if state.changed}
     known = {email: state.contact_id for email, state in existing.items()}
     queued, refused, ids = _write(changed, known, crms)
     for item in results:
+        if item.result == Result.REJECTED:
+            continue
         if item.email in refused:
             item.result, item.error = Result.REJECTED, refused[item.email]
         else:
@@ -469,11 +477,15 @@ def _existing(emails):
     }
 
 
-def _plan(rows, existing):
-    """Each row's ItemResult and the state the rows leave each email in."""
+def _plan(rows, existing, barred):
+    """Each row's ItemResult and the state the rows leave each email in; the rows
+    for `barred` (suppressed) emails are rejected and leave no state."""
     final = dict(existing)
     results = []
     for row in rows:
+        if row.email in barred:
+            results.append(ItemResult(row.email, Result.REJECTED, error=SUPPRESSED_REASON, field="email"))
+            continue
         before = final.get(row.email)
         if before is None:
             values = {name: row.values.get(name, "") for name in CONTACT_COLUMNS}
@@ -564,9 +576,11 @@ def _save_from_json(changed, connection):
 
 
 def _select(contact_ids, crms):
-    if not crms:
+    contact_ids = list(contact_ids)
+    # No contacts (every row refused): selection.select cannot take an empty pk__in.
+    if not crms or not contact_ids:
         return 0
-    return selection.select(Contact.objects.filter(pk__in=list(contact_ids)), crms)
+    return selection.select(Contact.objects.filter(pk__in=contact_ids), crms)
 
 
 def _ids(contacts):

@@ -40,10 +40,12 @@ as the CSV import (`manage.py import_contacts`):
 **Valid items are applied even when others are rejected.** Each item is checked on
 its own: a malformed email, a NUL character, a value too long, an unknown field or a
 value of the wrong type makes that item `rejected`, with the reasons by field, and
-it changes nothing. The answer is then still 200, with one result per item in
-request order and the totals. The request as a whole is refused (400, nothing
-written) only when it is not JSON that parses, is not an object with a `contacts`
-list of 1 to %d items, has an unknown top-level field, or names an unknown CRM.
+it changes nothing. So does an email on the suppression list (a person erased under
+GDPR, until staff lift it in the admin), with the reason under `email`. The answer
+is then still 200, with one result per item in request order and the totals. The
+request as a whole is refused (400, nothing written) only when it is not JSON that
+parses, is not an object with a `contacts` list of 1 to %d items, has an unknown
+top-level field, or names an unknown CRM.
 
 With `crms`, every accepted contact of the request (changed or not) is selected
 for those CRMs, as the admin's Select action does; `queued_count` counts the
@@ -168,7 +170,8 @@ def _answer(items, checked, batch, crms):
         if outcome and outcome.result != Result.REJECTED:
             results.append(_result(index, outcome.email, outcome.result, outcome.contact_id, {}))
         elif outcome:
-            results.append(_result(index, outcome.email, Result.REJECTED, None, {"non_field_errors": [outcome.error]}))
+            reasons = {outcome.field or "non_field_errors": [outcome.error]}
+            results.append(_result(index, outcome.email, Result.REJECTED, None, reasons))
         else:
             results.append(_result(index, echoed_email(item), Result.REJECTED, None, errors))
     totals = dict.fromkeys((Result.CREATED, Result.UPDATED, Result.UNCHANGED, Result.REJECTED), 0)

@@ -22,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from contacts.models import Contact
+from contacts.suppression import SUPPRESSED_REASON, suppressed
 
 from ..conf import get_setting
 from ..models import Enrichment, EnrichmentStatus
@@ -236,6 +237,9 @@ def apply_callback(callback):
             contact = Contact.objects.select_for_update().filter(pk=contact_id).first()
             if contact is None:
                 return error(404, "No contact has id %d." % contact_id, field="contact_id")
+            refusal = suppressed_refusal(contact, callback)
+            if refusal:
+                return refusal
             updated = enrich(contact, callback)
             Enrichment.objects.create(
                 enrichment_id=enrichment_id,
@@ -257,6 +261,22 @@ def apply_callback(callback):
         "n8n enrichment %s for contact %d: %s, filled %s", enrichment_id, contact_id, callback["status"], updated
     )
     return answer(contact_id, enrichment_id, "Enrichment %s recorded." % callback["status"], updated)
+
+
+def suppressed_refusal(contact, callback):
+    """A 409 when the contact's email, or an address the enrichment found, is on the
+    suppression list (an erased person, or one whose erasure is under way); else
+    None. One query for all the addresses."""
+    found = callback.get("enriched_data", {}).get("additional_emails", [])
+    barred = suppressed([contact.email, *found])
+    if not barred:
+        return None
+    # 409 Conflict, not 422: the body is valid, but the person's state here (erased,
+    # on the suppression list) forbids storing it, until staff lift the suppression,
+    # which resolves the conflict. A "Retry On Fail" resend gets the same answer.
+    field = "contact_id" if contact.email in barred else "enriched_data.additional_emails"
+    logger.info("n8n enrichment %s for contact %d refused: suppressed", callback["enrichment_id"], contact.pk)
+    return error(409, "Nothing was stored: %s." % SUPPRESSED_REASON, field=field)
 
 
 def not_stored(enrichment_id):
