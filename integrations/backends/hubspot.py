@@ -4,26 +4,71 @@ batch/upsert with idProperty=email creates or updates without a search first;
 search-then-create races into duplicates (docs/crm-api.md, section 2, "Single contact and search"). When HubSpot
 rejects a whole batch because of some of its records, the batch is split until
 each bad record stands alone with HubSpot's own message.
+
+A contact HubSpot gave an id is updated by that id (batch/update), so an email
+change updates the same record; update_only and create_only look contacts up by
+email with batch/read first. Removals archive, erasures use gdpr-delete, and
+HubSpot's signed webhooks (v3) report deletions, merges and opt-outs
+(docs/crm-api.md, section 2, "Update by id and conflicts" to "Webhooks").
 """
 
+import base64
+import hashlib
+import hmac
 import json
+import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 from ..conf import get_crm_setting
-from ..exceptions import CRMUnavailable
-from .base import LOWER_CASE_FIELD_MAP, CRMBackend, Outcome
+from ..exceptions import CRMUnavailable, PermanentError, RateLimited, RetryableError, SyncError
+from .base import (
+    CREATE_ONLY,
+    ERASE,
+    LOWER_CASE_FIELD_MAP,
+    UPDATE_ONLY,
+    UPSERT,
+    CRMBackend,
+    Outcome,
+)
 from .http import json_or_empty
+from .inbound import CRMNotice, WebhookRejected, same_secret
 
 MAX_INPUTS = 100
-UPSERT_PATH = "/crm/v3/objects/contacts/batch/upsert"
+CONTACTS_PATH = "/crm/v3/objects/contacts"
+UPSERT_PATH = CONTACTS_PATH + "/batch/upsert"
+UPDATE_PATH = CONTACTS_PATH + "/batch/update"
+READ_PATH = CONTACTS_PATH + "/batch/read"
+CREATE_PATH = CONTACTS_PATH + "/batch/create"
+GDPR_DELETE_PATH = CONTACTS_PATH + "/gdpr-delete"
 PROPERTIES_PATH = "/crm/v3/properties/contacts"
+# "Contact already exists. Existing ID: 12345" (409, docs/crm-api.md section 2).
+EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+LEFT_AS_IT_IS = "create_only: HubSpot already has this contact; it was left as it is."
+NOT_FOUND_FOR_UPDATE = (
+    "update_only: HubSpot has no contact with this email, and HUBSPOT_SYNC_MODE=update_only creates none."
+)
+GONE_MESSAGE = "HubSpot has no contact %s any more (deleted or merged there). Select it again to create it anew."
 
 
 class HubSpotBackend(CRMBackend):
     name = "hubspot"
     verbose_name = "HubSpot"
     required_settings = ("API_KEY",)
-    optional_settings = ("API_BASE_URL", "PORTAL_ID", "FIELD_MAP", "REQUESTS_PER_SECOND", "TIMEOUT_SECONDS")
+    optional_settings = (
+        "API_BASE_URL",
+        "PORTAL_ID",
+        "FIELD_MAP",
+        "REQUESTS_PER_SECOND",
+        "TIMEOUT_SECONDS",
+        "SYNC_MODE",
+        "MIRROR_DELETES",
+        "WEBHOOK_SECRET",
+        "WEBHOOK_URL",
+    )
+    supports_sync_modes = True
+    receives_webhooks = True
     default_batch_size = MAX_INPUTS
     default_api_url = "https://api.hubapi.com"
     # HubSpot validates emails by RFC 2822 plus a TLD check; the ASCII (punycode)
@@ -71,19 +116,133 @@ class HubSpotBackend(CRMBackend):
         properties = {"email": email, **self.mapped_values(contact)}
         return {"id": email, "idProperty": "email", "properties": properties}
 
-    # Push: batch upsert by email, no search first (docs/crm-api.md, section 2).
+    # Push: batch upsert by email, no search first (docs/crm-api.md, section 2);
+    # a contact with an id is updated by it ("Update by id and conflicts").
 
     def contacts_per_request(self):
         return MAX_INPUTS
 
+    def push(self, items):
+        """update_only and create_only decide per contact before anything is
+        written: see resolve_for_mode."""
+        mode = self.sync_mode()
+        if mode == UPSERT:
+            return super().push(items)
+        removals = [item for item in items if item.is_removal]
+        settled, to_send = self.resolve_for_mode(mode, [item for item in items if not item.is_removal])
+        return settled + super().push(to_send + removals)
+
+    def resolve_for_mode(self, mode, items):
+        """(outcomes settled now, items to send). create_only leaves a contact with
+        an id alone; both modes look the others up by email (batch/read): update_only
+        updates those found by their id and creates none, create_only creates only
+        those not found."""
+        settled = []
+        if mode == CREATE_ONLY:
+            settled = [
+                Outcome.accepted(item, item.external_id, message=LEFT_AS_IT_IS) for item in items if item.external_id
+            ]
+            items = [item for item in items if not item.external_id]
+        unknown = [item for item in items if not item.external_id]
+        found, failed = self.look_up(unknown)
+        settled += failed
+        to_send = [item for item in items if item.external_id]
+        done = {outcome.key for outcome in failed}
+        for item in (item for item in unknown if item.key not in done):
+            record_id = found.get(self.item_email(item))
+            if mode == UPDATE_ONLY and record_id:
+                to_send.append(replace(item, external_id=record_id))
+            elif mode == UPDATE_ONLY:
+                settled.append(Outcome.not_in_crm(item, NOT_FOUND_FOR_UPDATE))
+            elif record_id:
+                settled.append(Outcome.accepted(item, record_id, message=LEFT_AS_IT_IS))
+            else:
+                to_send.append(item)
+        return settled, to_send
+
+    def item_email(self, item):
+        return item.email or self.crm_email(item.contact.email)
+
+    def look_up(self, items):
+        """({email: record id} for the emails HubSpot has, the outcomes of contacts
+        that could not be looked up), one batch/read per 100 contacts."""
+        found, failed = {}, []
+        for start in range(0, len(items), MAX_INPUTS):
+            chunk = items[start : start + MAX_INPUTS]
+            self.pacer.wait()
+            try:
+                found.update(self.read_by_email([self.item_email(item) for item in chunk]))
+            except RateLimited as exc:
+                rest = items[start:]
+                return found, failed + [Outcome.wait(i, exc.message, retry_after=exc.retry_after) for i in rest]
+            except RetryableError as exc:
+                failed += [
+                    Outcome.retry(item, "Looking it up: %s" % exc, retry_after=exc.retry_after) for item in chunk
+                ]
+            except PermanentError as exc:
+                failed += [Outcome.permanent(item, exc.message, http_status=exc.status_code) for item in chunk]
+        return found, failed
+
+    def read_by_email(self, emails):
+        """{email: record id} of those HubSpot has; raises what refused the read."""
+        body = {"idProperty": "email", "inputs": [{"id": email} for email in emails], "properties": ["email"]}
+        response = self.request("POST", READ_PATH, json=body)
+        rejection = self.classify(response)
+        if rejection is not None:
+            raise rejection
+        return {
+            self.crm_email(str((result.get("properties") or {}).get("email") or "")): str(result.get("id", ""))
+            for result in json_or_empty(response).get("results", [])
+        }
+
+    def chunks(self, items):
+        # One request updates by id or upserts by email, never both.
+        by_id = [item for item in items if item.external_id]
+        return super().chunks(by_id) + super().chunks([item for item in items if not item.external_id])
+
     def send(self, chunk):
+        if chunk[0].external_id:
+            inputs = [{"id": item.external_id, "properties": item.payload["properties"]} for item in chunk]
+            return self.request("POST", UPDATE_PATH, json={"inputs": inputs})
+        if self.sync_mode() == CREATE_ONLY:
+            inputs = [{"properties": item.payload["properties"]} for item in chunk]
+            return self.request("POST", CREATE_PATH, json={"inputs": inputs})
         return self.request("POST", UPSERT_PATH, json={"inputs": [item.payload for item in chunk]})
 
     def split_rejected(self, response):
-        # HubSpot refuses a whole batch for one bad record: halve until it stands alone.
+        # HubSpot refuses a whole batch for one bad record (a 409 for an email
+        # another contact has included): halve until it stands alone.
         return True
 
     def parse_outcomes(self, chunk, response):
+        if chunk[0].external_id:
+            return self.updated_outcomes(chunk, response)
+        return self.upserted_outcomes(chunk, response)
+
+    def updated_outcomes(self, chunk, response):
+        """batch/update: results by id; the ids HubSpot no longer has come back in
+        one OBJECT_NOT_FOUND error (context.ids), the rest of the batch applied."""
+        body, status = json_or_empty(response), response.status_code
+        updated = {str(result.get("id", "")) for result in body.get("results", [])}
+        errors = body.get("errors") or []
+        gone = {
+            str(record_id)
+            for error in errors
+            if error.get("category") == "OBJECT_NOT_FOUND"
+            for record_id in (error.get("context") or {}).get("ids") or []
+        }
+        outcomes, unmatched = [], []
+        for item in chunk:
+            if item.external_id in updated:
+                outcomes.append(Outcome.accepted(item, item.external_id, http_status=status))
+            elif item.external_id in gone:
+                outcomes.append(Outcome.not_in_crm(item, GONE_MESSAGE % item.external_id, http_status=status))
+            else:
+                unmatched.append(item)
+        other_errors = [error for error in errors if error.get("category") != "OBJECT_NOT_FOUND"]
+        return outcomes + self.unexplained(unmatched, other_errors)
+
+    def upserted_outcomes(self, chunk, response):
         """Results come back in no documented order: match them on the email, both
         sides in the form HubSpot was sent, whatever case or form it echoes."""
         body = json_or_empty(response)
@@ -91,7 +250,6 @@ class HubSpotBackend(CRMBackend):
             self.crm_email(str((result.get("properties") or {}).get("email", ""))): str(result.get("id", ""))
             for result in body.get("results", [])
         }
-        errors = body.get("errors") or []
         sent = {item.key: self.crm_email(item.contact.email) for item in chunk}
         unmatched = [item for item in chunk if sent[item.key] not in ids]
         outcomes = [
@@ -99,13 +257,18 @@ class HubSpotBackend(CRMBackend):
             for item in chunk
             if sent[item.key] in ids
         ]
+        return outcomes + self.unexplained(unmatched, body.get("errors") or [])
+
+    def unexplained(self, unmatched, errors):
+        """Contacts an answer gave no result for: a single one fails with the error
+        HubSpot gave, several are sent again one by one, none explained is retried."""
         if unmatched and errors and len(unmatched) == 1:
             message = "HubSpot refused it: %s" % errors[0].get("message", "no message")
-            return [*outcomes, Outcome.permanent(unmatched[0], message, http_status=207)]
+            return [Outcome.permanent(unmatched[0], message, http_status=207)]
         if unmatched and errors:
-            return outcomes + [o for item in unmatched for o in self.send_in_slot([item])]
+            return [o for item in unmatched for o in self.send_in_slot([item])]
         message = "HubSpot answered without a result for this contact."
-        return outcomes + [Outcome.retry(item, message) for item in unmatched]
+        return [Outcome.retry(item, message) for item in unmatched]
 
     def raise_for_account_error(self, response):
         status, body = response.status_code, json_or_empty(response)
@@ -139,7 +302,33 @@ class HubSpotBackend(CRMBackend):
         )
 
     def error_message(self, response):
+        if response.status_code == 409:
+            return self.conflict_message(response)
         return hubspot_error_message(response)
+
+    def conflict_message(self, response):
+        """409: the email belongs to another record. Name it, from the answer or,
+        for a request of one contact, by looking the email up."""
+        existing = existing_record_id(json_or_empty(response)) or self.owner_of_sent_email(response)
+        other = "another HubSpot contact (record %s)" % existing if existing else "another HubSpot contact"
+        return (
+            "HubSpot refused it: its email already belongs to %s. Nothing was changed; merge the two "
+            "records in HubSpot or change this contact's email, then select it again." % other
+        )
+
+    def owner_of_sent_email(self, response):
+        try:
+            inputs = json.loads(response.request.body or b"{}").get("inputs") or []
+        except (ValueError, AttributeError):
+            return ""
+        email = str((inputs[0].get("properties") or {}).get("email") or "") if len(inputs) == 1 else ""
+        if not email:
+            return ""
+        self.pacer.wait()
+        try:
+            return self.read_by_email([email]).get(self.crm_email(email), "")
+        except SyncError:
+            return ""
 
     def quota_spent_for(self, response):
         # Other apps on the same account share the window, so our own pace is not
@@ -147,6 +336,61 @@ class HubSpotBackend(CRMBackend):
         if response.headers.get("X-HubSpot-RateLimit-Remaining") == "0" and response.status_code != 429:
             return window_seconds(response)
         return None
+
+    # Removal archives, erasure is HubSpot's GDPR delete (docs/crm-api.md
+    # section 2, "Delete and erase").
+
+    def send_removal(self, item):
+        if item.operation == ERASE:
+            if item.external_id:
+                return self.request("POST", GDPR_DELETE_PATH, json={"objectId": item.external_id})
+            if not item.email:
+                return None
+            return self.request("POST", GDPR_DELETE_PATH, json={"objectId": item.email, "idProperty": "email"})
+        record_id = item.external_id
+        if not record_id:
+            record_id = self.record_id_by_email(item.email)
+            if not record_id:
+                return None
+            self.pacer.wait()  # the lookup took this removal's slot
+        return self.request("DELETE", "%s/%s" % (CONTACTS_PATH, quote(record_id, safe="")))
+
+    def record_id_by_email(self, email):
+        """Archiving takes an id: the record's for `email`, "" when HubSpot has none."""
+        if not email:
+            return ""
+        path = "%s/%s" % (CONTACTS_PATH, quote(email, safe=""))
+        response = self.request("GET", path, params={"idProperty": "email", "properties": "email"})
+        if response.status_code == 404:
+            return ""
+        rejection = self.classify(response)
+        if rejection is not None:
+            raise rejection
+        return str(json_or_empty(response).get("id") or "")
+
+    # Inbound webhooks: signature v3 (docs/crm-api.md section 2, "Webhooks").
+
+    @classmethod
+    def verify_webhook(cls, call, secret):
+        signature = call.headers.get("X-HubSpot-Signature-v3", "")
+        timestamp = call.headers.get("X-HubSpot-Request-Timestamp", "")
+        if not signature or not timestamp.isdigit():
+            raise WebhookRejected("The call has no X-HubSpot-Signature-v3 and X-HubSpot-Request-Timestamp headers.")
+        if call.received_at.timestamp() * 1000 - int(timestamp) > MAX_WEBHOOK_AGE_MS:
+            raise WebhookRejected("The call's timestamp is more than 5 minutes old: refused as a possible replay.")
+        expected = signature_v3(secret, call.method, call.url, call.body, timestamp)
+        if not same_secret(signature, expected):
+            raise WebhookRejected("The X-HubSpot-Signature-v3 does not match: check HUBSPOT_WEBHOOK_SECRET.")
+
+    @classmethod
+    def parse_webhook(cls, call):
+        try:
+            events = json.loads(call.body)
+        except ValueError:
+            raise WebhookRejected("The body is not JSON.", status=400) from None
+        if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+            raise WebhookRejected("HubSpot sends a JSON array of events; this body is not one.", status=400)
+        return [notice for event in events for notice in event_notices(event)]
 
     # Set-up: text properties for the mapped fields HubSpot lacks.
 
@@ -164,6 +408,112 @@ class HubSpotBackend(CRMBackend):
             return False
         self.check_setup_answer(response)
         return True
+
+
+# Webhooks
+
+# HubSpot's window for a signed call (request-validation docs).
+MAX_WEBHOOK_AGE_MS = 5 * 60 * 1000
+# The escapes HubSpot decodes in the URI before signing it (request-validation docs).
+URI_ESCAPES = {
+    "%3A": ":",
+    "%2F": "/",
+    "%3F": "?",
+    "%40": "@",
+    "%21": "!",
+    "%24": "$",
+    "%27": "'",
+    "%28": "(",
+    "%29": ")",
+    "%2A": "*",
+    "%2C": ",",
+    "%3B": ";",
+}
+GONE_EVENTS = {"contact.deletion": "deleted", "contact.privacyDeletion": "privacy_deleted"}
+OPT_OUT_PROPERTY = "hs_email_optout"
+# Not confirmed: the property a hard bounce sets (docs/crm-api.md section 2, "Webhooks").
+HARD_BOUNCE_PROPERTY = "hs_email_hard_bounce_reason_enum"
+
+
+def decoded_uri(url):
+    return re.sub(r"%[0-9A-Fa-f]{2}", lambda match: URI_ESCAPES.get(match.group().upper(), match.group()), url)
+
+
+def signature_v3(secret, method, url, body, timestamp):
+    """base64(HMAC-SHA256(client secret, method + URI + body + timestamp))."""
+    message = (method.upper() + decoded_uri(url)).encode() + bytes(body) + str(timestamp).encode()
+    digest = hmac.new(str(secret).encode(), message, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def event_notices(event):
+    """The CRMNotices one HubSpot event carries; [] for events crmsync does not act on.
+    eventId is not unique (HubSpot's docs), so the id adds the type, record and time;
+    not attemptNumber, which grows with each retry of the same event."""
+    kind, object_id = event.get("subscriptionType"), event.get("objectId")
+    event_id = "%s:%s:%s:%s" % (event.get("eventId"), kind, object_id, event.get("occurredAt"))
+    when = occurred_at(event)
+    if kind == "contact.merge":
+        return merge_notices(event, event_id, when)
+    if object_id in (None, ""):
+        return []
+    if kind in GONE_EVENTS:
+        return [CRMNotice(event_id, GONE_EVENTS[kind], external_id=str(object_id), occurred_at=when)]
+    notice_kind = property_change_kind(event) if kind == "contact.propertyChange" else None
+    if notice_kind:
+        event_id = "%s:%s" % (event_id, event.get("propertyName"))
+        return [CRMNotice(event_id[:200], notice_kind, external_id=str(object_id), occurred_at=when)]
+    return []
+
+
+def merge_notices(event, event_id, when):
+    """One notice per record merged away, naming the survivor: newObjectId when
+    HubSpot made a new record of the merge, else primaryObjectId."""
+    survivor = str(event.get("newObjectId") or event.get("primaryObjectId") or "")
+    merged = [str(i) for i in (event.get("mergedObjectIds") or []) + [event.get("primaryObjectId")] if i]
+    return [
+        CRMNotice(
+            ("%s:%s" % (event_id, record_id))[:200],
+            "merged",
+            external_id=record_id,
+            merged_into=survivor,
+            occurred_at=when,
+        )
+        for record_id in dict.fromkeys(merged)
+        if survivor and record_id != survivor
+    ]
+
+
+def property_change_kind(event):
+    name, value = event.get("propertyName"), str(event.get("propertyValue") or "").strip()
+    if name == OPT_OUT_PROPERTY and value.lower() == "true":
+        return "unsubscribed"
+    if name == HARD_BOUNCE_PROPERTY and value:
+        return "hard_bounce"
+    return None
+
+
+def occurred_at(event):
+    stamp = event.get("occurredAt")
+    if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
+        return None
+    try:
+        return datetime.fromtimestamp(stamp / 1000, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def existing_record_id(body):
+    """The other record's id in a 409: in the message, or identityProfile.vid."""
+    texts = [str(body.get("message") or "")] + [
+        str(e.get("message") or "") for e in body.get("errors") or [] if isinstance(e, dict)
+    ]
+    for text in texts:
+        match = EXISTING_ID.search(text)
+        if match:
+            return match.group(1)
+    vid = (body.get("identityProfile") or {}).get("vid") if isinstance(body.get("identityProfile"), dict) else None
+    return str(vid) if vid else ""
 
 
 def property_definition(name):
