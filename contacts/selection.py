@@ -104,7 +104,8 @@ def _skip(contacts, crms):
 
 
 def _queue_removals(rows, now):
-    """Skipped rows the CRM holds a record for are removed from it, for CRMs that
+    """Skipped rows the CRM holds a record for (synced_email is set by every
+    accepted push and cleared by a removal) are removed from it, for CRMs that
     mirror deletes (<CRM>_MIRROR_DELETES). A row skipped while in flight gets its
     removal when its batch records (the engine applies the same rule)."""
     mirroring = mirroring_crms()
@@ -112,7 +113,7 @@ def _queue_removals(rows, now):
         return 0
     return (
         rows.filter(crm__in=mirroring, sync_status=SyncStatus.SKIPPED, processing_status=ProcessingStatus.NONE)
-        .exclude(external_id="")
+        .exclude(synced_email="")
         .update(
             operation=Operation.REMOVE,
             processing_status=ProcessingStatus.QUEUED,
@@ -152,7 +153,7 @@ def detach_removals(sender, contacts, **kwargs):
     mirrored.filter(processing_status=ProcessingStatus.PROCESSING).update(
         contact=None, pending_decision=PendingDecision.SKIP, updated_at=now
     )
-    mirrored.exclude(Q(external_id="") | Q(processing_status=ProcessingStatus.PROCESSING)).update(
+    mirrored.exclude(Q(synced_email="") | Q(processing_status=ProcessingStatus.PROCESSING)).update(
         contact=None,
         operation=Operation.REMOVE,
         sync_status=SyncStatus.SKIPPED,

@@ -114,8 +114,10 @@ class N8nEmulator(Emulator):
                 {"id": str(len(self.executions) + 1), "items": items, "at": datetime.now(UTC).isoformat()}
             )
         if self.settings["callback_url"]:
+            # A workflow enriches contacts it is sent, not the delete and erase events.
             for item in items:
-                self._schedule_callback(item)
+                if isinstance(item, dict) and item.get("event", "upsert") == "upsert":
+                    self._schedule_callback(item)
         if self.settings["respond"] == "empty_200":
             return text_response(200, "")
         return json_response(200, {"message": "Workflow was started"})

@@ -589,7 +589,7 @@ class SyncEngine:
         rows = ContactSync.objects.filter(pk__in=written)
         if self.backend.mirrors_deletes():
             rows.filter(sync_status=SyncStatus.SKIPPED, processing_status=ProcessingStatus.NONE).exclude(
-                external_id=""
+                synced_email=""
             ).update(
                 operation=Operation.REMOVE,
                 processing_status=ProcessingStatus.QUEUED,

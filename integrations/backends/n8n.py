@@ -1,5 +1,10 @@
 """n8n: POST each contact (or each batch, as one JSON array) to a Webhook trigger.
 
+Every body says what happened in "event": "upsert" (the contact, with
+"previous_email" set when its email changed since the last sync, so the workflow
+can find the old record), "delete" (a mirrored delete, N8N_MIRROR_DELETES) or
+"erase" (a GDPR erasure: the workflow must erase the person wherever it put them).
+
 A 2xx only means n8n accepted the call: with "Respond Immediately" (n8n's default)
 the workflow runs afterwards and its failures never reach us (docs/crm-api.md, section 4, "Responses").
 The workflow reports back, when it wants to, through the enrichment callback.
@@ -8,7 +13,7 @@ The workflow reports back, when it wants to, through the enrichment callback.
 from django.utils import timezone
 
 from ..exceptions import CRMUnavailable
-from .base import CRMBackend, Outcome
+from .base import ERASE, CRMBackend, Outcome
 from .http import json_or_empty
 
 UNAVAILABLE_PAUSE_SECONDS = 600
@@ -18,7 +23,14 @@ class N8nBackend(CRMBackend):
     name = "n8n"
     verbose_name = "n8n"
     required_settings = ("WEBHOOK_URL",)
-    optional_settings = ("WEBHOOK_SECRET", "WEBHOOK_AUTH_HEADER", "WEBHOOK_BATCH", "CONCURRENCY", "TIMEOUT_SECONDS")
+    optional_settings = (
+        "WEBHOOK_SECRET",
+        "WEBHOOK_AUTH_HEADER",
+        "WEBHOOK_BATCH",
+        "MIRROR_DELETES",
+        "CONCURRENCY",
+        "TIMEOUT_SECONDS",
+    )
     default_batch_size = 50
     default_concurrency = 4
     # Our own workflow gets what we send: the form crmsync stores, readable, and
@@ -52,10 +64,15 @@ class N8nBackend(CRMBackend):
         }
 
     @staticmethod
-    def stamped(payload):
+    def stamped(item):
         # Stamped when sent, not when built: the built payload's hash (synced_hash)
         # must only change when the contact does, or every contact would re-sync.
-        return {**payload, "timestamp": timezone.now().isoformat()}
+        return {
+            "event": "upsert",
+            **item.payload,
+            "previous_email": item.previous_email,
+            "timestamp": timezone.now().isoformat(),
+        }
 
     # Push: one POST per contact, or with N8N_WEBHOOK_BATCH the whole batch as one
     # JSON array (one workflow execution for all of it).
@@ -66,8 +83,23 @@ class N8nBackend(CRMBackend):
     def send(self, chunk):
         url = self.setting("WEBHOOK_URL")
         if self.batched():
-            return self.request("POST", url, json=[self.stamped(item.payload) for item in chunk])
-        return self.request("POST", url, json=self.stamped(chunk[0].payload))
+            return self.request("POST", url, json=[self.stamped(item) for item in chunk])
+        return self.request("POST", url, json=self.stamped(chunk[0]))
+
+    # Removal and erasure: an event to the same workflow, which does the work.
+
+    def send_removal(self, item):
+        event = {
+            "event": "erase" if item.operation == ERASE else "delete",
+            "contact_id": item.contact.pk if item.contact else None,
+            "email": item.email,
+            "timestamp": timezone.now().isoformat(),
+        }
+        return self.request("POST", self.setting("WEBHOOK_URL"), json=[event] if self.batched() else event)
+
+    def removal_not_found(self, item, response):
+        # n8n's 404 means the workflow is off (raise_for_account_error), not "no such person".
+        return False
 
     def split_rejected(self, response):
         return response.status_code == 413  # too large for n8n's payload limit
