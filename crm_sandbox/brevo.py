@@ -1,13 +1,19 @@
 """Brevo's contacts API (docs/crm-api.md section 1), in memory.
 
 Settings: unknown_attributes, "drop" (what is reported for create) or "reject";
-import_delay_seconds, how long a /contacts/import takes to apply.
+import_delay_seconds, how long a /contacts/import takes to apply;
+duplicate_code, the code of a duplicate-identifier 400 ("duplicate_parameter", or
+"invalid_parameter" as Brevo answers since 2026); webhook_url, webhook_secret
+(sent as "Authorization: Bearer", the webhook's auth token) and webhook_batched
+(a list of events per call) for its marketing webhooks.
 """
 
 import csv
 import io
+import json
 import re
 import threading
+import time
 from datetime import UTC, datetime
 
 from django.core.exceptions import ValidationError
@@ -29,6 +35,16 @@ MAX_CONTACTS_PAGE, MAX_LISTS_PAGE = 1000, 50
 FIRST_LIST = {"id": 2, "name": "Your first list", "folderId": 1}
 SMS_PUNCTUATION = re.compile(r"[\s\-.()]")
 SMS_DIGITS = re.compile(r"^[1-9]\d{6,14}$")
+# The id Brevo puts in every webhook call: the webhook's, not the event's.
+WEBHOOK_ID = 1
+# crmsync's event kinds and the marketing webhook `event` Brevo sends for each
+# (docs/crm-api.md, section 1, "Webhooks").
+MARKETING_EVENTS = {
+    "unsubscribed": "unsubscribed",
+    "hard_bounce": "hard_bounce",
+    "spam_complaint": "spam",
+    "deleted": "contact_deleted",
+}
 
 
 def crm_settings(url):
@@ -44,10 +60,10 @@ def error(status, code, message, **extra):
     return json_response(status, {"code": code, "message": message, **extra})
 
 
-def duplicate(identifier, action="create"):
+def duplicate(identifier, action="create", code="duplicate_parameter"):
     return error(
         400,
-        "duplicate_parameter",
+        code,
         "Unable to %s contact, %s is already associated with another Contact" % (action, identifier),
         metadata={"duplicate_identifiers": [identifier]},
     )
@@ -88,7 +104,13 @@ class BrevoEmulator(Emulator):
     name = "brevo"
     primary_limit = "second"
     server_error_statuses = (500, 502, 503)
-    SETTINGS = {"unknown_attributes": "drop", "import_delay_seconds": 2.0}
+    SETTINGS = {
+        "unknown_attributes": "drop",
+        "import_delay_seconds": 2.0,
+        "duplicate_code": "duplicate_parameter",
+        "webhook_batched": False,
+    }
+    WEBHOOK_EVENTS = tuple(MARKETING_EVENTS)
 
     def reset_records(self):
         self.by_id, self.by_email, self.next_id = {}, {}, 1
@@ -110,6 +132,8 @@ class BrevoEmulator(Emulator):
         delay = settings.get("import_delay_seconds", 0)
         if not isinstance(delay, (int, float)) or delay < 0:
             return "import_delay_seconds must be a number, 0 or more."
+        if settings.get("duplicate_code", "duplicate_parameter") not in ("duplicate_parameter", "invalid_parameter"):
+            return 'duplicate_code must be "duplicate_parameter" or "invalid_parameter".'
         return None
 
     def contacts(self):
@@ -175,9 +199,9 @@ class BrevoEmulator(Emulator):
             existing, matched_on = self._existing(email, attributes)
             clash = self._identifier_clash(attributes, existing)
             if clash:
-                return duplicate(clash)
+                return self._duplicate(clash)
             if existing and not body.get("updateEnabled"):
-                return duplicate(matched_on)
+                return self._duplicate(matched_on)
             if existing:
                 self._apply(existing, attributes, body)
                 return empty_response(204)
@@ -216,7 +240,7 @@ class BrevoEmulator(Emulator):
             problem = self._email_change_problem(attributes.get("EMAIL"), contact)
             clash = self._identifier_clash(attributes, contact)
             if problem or clash:
-                return problem or duplicate(clash, "update")
+                return problem or self._duplicate(clash, "update")
             self._apply(contact, attributes, body)
         return empty_response(204)
 
@@ -230,6 +254,8 @@ class BrevoEmulator(Emulator):
             self.by_email.pop(contact["email"], None)
             for key in self.by_identifier:
                 self._set_attribute(contact, key, None)
+        # Brevo's contact_deleted marketing event, to the webhook target if one is set.
+        self.emit("deleted", id=contact["id"], email=contact["email"], list_ids=contact["listIds"])
         return empty_response(204)
 
     @route("POST", r"/v3/contacts/batch")
@@ -250,7 +276,7 @@ class BrevoEmulator(Emulator):
                 problem = problem or self._email_change_problem(attributes.get("EMAIL"), contact)
                 clash = not problem and self._identifier_clash(attributes, contact)
                 if problem or clash:
-                    return problem or duplicate(clash, "update")
+                    return problem or self._duplicate(clash, "update")
                 cleaned.append((contact, attributes, entry))
             for contact, attributes, entry in cleaned:
                 self._apply(contact, attributes, entry)
@@ -363,6 +389,46 @@ class BrevoEmulator(Emulator):
             self.attributes[name.upper()] = definition
         return empty_response(201)
 
+    def _duplicate(self, identifier, action="create"):
+        return duplicate(identifier, action, self.settings["duplicate_code"])
+
+    # Webhooks out: marketing events as Brevo sends them, authenticated with the
+    # webhook's bearer token (Brevo signs nothing).
+
+    def webhook_request(self, kind, details, url, secret):
+        event = self._marketing_event(kind, details)
+        with self.lock:
+            batched = bool(self.settings["webhook_batched"])
+        headers = {"Content-Type": "application/json"}
+        if secret:
+            headers["Authorization"] = "Bearer %s" % secret
+        return json.dumps([event] if batched else event).encode(), headers
+
+    def _marketing_event(self, kind, details):
+        """The body of one event (developers.brevo.com/docs/marketing-webhooks):
+        contact events carry the contact's lists; campaign events the campaign."""
+        email = details.get("email") or self._email_of(details.get("id"))
+        stamp = int(time.time())
+        local = datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        event = {"id": WEBHOOK_ID, "email": email, "event": MARKETING_EVENTS[kind]}
+        if kind == "deleted":
+            # `ts` is CET-shifted in Brevo's samples; contact events have no ts_event.
+            key = "sandbox-webhook-key"
+            return {**event, "key": key, "list_id": details.get("list_ids", []), "date": local, "ts": stamp + 3600}
+        campaign = {"camp_id": details.get("camp_id", 1), "campaign name": "Sandbox campaign", "tag": ""}
+        times = {"date_sent": local, "date_event": local, "ts_sent": stamp, "ts_event": stamp, "ts": stamp + 3600}
+        extra = {"sending_ip": "185.41.28.109"}
+        if kind == "unsubscribed":
+            extra["list_id"] = details.get("list_ids", [])
+        else:
+            extra["reason"] = details.get("reason", "undesired" if kind == "spam_complaint" else "unknown user")
+        return {**event, **campaign, **times, **extra}
+
+    def _email_of(self, contact_id):
+        with self.lock:
+            contact = self.by_id.get(int(contact_id)) if str(contact_id or "").isdigit() else None
+            return contact["email"] if contact else ""
+
     # Validation
 
     def _clean_write(self, body, creating=False):
@@ -414,7 +480,7 @@ class BrevoEmulator(Emulator):
         if not valid_email(email):
             return error(400, "invalid_parameter", "Invalid email address")
         if email in self.by_email:
-            return duplicate("email", "update")
+            return self._duplicate("email", "update")
         return None
 
     def _identifier_clash(self, attributes, contact):

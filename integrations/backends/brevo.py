@@ -1,20 +1,40 @@
-"""Brevo (formerly Sendinblue): create-or-update one contact per request.
+"""Brevo (formerly Sendinblue): one contact per request.
 
 Brevo has no batch create: /contacts/batch only updates existing contacts and
 /contacts/import answers with no per-contact result (docs/crm-api.md, section 1,
-"Other contact endpoints the emulator serves"). So each contact is one POST
-/contacts with updateEnabled, sent concurrently and paced within the contacts
-endpoints' rate limit shared by every worker.
+"Other contact endpoints the emulator serves"). So each contact is one request,
+sent concurrently and paced within the contacts endpoints' rate limit shared by
+every worker: a contact Brevo gave an id is updated by that id (PUT, so an email
+change updates the same record), one without is created or updated by email (POST
+/contacts with updateEnabled). Removals and erasures are Brevo's contact delete;
+its webhooks authenticate with a bearer token (docs/crm-api.md, section 1,
+"Update by id and conflicts" to "Webhooks").
 """
 
+import base64
+import binascii
+import hashlib
+import json
 import re
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 from ..exceptions import CRMUnavailable, RetryableError
-from .base import CRMBackend, Outcome, OutcomeKind
+from .base import CREATE_ONLY, UPDATE_ONLY, CRMBackend, Outcome, OutcomeKind
 from .http import json_or_empty
+from .inbound import CRMNotice, WebhookRejected, same_secret
 
 PHONE_PUNCTUATION = re.compile(r"[\s\-.()/]")
+# Brevo's marketing webhook `event` values crmsync acts on, and what it records.
+# Hard bounces arrive as "hard_bounce"; Brevo's 2020 samples said "hard_bounced"
+# (docs/crm-api.md, section 1, "Webhooks").
+WEBHOOK_EVENT_KINDS = {
+    "unsubscribed": "unsubscribed",
+    "hard_bounce": "hard_bounce",
+    "hard_bounced": "hard_bounce",
+    "spam": "spam_complaint",
+    "contact_deleted": "deleted",
+}
 
 
 class BrevoBackend(CRMBackend):
@@ -29,6 +49,10 @@ class BrevoBackend(CRMBackend):
         "REQUESTS_PER_SECOND",
         "CONCURRENCY",
         "TIMEOUT_SECONDS",
+        "SYNC_MODE",
+        "MIRROR_DELETES",
+        "WEBHOOK_SECRET",
+        "WEBHOOK_URL",
     )
     default_batch_size = 50
     default_api_url = "https://api.brevo.com/v3"
@@ -46,6 +70,8 @@ class BrevoBackend(CRMBackend):
         "WEBSITE": "website",
     }
     has_custom_fields = True
+    supports_sync_modes = True
+    receives_webhooks = True
     built_in_fields = frozenset({"EMAIL", "FIRSTNAME", "LASTNAME", "SMS"})
 
     def configure_session(self, session):
@@ -74,19 +100,129 @@ class BrevoBackend(CRMBackend):
             payload["listIds"] = list_ids
         return payload
 
-    # Push: Brevo has no batch create, so one contact per request (the default).
+    # Push: Brevo has no batch create, so one contact per request (the default),
+    # which also keeps each request homogeneous: an update by id, an update of a
+    # contact looked up by email, or a create.
+
+    def push(self, items):
+        if self.sync_mode() != CREATE_ONLY:
+            return super().push(items)
+        # create_only never overwrites: a contact Brevo gave an id is not sent.
+        known = {item.key for item in items if item.external_id and not item.is_removal}
+        left = [
+            Outcome.accepted(item, item.external_id, message="create_only: Brevo has it already; left as it is.")
+            for item in items
+            if item.key in known
+        ]
+        return super().push([item for item in items if item.key not in known]) + left
 
     def send(self, chunk):
-        return self.request("POST", "/contacts", json=chunk[0].payload)
+        item = chunk[0]
+        if item.external_id:
+            return self._update_by_id(item, item.external_id)
+        if self.sync_mode() == UPDATE_ONLY:
+            return self._update_found_by_email(item)
+        body = dict(item.payload)
+        if self.sync_mode() == CREATE_ONLY:
+            del body["updateEnabled"]
+        return self.request("POST", "/contacts", json=body)
+
+    def _update_by_id(self, item, contact_id):
+        """PUT by Brevo's id; the email is an attribute there, so a changed email
+        changes the same record (docs/crm-api.md, section 1, "Update by id and conflicts")."""
+        body = {"attributes": {**item.payload["attributes"], "EMAIL": item.payload["email"]}}
+        if "listIds" in item.payload:
+            body["listIds"] = item.payload["listIds"]
+        return self.request(
+            "PUT", "/contacts/%s" % quote(str(contact_id), safe=""), params={"identifierType": "contact_id"}, json=body
+        )
+
+    def _update_found_by_email(self, item):
+        """update_only, no id yet: look the contact up by email (Brevo has no batch
+        read by email), then update it by the id found. A 404 comes back as is."""
+        found = self._get_by_email(item.payload["email"])
+        contact_id = json_or_empty(found).get("id") if found.status_code == 200 else None
+        if not contact_id:
+            return found
+        self.pacer.wait()
+        response = self._update_by_id(item, contact_id)
+        response.brevo_contact_id = str(contact_id)
+        return response
+
+    def _get_by_email(self, email):
+        return self.request("GET", "/contacts/%s" % quote(email, safe="@"), params={"identifierType": "email_id"})
+
+    def classify(self, response):
+        rejection = super().classify(response)
+        # A contact that is gone, or an email another contact holds, is that
+        # contact's answer (parse_outcomes), not a refusal of the request.
+        if rejection is not None and (contact_missing(response) or duplicate_email(response)):
+            return None
+        return rejection
 
     def parse_outcomes(self, chunk, response):
         item, status = chunk[0], response.status_code
         if status == 201:
             return [Outcome.accepted(item, json_or_empty(response).get("id", ""), http_status=status)]
         if status == 204:
-            # Updated an existing contact: Brevo sends no body, so no id.
-            return [Outcome.accepted(item, item.external_id, http_status=status)]
+            # Updated: Brevo sends no body, so the id is the one sent (or found).
+            found = getattr(response, "brevo_contact_id", "")
+            return [Outcome.accepted(item, item.external_id or found, http_status=status)]
+        if contact_missing(response):
+            return [Outcome.not_in_crm(item, self._missing_message(item, response), http_status=status)]
+        if duplicate_email(response):
+            return [self._email_taken(item, response)]
         return [Outcome.permanent(item, self.error_message(response), http_status=status)]
+
+    def _missing_message(self, item, response):
+        if response.request.method == "GET":
+            return "update_only: Brevo has no contact with this email, and update_only creates none."
+        contact_id = item.external_id or getattr(response, "brevo_contact_id", "")
+        return "Brevo has no contact %s any more (deleted or merged there). Select it again to create it anew." % (
+            contact_id
+        )
+
+    def _email_taken(self, item, response):
+        """Brevo refused the email because another contact has it: create_only
+        keeps that contact as it is; an update by id names it, for staff to act."""
+        holder = self._holder_of(item.payload["email"])
+        if response.request.method == "POST" and self.sync_mode() == CREATE_ONLY:
+            return Outcome.accepted(
+                item,
+                holder,
+                http_status=response.status_code,
+                message="create_only: Brevo already has this email (contact %s); left as it is." % (holder or "?"),
+            )
+        message = (
+            "Brevo refused the new email: another Brevo contact, %s, already has it, so contact %s was not "
+            "changed. Merge or delete one of the two in Brevo (or change the email here), then select it again."
+            % (holder or "whose id Brevo did not give", item.external_id or getattr(response, "brevo_contact_id", ""))
+        )
+        return Outcome.permanent(item, message, http_status=response.status_code)
+
+    def _holder_of(self, email):
+        """The id of the Brevo contact with `email`, or "" if it cannot be learned now."""
+        self.pacer.wait()
+        try:
+            response = self._get_by_email(email)
+        except RetryableError:
+            return ""
+        return str(json_or_empty(response).get("id", "")) if response.status_code == 200 else ""
+
+    # Removal and erasure: both are Brevo's contact delete (it has no archive and
+    # no separate erase); a 404 means there is nothing to remove.
+
+    def send_removal(self, item):
+        if item.external_id:
+            identifier, kind = quote(str(item.external_id), safe=""), "contact_id"
+        elif item.email:
+            identifier, kind = quote(item.email, safe="@"), "email_id"
+        else:
+            return None
+        return self.request("DELETE", "/contacts/%s" % identifier, params={"identifierType": kind})
+
+    def removal_not_found(self, item, response):
+        return contact_missing(response)
 
     def raise_for_account_error(self, response):
         status, body = response.status_code, json_or_empty(response)
@@ -129,14 +265,40 @@ class BrevoBackend(CRMBackend):
             return outcome
         self.pacer.wait()
         try:
-            response = self.request(
-                "GET", "/contacts/%s" % quote(item.payload["email"], safe="@"), params={"identifierType": "email_id"}
-            )
+            response = self._get_by_email(item.payload["email"])
         except RetryableError:
             return outcome
         if response.status_code != 200:
             return outcome
         return Outcome.accepted(item, json_or_empty(response).get("id", ""), http_status=outcome.http_status)
+
+    # Inbound webhooks: Brevo signs nothing; it authenticates with a bearer token
+    # (or Basic credentials in the URL) chosen when the webhook is created.
+
+    @classmethod
+    def verify_webhook(cls, call, secret):
+        scheme, _, credentials = str(call.headers.get("Authorization", "")).strip().partition(" ")
+        scheme, credentials = scheme.lower(), credentials.strip()
+        if scheme == "bearer":
+            given = credentials
+        elif scheme == "basic":
+            given = basic_password(credentials)
+        else:
+            raise WebhookRejected("No Authorization header: Brevo sends its webhook's bearer token in one.")
+        if not same_secret(given, secret):
+            raise WebhookRejected("The Authorization header does not carry BREVO_WEBHOOK_SECRET.")
+
+    @classmethod
+    def parse_webhook(cls, call):
+        try:
+            body = json.loads(call.body or b"null")
+        except ValueError:
+            raise WebhookRejected("The body is not JSON.", status=400) from None
+        # A batched webhook sends a list of the events it would send one by one.
+        events = body if isinstance(body, list) else [body]
+        if not events or not all(isinstance(event, dict) for event in events):
+            raise WebhookRejected("The body is not a Brevo event or a list of them.", status=400)
+        return [notice_of(event) for event in events if event.get("event") in WEBHOOK_EVENT_KINDS]
 
     # Set-up: text attributes for the mapped fields Brevo lacks.
 
@@ -191,4 +353,52 @@ def reset_seconds(response):
     try:
         return max(1.0, float(response.headers.get("x-sib-ratelimit-reset", "")))
     except ValueError:
+        return None
+
+
+def contact_missing(response):
+    """Brevo's answer for a contact that does not exist (not a list that does not)."""
+    body = json_or_empty(response)
+    return (
+        response.status_code == 404
+        and body.get("code") == "document_not_found"
+        and "list" not in str(body.get("message", "")).lower()
+    )
+
+
+def duplicate_email(response):
+    """A 400 saying another contact has the email. Matched on the metadata: the
+    code was duplicate_parameter and is invalid_parameter since 2026."""
+    metadata = json_or_empty(response).get("metadata") or {}
+    identifiers = metadata.get("duplicate_identifiers") if isinstance(metadata, dict) else None
+    return response.status_code == 400 and "email" in [str(name).lower() for name in identifiers or []]
+
+
+def basic_password(credentials):
+    """The password of Basic credentials (base64 of "user:password"), or ""."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
+
+
+def notice_of(event):
+    """The CRMNotice for one of Brevo's marketing events. Brevo sends no event id
+    (`id` is the webhook's), so the id is a digest of the event itself: the same
+    event delivered twice gives the same id."""
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return CRMNotice(
+        event_id=hashlib.sha256(canonical.encode()).hexdigest(),
+        kind=WEBHOOK_EVENT_KINDS[event["event"]],
+        email=str(event.get("email") or ""),
+        occurred_at=event_time(event),
+    )
+
+
+def event_time(event):
+    """When it happened: ts_event is UTC epoch seconds (ts is shifted to CET)."""
+    try:
+        return datetime.fromtimestamp(int(event["ts_event"]), UTC)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
         return None
