@@ -4,7 +4,11 @@ Settings: search_index_lag_seconds, how long a write stays invisible to search;
 send_retry_after, whether a 429 carries Retry-After (not confirmed for the real API).
 """
 
+import base64
 import fnmatch
+import hashlib
+import hmac
+import itertools
 import json
 import re
 import time
@@ -115,6 +119,51 @@ POLICIES = {
     "daily": ("DAILY", "You have reached your daily limit.", "publicapi:private-app-daily"),
     "search": ("SECONDLY", "You have reached your secondly limit.", "publicapi:crm-search-secondly"),
 }
+
+
+# Webhook events: what HubSpot's subscriptions send for each crmsync event kind.
+SUBSCRIPTION_TYPES = {
+    "unsubscribed": "contact.propertyChange",
+    "hard_bounce": "contact.propertyChange",
+    "deleted": "contact.deletion",
+    "privacy_deleted": "contact.privacyDeletion",
+    "merged": "contact.merge",
+}
+SUBSCRIPTION_IDS = {"unsubscribed": 101, "hard_bounce": 102, "deleted": 103, "privacy_deleted": 104, "merged": 105}
+# (propertyName, propertyValue); the hard-bounce property and its value are not confirmed.
+PROPERTY_EVENTS = {
+    "unsubscribed": ("hs_email_optout", "true"),
+    "hard_bounce": ("hs_email_hard_bounce_reason_enum", "UNKNOWN_USER"),
+}
+PORTAL_ID, APP_ID, SANDBOX_USER_ID = 62515, 1160452, 1
+# HubSpot decodes these escapes in the URI before signing it (request-validation docs).
+SIGNED_URI_ESCAPES = {
+    "%3A": ":",
+    "%2F": "/",
+    "%3F": "?",
+    "%40": "@",
+    "%21": "!",
+    "%24": "$",
+    "%27": "'",
+    "%28": "(",
+    "%29": ")",
+    "%2A": "*",
+    "%2C": ",",
+    "%3B": ";",
+}
+
+
+def signature_v3(secret, method, url, body, timestamp):
+    """X-HubSpot-Signature-v3: base64(HMAC-SHA256(secret, method + URI + body + timestamp))."""
+    uri = re.sub(r"%[0-9A-Fa-f]{2}", lambda match: SIGNED_URI_ESCAPES.get(match.group().upper(), match.group()), url)
+    message = (method + uri).encode() + body + timestamp.encode()
+    return base64.b64encode(hmac.new(secret.encode(), message, hashlib.sha256).digest()).decode()
+
+
+def numeric(value):
+    """A record id as HubSpot's events carry it: a number."""
+    text = str(value or "").strip()
+    return int(text) if text.isdigit() else text
 
 
 def crm_settings(url):
@@ -228,8 +277,12 @@ class HubSpotEmulator(Emulator):
     primary_limit = "window"
     server_error_statuses = (500, 502, 504)
     SETTINGS = {"search_index_lag_seconds": 2.0, "send_retry_after": False}
+    # HubSpot has no bounce or spam event: a hard bounce is a property change, a
+    # spam complaint shows only as the opt-out it causes (docs/crm-api.md section 2).
+    WEBHOOK_EVENTS = ("unsubscribed", "hard_bounce", "deleted", "privacy_deleted", "merged")
 
     def reset_records(self):
+        self.event_ids = itertools.count(1001)
         self.records, self.by_email, self.next_id = {}, {}, 1
         self.index = {}  # record id -> [(monotonic time, the record as it was then)]
         self.properties = {name: property_definition(name, *spec) for name, spec in BUILT_IN_PROPERTIES.items()}
@@ -257,6 +310,52 @@ class HubSpotEmulator(Emulator):
     def contacts(self):
         with self.lock:
             return [self._full(record) for record in self.records.values()]
+
+    # Webhooks out (docs/crm-api.md section 2, "Webhooks")
+
+    def webhook_request(self, kind, details, url, secret):
+        """A JSON array of one event, signed v3 (and v1, as HubSpot also sends).
+        details may fix "timestamp_ms" (the signed send time), "event_id",
+        "occurred_at_ms" and "attempt_number", so tests can send a stale call or
+        the same event again."""
+        body = json.dumps([self._webhook_event(kind, details)], separators=(",", ":")).encode()
+        timestamp = str(int(details.get("timestamp_ms") or time.time() * 1000))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "HubSpot Connect 2.0 (http://dev.hubspot.com/) - WebhooksExecutorDaemon",
+            "X-HubSpot-Request-Timestamp": timestamp,
+            "X-HubSpot-Signature-v3": signature_v3(secret, "POST", url, body, timestamp),
+            "X-HubSpot-Signature-Version": "v1",
+            "X-HubSpot-Signature": hashlib.sha256(secret.encode() + body).hexdigest(),
+        }
+        return body, headers
+
+    def _webhook_event(self, kind, details):
+        object_id = numeric(details.get("id"))
+        event = {
+            "eventId": int(details.get("event_id") or next(self.event_ids)),
+            "subscriptionId": SUBSCRIPTION_IDS[kind],
+            "portalId": PORTAL_ID,
+            "appId": APP_ID,
+            "occurredAt": int(details.get("occurred_at_ms") or time.time() * 1000),
+            "subscriptionType": SUBSCRIPTION_TYPES[kind],
+            "attemptNumber": int(details.get("attempt_number") or 0),
+            "objectId": object_id,
+            "changeSource": "CRM_UI",
+            "sourceId": "userId:%d" % SANDBOX_USER_ID,
+        }
+        if kind in PROPERTY_EVENTS:
+            event.update(zip(("propertyName", "propertyValue"), PROPERTY_EVENTS[kind]))
+        if kind == "merged":
+            primary = numeric(details.get("merged_into"))
+            event.update(
+                objectId=primary,
+                primaryObjectId=primary,
+                mergedObjectIds=[object_id],
+                newObjectId=primary,
+                numberOfPropertiesMoved=0,
+            )
+        return event
 
     # Server hooks
 
@@ -357,11 +456,62 @@ class HubSpotEmulator(Emulator):
 
     @route("DELETE", CONTACTS + r"/([^/]+)")
     def archive(self, request, identifier):
+        # 204 whether or not the record exists (docs/crm-api.md section 2, "Delete and erase").
         with self.lock:
             record = self.records.get(identifier)
             if record is not None:
                 self._remove(record)
+        if record is not None:
+            self.emit("deleted", id=identifier, email=record["properties"].get("email", ""))
         return empty_response(204)
+
+    @route("POST", CONTACTS + r"/gdpr-delete")
+    def gdpr_delete(self, request):
+        body = request.json_object()
+        if body.get("objectId") in (None, ""):
+            return missing_attributes(request, "PublicGdprDeleteInput", ["objectId"])
+        with self.lock:
+            record = self._find(str(body["objectId"]), body.get("idProperty"))
+            if record is not None:
+                self._remove(record)
+        if record is not None:
+            self.emit("privacy_deleted", id=record["id"], email=record["properties"].get("email", ""))
+        elif body.get("idProperty") != "email":
+            # An unknown record id: not confirmed whether HubSpot answers 404 or 204.
+            return not_found()
+        # An unknown email is blocklisted, not an error (the SDK's purge docstring).
+        return empty_response(204)
+
+    @route("POST", CONTACTS + r"/merge")
+    def merge(self, request):
+        body = request.json_object()
+        missing = [key for key in ("primaryObjectId", "objectIdToMerge") if body.get(key) in (None, "")]
+        if missing:
+            return missing_attributes(request, "PublicMergeInput", missing)
+        primary_id, merged_id = str(body["primaryObjectId"]), str(body["objectIdToMerge"])
+        if primary_id == merged_id:
+            return error(400, "VALIDATION_ERROR", "Cannot merge a record with itself.")
+        with self.lock:
+            primary, merged = self.records.get(primary_id), self.records.get(merged_id)
+            if primary is None or merged is None:
+                return not_found()
+            self._absorb(primary, merged)
+            answer = self._full(primary)
+        self.emit("merged", id=merged_id, merged_into=primary_id)
+        return json_response(200, answer)
+
+    def _absorb(self, primary, merged):
+        """The primary keeps its values and takes the merged record's where it has
+        none; the merged id then answers as missing (404, OBJECT_NOT_FOUND)."""
+        self._remove(merged)
+        extra = {
+            name: value
+            for name, value in merged["properties"].items()
+            if value and not primary["properties"].get(name) and name not in ("email", *ALWAYS_RETURNED)
+        }
+        ids = [i for i in str(primary["properties"].get("hs_merged_object_ids") or "").split(";") if i]
+        primary["properties"]["hs_merged_object_ids"] = ";".join([*ids, merged["id"]])
+        self._write(primary, extra)
 
     # Search
 
@@ -451,6 +601,10 @@ class HubSpotEmulator(Emulator):
             details = next((d for d in (self._property_errors(item["properties"]) for item in inputs) if d), None)
             if problem or details:
                 return problem or invalid_properties(details)
+            taken = self._taken_email(inputs)
+            if taken:
+                # The whole call is refused, nothing applied (docs/crm-api.md section 2).
+                return conflict(taken)
             found = [(item, self.records.get(str(item["id"]))) for item in inputs]
             results = []
             for item, record in found:
@@ -459,6 +613,14 @@ class HubSpotEmulator(Emulator):
                     results.append(self._full(record))
             missing = [str(item["id"]) for item, record in found if record is None]
         return with_missing(self.shuffled(results), missing)
+
+    def _taken_email(self, inputs):
+        """The id of the first other record whose email an update input sets, or None."""
+        for item in inputs:
+            owner = self.by_email.get(str(item["properties"].get("email") or "").strip().lower())
+            if owner is not None and owner["id"] != str(item["id"]):
+                return owner["id"]
+        return None
 
     @route("POST", CONTACTS + r"/batch/read")
     def batch_read(self, request):
@@ -479,10 +641,11 @@ class HubSpotEmulator(Emulator):
         if problem:
             return problem
         with self.lock:
-            for item in inputs:
-                record = self.records.get(str(item["id"]))
-                if record is not None:
-                    self._remove(record)
+            archived = [self.records.get(str(item["id"])) for item in inputs]
+            for record in filter(None, archived):
+                self._remove(record)
+        for record in filter(None, archived):
+            self.emit("deleted", id=record["id"], email=record["properties"].get("email", ""))
         return empty_response(204)
 
     # Properties
