@@ -26,7 +26,26 @@ def check_crm_configuration(app_configs=None, **kwargs):
         messages += _half_configured(backend_class)
         messages += _invalid_numbers(backend_class)
         messages += _lease_too_short(backend_class)
+        messages += _unknown_sync_mode(backend_class)
     return messages
+
+
+def _unknown_sync_mode(backend_class):
+    from .backends.base import SYNC_MODES, UPSERT
+
+    if not getattr(backend_class, "supports_sync_modes", False):
+        return []
+    mode = str(get_crm_setting(backend_class.name, "SYNC_MODE", UPSERT) or UPSERT).strip().lower()
+    if mode in SYNC_MODES:
+        return []
+    name = "%s_SYNC_MODE" % backend_class.name.upper()
+    return [
+        Error(
+            "%s is %r; it must be one of %s." % (name, mode, ", ".join(SYNC_MODES)),
+            hint="Fix %s; until then every push to %s fails." % (name, backend_class.verbose_name),
+            id="integrations.E003",
+        )
+    ]
 
 
 def _lease_too_short(backend_class):

@@ -10,6 +10,7 @@ from django.utils import timezone
 from contacts.models import SyncAttempt
 
 from .conf import SyncPolicy, attempt_retention_days
+from .models import WebhookEvent
 from .registry import get_enabled_backend_class
 from .resync import requeue_drifted
 from .workers import run_workers
@@ -51,6 +52,11 @@ def prune_sync_attempts():
             break
         deleted += SyncAttempt.objects.filter(pk__in=ids).delete()[0]
     logger.info("pruned %d sync attempts older than %s", deleted, cutoff.isoformat())
+    # Webhook event ids only guard against a CRM delivering an event again, which
+    # CRMs do within hours or days: the same retention is ample.
+    events, _ = WebhookEvent.objects.filter(received_at__lt=cutoff).delete()
+    if events:
+        logger.info("pruned %d webhook event ids older than %s", events, cutoff.isoformat())
     return deleted
 
 

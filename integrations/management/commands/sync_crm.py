@@ -179,6 +179,14 @@ class Command(BaseCommand):
                 )
             )
         for result in results:
+            if result.not_in_crm:
+                self.stdout.write(
+                    self.style.WARNING(
+                        "%s: %d contacts are not in the CRM and were not created (update_only, or their record "
+                        "was deleted or merged there); the admin lists them as Not in the CRM."
+                        % (result.crm, result.not_in_crm)
+                    )
+                )
             if result.paused_by:
                 self.stdout.write(self.style.WARNING("%s: %s" % (result.crm, result.pause_reason)))
             elif result.paused_until:
