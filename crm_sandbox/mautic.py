@@ -4,10 +4,17 @@ Settings (POST /_sandbox/mautic/settings): api_enabled and basic_auth_enabled (b
 off by default in a real Mautic, on here so the demo works), token_lifetime_seconds,
 rate_limit_per_hour (0: off, Mautic's default), non_atomic_uniqueness (check then
 insert with a pause between, as Mautic does, so tests can show crmsync never races
-two creates for one email).
+two creates for one email), email_conflict ("refuse", Mautic 5's 422 for an edit to
+an email another contact has, or "merge", Mautic 4 merging the two), and the
+webhook settings webhook_url and webhook_secret (docs/crm-api.md, section 3,
+"Webhooks").
 """
 
 import base64
+import csv
+import hashlib
+import hmac
+import json
 import secrets
 import time
 from datetime import UTC, datetime
@@ -84,6 +91,39 @@ def email_problem(value):
     return None
 
 
+# The do-not-contact reasons Mautic stores, and the verbs its webhook says.
+DNC_REASONS = {"unsubscribed": 1, "hard_bounce": 2}
+DNC_VERBS = {"unsubscribed": "unsubscribed", "hard_bounce": "bounced"}
+
+
+def php_json(data):
+    """PHP's json_encode with its default flags: no spaces, "/" as "\\/",
+    anything outside ASCII as \\uXXXX. Mautic signs exactly these bytes."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=True).replace("/", "\\/").encode()
+
+
+def webhook_contact(public):
+    """A contact as Mautic's webhooks serialize it: grouped fields, no `fields.all`
+    (the API controller adds that one)."""
+    fields = {key: value for key, value in public["fields"].items() if key != "all"}
+    return {**public, "fields": fields}
+
+
+def where_emails(query):
+    """The lower-cased emails a where[0] clause on email asks for, or None when
+    there is none: eq takes one value, in a CSV string read like str_getcsv."""
+    if query.get("where[0][col]") != "email" or "where[0][val]" not in query:
+        return None
+    value, expr = query["where[0][val]"], query.get("where[0][expr]")
+    if expr == "in":
+        values = next(csv.reader([value], quotechar='"'), [])
+    elif expr == "eq":
+        values = [value]
+    else:
+        return None
+    return {v.strip().lower() for v in values}
+
+
 def php_array(by_index):
     """{index: value} as PHP's json_encode writes an array: a JSON list when the
     keys run 0..n-1 in order, else an object keyed by index."""
@@ -101,11 +141,15 @@ class MauticEmulator(Emulator):
         "token_lifetime_seconds": 3600,
         "rate_limit_per_hour": 0,
         "non_atomic_uniqueness": False,
+        "email_conflict": "refuse",
     }
+    # What Mautic's webhooks say that crmsync records: mautic.lead_post_delete, and
+    # mautic.lead_channel_subscription_changed to unsubscribed or bounced.
+    WEBHOOK_EVENTS = ("deleted", "unsubscribed", "hard_bounce")
 
     def reset(self):
         with self.lock:
-            self.settings = dict(self.SETTINGS)
+            self.settings = self.all_settings()
             self.records, self.by_email, self.next_id = {}, {}, 1
             self.fields = {
                 alias: {"alias": alias, "label": alias.title(), "type": "text", "group": "core"}
@@ -118,6 +162,11 @@ class MauticEmulator(Emulator):
     def contacts(self):
         with self.lock:
             return [self._public(record) for record in self.records.values()]
+
+    def check_settings(self, settings):
+        if settings.get("email_conflict", "refuse") not in ("refuse", "merge"):
+            return "email_conflict is refuse (Mautic 5) or merge (Mautic 4)."
+        return None
 
     # Server-level hooks
 
@@ -244,13 +293,34 @@ class MauticEmulator(Emulator):
 
     @route("GET", r"/api/contacts")
     def search(self, request):
+        """search=email:<email>, or where[0][col]=email with expr eq (one value)
+        or in (one CSV string, as str_getcsv reads it); keyed by id, `total` a
+        string (docs/crm-api.md, section 3, "Find a contact by email")."""
         term = request.query.get("search", "")
+        wanted = where_emails(request.query)
+        start = int(request.query.get("start") or 0)
+        limit = int(request.query.get("limit") or 30)
         with self.lock:
-            if term.startswith("email:"):
-                found = [r for r in self.records.values() if r["fields"].get("email") == term[6:].lower()]
-            else:
-                found = list(self.records.values())
-            return json_response(200, {"total": len(found), "contacts": {str(r["id"]): self._public(r) for r in found}})
+            found = list(self.records.values())
+            if wanted is not None:
+                found = [r for r in found if str(r["fields"].get("email") or "").lower() in wanted]
+            elif term.startswith("email:"):
+                found = [r for r in found if r["fields"].get("email") == term[6:].lower()]
+            page = found[start : start + limit]
+            return json_response(
+                200, {"total": str(len(found)), "contacts": {str(r["id"]): self._public(r) for r in page}}
+            )
+
+    @route("DELETE", r"/api/contacts/(\d+)/delete")
+    def delete(self, request, contact_id):
+        """200 with the contact as serialized after the delete (its id null);
+        mautic.lead_post_delete goes to the webhook."""
+        with self.lock:
+            record = self.records.get(int(contact_id))
+            if record is None:
+                return errors(404, "Item was not found.")
+            gone = self._delete(record)
+        return json_response(200, {"contact": {**gone, "id": None}})
 
     @route("PATCH", r"/api/contacts/(\d+)/edit")
     def patch(self, request, contact_id):
@@ -259,10 +329,10 @@ class MauticEmulator(Emulator):
             record = self.records.get(int(contact_id))
             if record is None:
                 return errors(404, "Item was not found.")
-            problem = self._validate(body)
+            problem = self._validate(body) or self._refused_clash(record, body)
             if problem:
-                return json_response(400, {"errors": [problem]})
-            self._write(record, body, blank_missing=False)
+                return json_response(problem["code"], {"errors": [problem]})
+            record = self._edit(record, body)
             return json_response(200, {"contact": self._public(record)})
 
     @route("PUT", r"/api/contacts/(\d+)/edit")
@@ -308,18 +378,124 @@ class MauticEmulator(Emulator):
 
     @route("PATCH", r"/api/contacts/batch/edit")
     def batch_edit(self, request):
-        items = request.json() or []
-        contacts, codes = [], []
-        with self.lock:
-            for item in items:
-                record = self.records.get(int(item.get("id") or 0))
-                if record is None:
-                    codes.append(404)
+        """Always 200: contacts, statusCodes and (when an item failed) errors keyed
+        by index. An unknown or missing id is 404 in setBatchError's shape (no
+        details, type "api"). Mautic's index shift for items without an id is not
+        reproduced (docs/crm-api.md, section 3, "Update by id and conflicts")."""
+        items = request.json()
+        if not isinstance(items, list):
+            return errors(400, "Request body must be an array of entities.")
+        if len(items) > BATCH_LIMIT:
+            return errors(500, "A max of 200 entities are supported at a time.")
+        contacts, codes, problems = {}, [], {}
+        for index, item in enumerate(items):
+            with self.lock:
+                record = self._record_for(item)
+                problem = {"message": "Item was not found.", "code": 404, "type": "api"} if record is None else None
+                problem = problem or self._validate(item) or self._refused_clash(record, item)
+                if problem:
+                    codes.append(problem["code"])
+                    problems[index] = problem
                     continue
-                self._write(record, item, blank_missing=False)
-                codes.append(200)
-                contacts.append(self._public(record))
-        return json_response(200, {"contacts": contacts, "statusCodes": codes})
+                contacts[index] = self._public(self._edit(record, item))
+            codes.append(200)
+        body = {"contacts": php_array(contacts), "statusCodes": codes}
+        if problems:
+            body["errors"] = php_array(problems)
+        return json_response(200, body)
+
+    def _record_for(self, item):
+        if not isinstance(item, dict) or not str(item.get("id", "")).isdigit():
+            return None
+        return self.records.get(int(item["id"]))
+
+    def _holder(self, record, body):
+        """Another contact that has the email `body` gives `record`, or None."""
+        email = str(body.get("email") or "").strip().lower()
+        holder = self.by_email.get(email) if email else None
+        return holder if holder is not None and holder is not record else None
+
+    def _refused_clash(self, record, body):
+        """Mautic 5's UniqueCustomField violation, when it refuses clashes."""
+        if self.settings["email_conflict"] != "refuse" or self._holder(record, body) is None:
+            return None
+        message = "This field must be unique."
+        return api_error(422, "email: %s" % message, {"email": [message]})
+
+    def _edit(self, record, body):
+        """Write `body` on `record`; with email_conflict "merge" (Mautic 4) an email
+        another contact has merges the two: the older one stays, the other is
+        deleted. Returns the contact that stays."""
+        holder = self._holder(record, body)
+        self._write(record, body, blank_missing=False)
+        if holder is None:
+            return record
+        winner, loser = sorted((record, holder), key=lambda r: r["id"])
+        for alias, value in record["fields"].items():
+            if value not in ("", None):
+                winner["fields"][alias] = value
+        self._delete(loser)
+        self.by_email[str(winner["fields"].get("email") or "").lower()] = winner
+        return winner
+
+    def _delete(self, record):
+        """Forget `record` and send mautic.lead_post_delete; returns its public form."""
+        public = self._public(record)
+        del self.records[record["id"]]
+        email = str(record["fields"].get("email") or "").lower()
+        if self.by_email.get(email) is record:
+            del self.by_email[email]
+        for segment in self.segments.values():
+            if record["id"] in segment["members"]:
+                segment["members"].remove(record["id"])
+        self.emit("deleted", id=record["id"], contact={**webhook_contact(public), "id": None})
+        return public
+
+    # Webhooks out (docs/crm-api.md, section 3, "Webhooks")
+
+    def webhook_request(self, kind, details, url, secret):
+        """One event as Mautic's immediate mode posts it: {"<type>": [event]},
+        json_encode'd and signed with Webhook-Signature. "unsubscribed" and
+        "hard_bounce" (POST /_sandbox/mautic/events {"kind", "id" or "email"})
+        also put the do-not-contact entry on the contact, as Mautic does first."""
+        stamp = now()
+        if kind == "deleted":
+            contact = details.get("contact") or {"id": None, "fields": {"core": {}}}
+            payload = {"mautic.lead_post_delete": [{"id": details.get("id"), "contact": contact, "timestamp": stamp}]}
+        else:
+            payload = {
+                "mautic.lead_channel_subscription_changed": [
+                    {
+                        "contact": self._do_not_contact(kind, details),
+                        "channel": "email",
+                        "old_status": "contactable",
+                        "new_status": DNC_VERBS[kind],
+                        "timestamp": stamp,
+                    }
+                ]
+            }
+        body = php_json(payload)
+        signature = base64.b64encode(hmac.new(str(secret).encode(), body, hashlib.sha256).digest()).decode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Origin-Base-URL": "http://mautic.sandbox",
+            "Webhook-Signature": signature,
+        }
+        return body, headers
+
+    def _do_not_contact(self, kind, details):
+        """Mark the contact the event names (by id, else email) do-not-contact on
+        the email channel; its webhook form."""
+        with self.lock:
+            record = self.records.get(int(details.get("id") or 0)) or self.by_email.get(
+                str(details.get("email") or "").lower()
+            )
+            if record is None:
+                email = details.get("email")
+                return {"id": details.get("id"), "fields": {"core": {"email": {"alias": "email", "value": email}}}}
+            entry = {"reason": DNC_REASONS[kind], "comments": "", "channel": "email", "channelId": None}
+            record.setdefault("doNotContact", []).append({"id": len(record["doNotContact"]) + 1, **entry})
+            return webhook_contact(self._public(record))
 
     # Fields and segments
 
@@ -429,6 +605,16 @@ class MauticEmulator(Emulator):
         return record, True
 
     def _write(self, record, body, blank_missing):
+        old_email = str(record["fields"].get("email") or "").lower()
+        self._write_fields(record, body, blank_missing)
+        new_email = str(record["fields"].get("email") or "").lower()
+        if new_email != old_email and record["id"] in self.records:
+            if self.by_email.get(old_email) is record:
+                del self.by_email[old_email]
+            if new_email:
+                self.by_email[new_email] = record
+
+    def _write_fields(self, record, body, blank_missing):
         overwrite_blank = blank_missing or bool(body.get("overwriteWithBlank"))
         for alias in self.fields:
             if alias in body:
@@ -450,6 +636,7 @@ class MauticEmulator(Emulator):
             "dateModified": record["dateModified"],
             "points": record["points"],
             "tags": list(record["tags"]),
+            "doNotContact": list(record.get("doNotContact", [])),
             "fields": {
                 "core": {alias: {"alias": alias, "value": value} for alias, value in record["fields"].items()},
                 "all": all_fields,
