@@ -14,12 +14,17 @@ from django.utils.translation import ngettext
 from integrations.registry import UnknownCRM, crm_choices, get_backend_class, verbose_crm_name
 
 from . import selection
+from .admin_badges import crm_event_badge, event_kind, processing_state, when
 from .admin_filters import (
+    ContactCRMEventFilter,
     ContactCRMFilter,
+    ContactOptedOutFilter,
     ContactProcessingStatusFilter,
     ContactSyncErrorFilter,
     ContactSyncStatusFilter,
+    SyncCRMEventFilter,
     SyncCRMFilter,
+    SyncOptedOutFilter,
 )
 from .erasure_admin import ContactErasureMixin
 from .forms import CRMChoiceForm
@@ -44,7 +49,8 @@ def external_link(sync):
 
 
 def sync_badge(sync, crm):
-    """A small coloured label for one CRM; the tooltip says where things stand."""
+    """A small coloured label for one CRM; the tooltip says where things stand, and
+    a mark shows an event the CRM reported (an opt-out, a deletion, a merge)."""
     if sync is None:
         css, tooltip = SyncStatus.NEW, "%s: %s" % (verbose_crm_name(crm), SyncStatus.NEW.label)
     else:
@@ -54,6 +60,9 @@ def sync_badge(sync, crm):
             tooltip += " / %s" % sync.get_processing_status_display()
         if sync.attempts:
             tooltip += " (%s)" % ngettext("%d attempt", "%d attempts", sync.attempts) % sync.attempts
+        if sync.crm_event:
+            tooltip += "\n%s %s" % (sync.get_crm_event_display(), when(sync.crm_event_at))
+            css += " crm-badge--event-%s" % event_kind(sync.crm_event)
         if sync.last_error:
             tooltip += "\n%s" % Truncator(sync.last_error).chars(300)
     return format_html(
@@ -71,11 +80,13 @@ class ContactSyncInline(admin.TabularInline):
     fields = (
         "crm_label",
         "sync_status",
-        "processing_status",
+        "state",
+        "crm_event_shown",
         "attempts",
         "next_attempt_at",
         "last_error",
         "external_link",
+        "synced_email",
         "synced_at",
     )
     readonly_fields = fields
@@ -84,6 +95,14 @@ class ContactSyncInline(admin.TabularInline):
     @admin.display(description=_("CRM"))
     def crm_label(self, obj):
         return obj.crm_label
+
+    @admin.display(description=_("processing status"))
+    def state(self, obj):
+        return processing_state(obj)
+
+    @admin.display(description=_("CRM event"))
+    def crm_event_shown(self, obj):
+        return crm_event_badge(obj)
 
     @admin.display(description=_("ID in the CRM"))
     def external_link(self, obj):
@@ -97,7 +116,14 @@ class ContactSyncInline(admin.TabularInline):
 @admin.register(Contact)
 class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
     list_display = ("email", "full_name", "company", "crm_status", "created_at")
-    list_filter = (ContactCRMFilter, ContactSyncStatusFilter, ContactProcessingStatusFilter, ContactSyncErrorFilter)
+    list_filter = (
+        ContactCRMFilter,
+        ContactSyncStatusFilter,
+        ContactProcessingStatusFilter,
+        ContactCRMEventFilter,
+        ContactOptedOutFilter,
+        ContactSyncErrorFilter,
+    )
     search_fields = ("email", "first_name", "last_name", "company")
     show_full_result_count = False
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
@@ -117,7 +143,14 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         syncs = ContactSync.objects.only(
-            "contact_id", "crm", "sync_status", "processing_status", "attempts", "last_error"
+            "contact_id",
+            "crm",
+            "sync_status",
+            "processing_status",
+            "attempts",
+            "last_error",
+            "crm_event",
+            "crm_event_at",
         )
         return super().get_queryset(request).prefetch_related(Prefetch("syncs", queryset=syncs))
 
@@ -265,29 +298,45 @@ class ContactSyncAdmin(admin.ModelAdmin):
         "contact_link",
         "crm_label",
         "sync_status",
-        "processing_status",
+        "state",
+        "crm_event_shown",
         "attempts",
         "next_attempt_at",
         "short_error",
         "external_link",
         "synced_at",
     )
-    list_filter = (SyncCRMFilter, "sync_status", "processing_status")
+    list_filter = (SyncCRMFilter, "sync_status", "processing_status", SyncCRMEventFilter, SyncOptedOutFilter)
     search_fields = ("contact__email", "last_error", "external_id")
     search_help_text = _("Search by contact email, error text or ID in the CRM.")
     list_select_related = ("contact",)
+
+    class Media:
+        css = {"all": ("contacts/admin.css",)}
+
     show_full_result_count = False
     actions = ("retry_failed_syncs",)
     readonly_fields = [field.name for field in ContactSync._meta.fields]
 
     @admin.display(description=_("contact"), ordering="contact__email")
     def contact_link(self, obj):
+        if obj.contact_id is None:
+            # Deleted locally while a removal or an erasure is still to be delivered.
+            return _("(deleted contact)")
         url = reverse("admin:contacts_contact_change", args=[obj.contact_id])
         return format_html('<a href="{}">{}</a>', url, obj.contact.email)
 
     @admin.display(description=_("CRM"), ordering="crm")
     def crm_label(self, obj):
         return obj.crm_label
+
+    @admin.display(description=_("processing status"), ordering="processing_status")
+    def state(self, obj):
+        return processing_state(obj)
+
+    @admin.display(description=_("CRM event"), ordering="crm_event_at")
+    def crm_event_shown(self, obj):
+        return crm_event_badge(obj)
 
     @admin.display(description=_("ID in the CRM"), ordering="external_id")
     def external_link(self, obj):

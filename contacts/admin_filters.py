@@ -11,10 +11,12 @@ from django.utils.translation import gettext_lazy as _
 from integrations.registry import crm_choices
 
 from . import filters
-from .models import ProcessingStatus, SyncStatus
+from .models import CRMEvent, ProcessingStatus, SyncStatus
 
 CRM_PARAMETER = "crm"
-STATUS_PARAMETERS = ("sync_status", "processing_status", "sync_error")
+STATUS_PARAMETERS = ("sync_status", "processing_status", "sync_error", "crm_event", "opted_out")
+CRM_EVENT_CHOICES = [choice for choice in CRMEvent.choices if choice[0]]
+OPTED_OUT_CHOICES = [(filters.OPTED_OUT, _("Yes")), (filters.NOT_OPTED_OUT, _("No"))]
 
 
 def _chosen_crm(request):
@@ -92,6 +94,62 @@ class ContactSyncErrorFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value():
             return filters.with_sync_error(queryset, self.value(), _chosen_crm(request))
+        return queryset
+
+
+class ContactCRMEventFilter(OfferedChoicesFilter):
+    """Contacts with a row (for the chosen CRM) whose CRM last reported this event."""
+
+    title = _("CRM event")
+    parameter_name = STATUS_PARAMETERS[3]
+
+    def lookups(self, request, model_admin):
+        return CRM_EVENT_CHOICES
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return filters.with_crm_event(queryset, self.value(), _chosen_crm(request))
+        return queryset
+
+
+class ContactOptedOutFilter(OfferedChoicesFilter):
+    title = _("opted out")
+    parameter_name = STATUS_PARAMETERS[4]
+
+    def lookups(self, request, model_admin):
+        return OPTED_OUT_CHOICES
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return filters.with_opted_out(queryset, self.value(), _chosen_crm(request))
+        return queryset
+
+
+class SyncCRMEventFilter(OfferedChoicesFilter):
+    """The events only, not "(none)": a DISTINCT over the table is not needed either."""
+
+    title = _("CRM event")
+    parameter_name = "crm_event"
+
+    def lookups(self, request, model_admin):
+        return CRM_EVENT_CHOICES
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(crm_event=self.value())
+        return queryset
+
+
+class SyncOptedOutFilter(OfferedChoicesFilter):
+    title = _("opted out")
+    parameter_name = "opted_out"
+
+    def lookups(self, request, model_admin):
+        return OPTED_OUT_CHOICES
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(opted_out_at__isnull=self.value() != filters.OPTED_OUT)
         return queryset
 
 

@@ -13,6 +13,9 @@ from django.db.models import Exists, OuterRef, Q
 
 from .models import ContactSync, SyncStatus
 
+# The values of the "opted out" filter.
+OPTED_OUT, NOT_OPTED_OUT = "yes", "no"
+
 # The fields a search looks in, as the admin's search box does.
 SEARCH_FIELDS = ("email", "first_name", "last_name", "company")
 
@@ -44,6 +47,18 @@ def with_sync_error(contacts, error, crm=None):
     return contacts.filter(Exists(_syncs(crm).filter(last_error=error)))
 
 
+def with_crm_event(contacts, event, crm=None):
+    """Contacts whose row (for `crm`, or for any CRM) last had this CRMEvent (its webhooks)."""
+    return contacts.filter(Exists(_syncs(crm).filter(crm_event=event)))
+
+
+def with_opted_out(contacts, answer, crm=None):
+    """OPTED_OUT: contacts that opted out (unsubscribed, bounced hard, complained) in
+    `crm`, or in any CRM; NOT_OPTED_OUT: the others, contacts without a row included."""
+    opted_out = Exists(_syncs(crm).filter(opted_out_at__isnull=False))
+    return contacts.filter(opted_out) if answer == OPTED_OUT else contacts.exclude(opted_out)
+
+
 def matching_search(contacts, text):
     """Contacts with every word of `text` in one of SEARCH_FIELDS, as the admin searches."""
     for word in text.split():
@@ -51,11 +66,21 @@ def matching_search(contacts, text):
     return contacts
 
 
-def filter_contacts(contacts, *, crm=None, sync_status=None, processing_status=None, sync_error=None, search=None):
+def filter_contacts(
+    contacts,
+    *,
+    crm=None,
+    sync_status=None,
+    processing_status=None,
+    sync_error=None,
+    crm_event=None,
+    opted_out=None,
+    search=None,
+):
     """All the filters at once, each given or None, with the admin list's meaning:
-    a CRM alone narrows to contacts decided for it; with a status, the status is
-    tested for that CRM."""
-    if crm and not (sync_status or processing_status or sync_error):
+    a CRM alone narrows to contacts decided for it; with a status or a CRM event,
+    it is tested for that CRM."""
+    if crm and not (sync_status or processing_status or sync_error or crm_event or opted_out):
         contacts = decided_for(contacts, crm)
     if sync_status:
         contacts = with_sync_status(contacts, sync_status, crm)
@@ -63,6 +88,10 @@ def filter_contacts(contacts, *, crm=None, sync_status=None, processing_status=N
         contacts = with_processing_status(contacts, processing_status, crm)
     if sync_error:
         contacts = with_sync_error(contacts, sync_error, crm)
+    if crm_event:
+        contacts = with_crm_event(contacts, crm_event, crm)
+    if opted_out:
+        contacts = with_opted_out(contacts, opted_out, crm)
     if search:
         contacts = matching_search(contacts, search)
     return contacts
