@@ -39,6 +39,8 @@ SEGMENTS = (
     ("queued", "Queued"),
     ("processing", "Processing"),
     ("error", "Error"),
+    ("not_in_crm", "Not in the CRM"),
+    ("removed", "Removed from the CRM"),
     ("skipped", "Skipped"),
     ("new", "New"),
 )
@@ -177,7 +179,12 @@ def _status_counts(crms):
 
 def _segment_key(sync_status, processing_status):
     # Where the work stands comes first: a Selected row may be queued or in flight.
-    if processing_status in (ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING):
+    if processing_status in (
+        ProcessingStatus.QUEUED,
+        ProcessingStatus.PROCESSING,
+        ProcessingStatus.NOT_IN_CRM,
+        ProcessingStatus.REMOVED,
+    ):
         return processing_status
     if sync_status == SyncStatus.SELECTED:
         return "queued"

@@ -70,7 +70,7 @@ def attempts(contact, at, number, outcome=AttemptOutcome.ACCEPTED, crm="scripted
 
 class TestWhatItShows:
     def test_counts_by_where_the_work_stands_including_contacts_nobody_decided_about(self, viewer):
-        contacts = people(12)
+        contacts = people(14)
         rows(contacts[:3], sync_status=SyncStatus.COMPLETE, processing_status=ProcessingStatus.COMPLETE)
         rows(contacts[3:5], sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.QUEUED)
         rows(contacts[5:6], sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.PROCESSING)
@@ -78,6 +78,9 @@ class TestWhatItShows:
         rows(contacts[8:9], sync_status=SyncStatus.SKIPPED)
         # A row staff re-queued while it was Complete is queued, not complete.
         rows(contacts[9:10], sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.QUEUED)
+        # Selected, but the CRM's record is gone and nothing is queued: not "queued".
+        rows(contacts[10:11], sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.NOT_IN_CRM)
+        rows(contacts[11:12], sync_status=SyncStatus.SKIPPED, processing_status=ProcessingStatus.REMOVED)
 
         section = card(viewer.get(DASHBOARD))
 
@@ -86,10 +89,12 @@ class TestWhatItShows:
             "queued": 3,
             "processing": 1,
             "error": 2,
+            "not_in_crm": 1,
+            "removed": 1,
             "skipped": 1,
             "new": 2,
         }
-        assert 'class="status-complete" style="width: 25.000%"' in section
+        assert 'class="status-error" style="width: 14.286%"' in section
 
     def test_synced_per_hour_over_the_last_day_counts_accepted_pushes_only(self, viewer):
         contact = people(1)[0]
