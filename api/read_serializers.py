@@ -3,8 +3,8 @@ the query parameters the contact list accepts."""
 
 from rest_framework import serializers
 
-from contacts.filters import SEARCH_FIELDS
-from contacts.models import Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
+from contacts.filters import NOT_OPTED_OUT, OPTED_OUT, SEARCH_FIELDS
+from contacts.models import Contact, ContactSync, CRMEvent, ProcessingStatus, SyncAttempt, SyncStatus
 from integrations.models import ERROR_MAX_LENGTH
 from integrations.registry import crm_names
 
@@ -13,6 +13,9 @@ from integrations.registry import crm_names
 SEARCH_MAX_LENGTH = 200
 # Processing status "" means "nothing going on", which the admin list does not filter by.
 PROCESSING_STATUS_FILTERS = [(value, label) for value, label in ProcessingStatus.choices if value]
+# Likewise, no CRM event is not one to filter by.
+CRM_EVENT_FILTERS = [(value, label) for value, label in CRMEvent.choices if value]
+OPTED_OUT_FILTERS = [(OPTED_OUT, "Opted out"), (NOT_OPTED_OUT, "Not opted out")]
 
 
 def _choice_error(what, choices):
@@ -49,6 +52,20 @@ class ContactFilterSerializer(serializers.Serializer):
         max_length=ERROR_MAX_LENGTH,
         help_text="Exactly this last error (the sync dashboard links its top errors here).",
     )
+    crm_event = serializers.ChoiceField(
+        choices=CRM_EVENT_FILTERS,
+        required=False,
+        allow_blank=True,
+        error_messages={"invalid_choice": _choice_error("CRM event", CRM_EVENT_FILTERS)},
+        help_text="The last event the CRM reported through its webhooks (for `crm`, or any CRM).",
+    )
+    opted_out = serializers.ChoiceField(
+        choices=OPTED_OUT_FILTERS,
+        required=False,
+        allow_blank=True,
+        error_messages={"invalid_choice": _choice_error("answer", OPTED_OUT_FILTERS)},
+        help_text="yes: unsubscribed, bounced hard or complained of spam (in `crm`, or any CRM); no: the others.",
+    )
     search = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -73,21 +90,34 @@ class ContactFilterSerializer(serializers.Serializer):
 
 
 class ContactSyncReadSerializer(serializers.ModelSerializer):
-    """One CRM's dual status for a contact: staff's decision and where the work stands."""
+    """One CRM's dual status for a contact: staff's decision, where the work stands
+    (processing_status not_in_crm or removed: the CRM has no record, last_error says
+    why), the operation the next push does, and what the CRM last reported."""
 
     class Meta:
         model = ContactSync
         fields = [
             "crm",
+            "operation",
             "sync_status",
             "processing_status",
             "attempts",
             "last_error",
             "external_id",
+            "synced_email",
             "synced_at",
             "next_attempt_at",
+            "crm_event",
+            "crm_event_at",
+            "opted_out_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "operation": {"help_text": "What the next push does: empty for create or update, remove, or erase."},
+            "synced_email": {"help_text": "The email the CRM's record had after the last accepted push."},
+            "crm_event": {"help_text": "The last event the CRM reported (its webhooks); empty for none."},
+            "opted_out_at": {"help_text": "When the person opted out in this CRM; a sync never undoes it."},
+        }
 
 
 class SyncAttemptReadSerializer(serializers.ModelSerializer):
@@ -195,6 +225,8 @@ class ContactFilterErrorsSerializer(serializers.Serializer):
     sync_status = serializers.ListField(child=serializers.CharField(), required=False)
     processing_status = serializers.ListField(child=serializers.CharField(), required=False)
     sync_error = serializers.ListField(child=serializers.CharField(), required=False)
+    crm_event = serializers.ListField(child=serializers.CharField(), required=False)
+    opted_out = serializers.ListField(child=serializers.CharField(), required=False)
     search = serializers.ListField(child=serializers.CharField(), required=False)
     detail = serializers.CharField(
         required=False, help_text="A NUL character in the address or the Authorization header."

@@ -81,13 +81,18 @@ class TestList:
         brevo, hubspot = body["syncs"]
         assert brevo == {
             "crm": "brevo",
+            "operation": "",
             "sync_status": "error",
             "processing_status": "error",
             "attempts": 5,
             "last_error": "400: invalid phone",
             "external_id": "",
+            "synced_email": "",
             "synced_at": None,
             "next_attempt_at": None,
+            "crm_event": "",
+            "crm_event_at": None,
+            "opted_out_at": None,
         }
         assert (hubspot["crm"], hubspot["external_id"], hubspot["sync_status"]) == ("hubspot", "51", "complete")
         assert hubspot["synced_at"] is not None
