@@ -30,3 +30,9 @@ class CanPauseCRMs(HasModelPermissions):
     """Pause, resume and sync now, as on the sync dashboard."""
 
     required = ("integrations.pause_crm",)
+
+
+class CanEraseContacts(HasModelPermissions):
+    """Erase people from every CRM and read the proof, as the admin's erase action."""
+
+    required = ("contacts.erase_contact",)
