@@ -9,10 +9,10 @@ confirm, and it is the one thing the proof must not reveal.
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Prefetch, Value, When
-from django.http import HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -96,7 +96,10 @@ class ContactErasureMixin:
         """One contact's erase page, the action's confirmation for that contact alone."""
         if not can_erase(request):
             raise PermissionDenied
-        contact = get_object_or_404(self.model, pk=object_id)
+        # get_object, as Django's own object pages: an id that is not one is a 404.
+        contact = self.get_object(request, unquote(object_id))
+        if contact is None:
+            raise Http404
         change_url = reverse("admin:contacts_contact_change", args=[contact.pk])
         if not suppression_key():
             self.message_user(request, key_missing_message(), messages.ERROR)
