@@ -18,6 +18,7 @@ number of contacts.
 from collections import Counter
 from dataclasses import dataclass
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections, transaction
 from django.db.models import Count, F, Q
 from django.dispatch import receiver
@@ -201,7 +202,10 @@ def _unselect(contacts, crms):
     sets, set_params = set_clauses(
         ContactSync, connection, _unless_in_flight(cleared, PendingDecision.UNSELECT, connection)
     )
-    contact_sql, contact_params = contacts.order_by().values("pk").query.sql_with_params()
+    try:
+        contact_sql, contact_params = contacts.order_by().values("pk").query.sql_with_params()
+    except EmptyResultSet:
+        return {}
     sql = (
         "UPDATE {table} SET {sets} WHERE {table}.contact_id IN ({contact_sql}) AND {table}.crm IN ({crms}) "
         "AND ({in_flight} OR NOT ({table}.sync_status = %s AND {table}.processing_status = %s)) "
@@ -258,7 +262,10 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     contacts = not_being_erased(contacts)
     connection = connections[contacts.db]
     quote = connection.ops.quote_name
-    contact_sql, contact_params = contacts.order_by().values(selected_id=F("pk")).query.sql_with_params()
+    try:
+        contact_sql, contact_params = contacts.order_by().values(selected_id=F("pk")).query.sql_with_params()
+    except EmptyResultSet:  # e.g. pk__in=[]: no contact, nothing to decide
+        return {}
     updates, update_params = set_clauses(
         ContactSync, connection, _unless_in_flight(_decided(reset_attempts), in_flight, connection)
     )

@@ -414,3 +414,8 @@ def test_a_merge_in_the_crm_points_the_row_at_the_surviving_record(queued, run):
     selection.select(Contact.objects.filter(pk=contact.pk), ["scripted"])
     (item,) = run()
     assert item.external_id == "survivor-1"
+
+
+@pytest.mark.parametrize("decide", [selection.select, selection.skip, selection.unselect])
+def test_a_decision_about_no_contact_changes_nothing(scripted_crm, decide):
+    assert decide(Contact.objects.filter(pk__in=[]), ["scripted"]) == 0
