@@ -54,13 +54,21 @@ def _configured_crms():
 
 
 def start(emails, *, requested_by, via):
-    """Erase each address in `emails` from every CRM; returns the Erasures made.
+    """Erase each address in `emails` from every CRM; returns an Erasure per
+    address, in order: a new one, or the one already under way for it.
     SuppressionKeyMissing without CRMSYNC_SUPPRESSION_KEY."""
     now = timezone.now()
-    addresses = list(dict.fromkeys(canonical_email(email) for email in emails if email))
-    hashes = {address: email_hash(address) for address in addresses}
+    wanted = list(dict.fromkeys(canonical_email(email) for email in emails if email))
+    hashes = {address: email_hash(address) for address in wanted}
     configured = _configured_crms()
     with transaction.atomic():
+        # An address whose erasure is under way keeps that one: a second would take
+        # over its rows and leave the first pending for ever.
+        pending = {
+            e.email: e
+            for e in Erasure.objects.select_for_update().filter(status=ErasureStatus.PENDING, email__in=wanted)
+        }
+        addresses = [address for address in wanted if address not in pending]
         erasures = Erasure.objects.bulk_create(
             [
                 Erasure(
@@ -89,7 +97,8 @@ def start(emails, *, requested_by, via):
         )
         _queue_erase_rows(erasures, sorted(configured), now)
     complete_finished([e.pk for e in erasures], now)
-    return erasures
+    started = {e.email: e for e in erasures}
+    return [pending.get(address) or started[address] for address in wanted]
 
 
 def _queue_erase_rows(erasures, crms, now):

@@ -419,3 +419,15 @@ def test_a_merge_in_the_crm_points_the_row_at_the_surviving_record(queued, run):
 @pytest.mark.parametrize("decide", [selection.select, selection.skip, selection.unselect])
 def test_a_decision_about_no_contact_changes_nothing(scripted_crm, decide):
     assert decide(Contact.objects.filter(pk__in=[]), ["scripted"]) == 0
+
+
+def test_erasing_an_address_again_while_its_erasure_is_pending_returns_that_erasure(erasing, queued, run):
+    (contact,) = synced(queued, run)
+    (first,) = erasure.start([contact.email], requested_by="alice", via="test")
+    again, other = erasure.start([contact.email.upper(), "other@example.com"], requested_by="bob", via="test")
+
+    assert again.pk == first.pk and other.pk != first.pk
+    assert Erasure.objects.count() == 2
+    run()
+    first.refresh_from_db()
+    assert first.status == ErasureStatus.COMPLETE
