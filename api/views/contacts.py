@@ -85,6 +85,11 @@ SYNC_EXAMPLE = {
     "external_id": "",
     "synced_at": None,
     "next_attempt_at": None,
+    "operation": "",
+    "synced_email": "",
+    "crm_event": "",
+    "crm_event_at": None,
+    "opted_out_at": None,
 }
 CONTACT_EXAMPLE = {
     "id": 42,
