@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 CHANGE_CONTACTS = "contacts.change_contact"
 VIEW_SYNCS = "contacts.view_contactsync"
 PAUSE_CRMS = "integrations.pause_crm"
+ERASE_CONTACTS = "contacts.erase_contact"
 
 
 def _permission(dotted):
@@ -42,4 +43,4 @@ def anonymous():
 @pytest.fixture
 def staff_client(client_with):
     """Every permission the API asks for."""
-    return client_with(CHANGE_CONTACTS, VIEW_SYNCS, PAUSE_CRMS)
+    return client_with(CHANGE_CONTACTS, VIEW_SYNCS, PAUSE_CRMS, ERASE_CONTACTS)
