@@ -227,7 +227,9 @@ def test_mautic_over_oauth2_fetches_a_token_and_refreshes_it_after_a_401(sandbox
     # The instance forgets every token it issued (and its request log); the
     # cached token now gets a 401.
     requests.post(sandbox.url + "/_sandbox/reset", timeout=5)
-    selection.select(contacts, ["mautic"])
+    # Only contacts never synced: the two synced ones have ids the reset instance
+    # no longer has, and would each end Not in the CRM.
+    selection.select(contacts.exclude(pk__in=list(contacts.values_list("pk", flat=True)[:2])), ["mautic"])
     sync("--crm", "mautic")
 
     assert [(r["path"], r["status"]) for r in sandbox.requests("mautic")] == [
