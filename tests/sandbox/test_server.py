@@ -369,7 +369,10 @@ def test_reset_forgets_records_logs_settings_faults_and_limit_counts(sandbox, br
 
     for what in ("contacts", "requests"):
         assert control("GET", "/brevo/%s" % what).json() == []
-    assert control("GET", "/brevo/settings").json() == {"unknown_attributes": "drop", "import_delay_seconds": 2.0}
+    from crm_sandbox.brevo import BrevoEmulator
+
+    assert control("GET", "/brevo/settings").json() == BrevoEmulator.all_settings()
+    assert control("GET", "/brevo/settings").json()["unknown_attributes"] == "drop"
     assert control("GET", "/brevo/faults").json()["rate_limits"]["second"] == {"requests": 10, "seconds": 1}
     assert "COMPANY" not in {a["name"] for a in brevo("GET", "/contacts/attributes").json()["attributes"]}
     assert brevo("GET", "/contacts/lists").json()["count"] == 1
