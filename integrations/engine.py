@@ -313,6 +313,7 @@ class SyncEngine:
             external_id=row.external_id,
             email=email,
             previous_email=previous if previous != email else "",
+            opted_out=row.opted_out_at is not None,
         )
 
     def _removal_item(self, row):

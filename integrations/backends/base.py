@@ -78,7 +78,8 @@ class SyncItem:
     - `email`: the address in the form this CRM takes; for a removal or erasure of
       a contact deleted locally, the only thing left to find the record by;
     - `previous_email`: the address the CRM's record had when it differs from
-      `email` (the email was changed since the last sync), in the CRM's form.
+      `email` (the email was changed since the last sync), in the CRM's form;
+    - `opted_out`: the CRM reported an opt-out for it (see contacts.models.OPT_OUT_EVENTS).
     `contact` is None for a removal or erasure whose contact is gone locally.
     """
 
@@ -89,6 +90,9 @@ class SyncItem:
     operation: str = ""
     email: str = ""
     previous_email: str = ""
+    # The CRM told us the person opted out (unsubscribe, hard bounce, spam
+    # complaint): a backend must never send anything that would undo it.
+    opted_out: bool = False
 
     @property
     def is_removal(self):

@@ -133,6 +133,10 @@ class BrevoBackend(CRMBackend):
         body = {"attributes": {**item.payload["attributes"], "EMAIL": item.payload["email"]}}
         if "listIds" in item.payload:
             body["listIds"] = item.payload["listIds"]
+        if item.opted_out and item.previous_email:
+            # Brevo lifts the blocklisting of a contact whose email changes (and
+            # resubscribes it); an opt-out must survive the change.
+            body["emailBlacklisted"] = True
         return self.request(
             "PUT", "/contacts/%s" % quote(str(contact_id), safe=""), params={"identifierType": "contact_id"}, json=body
         )

@@ -56,6 +56,23 @@ class TestUpdateById:
         assert call.request.params == {"identifierType": "contact_id"}
         assert sent_json(call) == {"attributes": {"FIRSTNAME": "Ann", "EMAIL": "new@example.com"}, "listIds": [3]}
 
+    @pytest.mark.parametrize(
+        ("opted_out", "previous_email", "blacklisted"),
+        [
+            (True, "old@example.com", True),
+            (True, "", None),
+            (False, "old@example.com", None),
+        ],
+    )
+    def test_an_email_change_keeps_an_opt_out_brevo_would_otherwise_lift(
+        self, brevo, crm_api, opted_out, previous_email, blacklisted
+    ):
+        crm_api.put(API + "/contacts/42", status=204)
+        backend = brevo()
+        changed = replace(item(backend, "new@example.com", "42"), opted_out=opted_out, previous_email=previous_email)
+        backend.push([changed])
+        assert sent_json(crm_api.calls[0]).get("emailBlacklisted") is blacklisted
+
     def test_an_id_brevo_no_longer_has_is_not_in_the_crm_and_spares_the_others(self, brevo, crm_api):
         crm_api.put(API + "/contacts/42", status=404, json=GONE)
         crm_api.put(API + "/contacts/43", status=204)

@@ -377,9 +377,10 @@ def test_an_opt_out_is_recorded_once_and_kept(queued, run):
     opted = row(contact)
     assert (opted.crm_event, opted.opted_out_at) == (CRMEvent.UNSUBSCRIBED, now)
     assert row(other).crm_event == ""
-    # A later sync leaves the opt-out as it is.
-    selection.select(Contact.objects.filter(pk=contact.pk), ["scripted"])
-    run()
+    # A later sync leaves the opt-out as it is, and tells the backend about it.
+    selection.select(Contact.objects.filter(pk__in=[contact.pk, other.pk]), ["scripted"])
+    pushed = run()
+    assert {item.contact.pk: item.opted_out for item in pushed} == {contact.pk: True, other.pk: False}
     assert (row(contact).crm_event, row(contact).opted_out_at) == (CRMEvent.UNSUBSCRIBED, now)
 
 
