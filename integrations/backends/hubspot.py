@@ -31,6 +31,7 @@ from .base import (
     UPSERT,
     CRMBackend,
     Outcome,
+    OutcomeKind,
 )
 from .http import json_or_empty
 from .inbound import CRMNotice, WebhookRejected, same_secret
@@ -45,6 +46,8 @@ GDPR_DELETE_PATH = CONTACTS_PATH + "/gdpr-delete"
 PROPERTIES_PATH = "/crm/v3/properties/contacts"
 # "Contact already exists. Existing ID: 12345" (409, docs/crm-api.md section 2).
 EXISTING_ID = re.compile(r"Existing ID: (\d+)")
+# How conflict_message names the other record.
+CONFLICT_RECORD = re.compile(r"another HubSpot contact \(record (\d+)\)")
 LEFT_AS_IT_IS = "create_only: HubSpot already has this contact; it was left as it is."
 NOT_FOUND_FOR_UPDATE = (
     "update_only: HubSpot has no contact with this email, and HUBSPOT_SYNC_MODE=update_only creates none."
@@ -208,6 +211,13 @@ class HubSpotBackend(CRMBackend):
             inputs = [{"properties": item.payload["properties"]} for item in chunk]
             return self.request("POST", CREATE_PATH, json={"inputs": inputs})
         return self.request("POST", UPSERT_PATH, json={"inputs": [item.payload for item in chunk]})
+
+    def send_and_judge(self, chunk):
+        outcomes = super().send_and_judge(chunk)
+        alone = len(chunk) == 1 and not chunk[0].is_removal and not chunk[0].external_id
+        if alone and self.sync_mode() == CREATE_ONLY:
+            return [created_meanwhile(chunk[0], outcome) for outcome in outcomes]
+        return outcomes
 
     def split_rejected(self, response):
         # HubSpot refuses a whole batch for one bad record (a 409 for an email
@@ -501,6 +511,15 @@ def occurred_at(event):
         return datetime.fromtimestamp(stamp / 1000, UTC)
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def created_meanwhile(item, outcome):
+    """create_only: a contact someone created in HubSpot between the lookup and
+    the create (409 naming the record) is left as it is, like one found first."""
+    match = CONFLICT_RECORD.search(outcome.message) if outcome.http_status == 409 else None
+    if outcome.kind is not OutcomeKind.PERMANENT or not match:
+        return outcome
+    return Outcome.accepted(item, match.group(1), http_status=409, message=LEFT_AS_IT_IS)
 
 
 def existing_record_id(body):

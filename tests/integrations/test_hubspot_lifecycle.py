@@ -224,6 +224,18 @@ class TestSyncModes:
             "inputs": [{"properties": {"email": "new@example.com", "firstname": "Ann"}}]
         }
 
+    def test_create_only_leaves_a_contact_created_since_the_lookup_as_it_is(self, hubspot, crm_api, settings):
+        settings.HUBSPOT_SYNC_MODE = "create_only"
+        crm_api.add(responses.POST, READ, json=batch_answer([], [not_found_error(["a@example.com"])]), status=207)
+        body = {"status": "error", "message": "Contact already exists. Existing ID: 61", "category": "CONFLICT"}
+        crm_api.add(responses.POST, CREATE, json=body, status=409)
+        backend = hubspot()
+
+        [outcome] = backend.push([item(backend, "a@example.com")])
+
+        assert (outcome.kind, outcome.external_id) == (OutcomeKind.ACCEPTED, "61")
+        assert "left as it is" in outcome.message
+
     def test_a_rate_limited_lookup_makes_the_contacts_wait(self, hubspot, crm_api, settings):
         settings.HUBSPOT_SYNC_MODE = "update_only"
         crm_api.add(responses.POST, READ, json={"policyName": "TEN_SECONDLY_ROLLING"}, status=429)

@@ -159,6 +159,20 @@ def test_create_only_leaves_a_contact_hubspot_has_as_it_is(hubspot_sandbox, sett
 
 
 @pytest.mark.django_db
+def test_a_skipped_contact_is_archived_when_deletes_are_mirrored(hubspot_sandbox, settings):
+    settings.HUBSPOT_MIRROR_DELETES = True
+    contact, row = synced()
+    selection.skip(Contact.objects.filter(pk=contact.pk), ["hubspot"])
+    sync()
+
+    row.refresh_from_db()
+    assert (row.processing_status, row.external_id) == (ProcessingStatus.REMOVED, "")
+    assert records(hubspot_sandbox) == {}
+    deletes = [r for r in hubspot_sandbox.requests("hubspot") if r["method"] == "DELETE"]
+    assert len(deletes) == 1
+
+
+@pytest.mark.django_db
 def test_an_erasure_erases_the_contact_in_hubspot(hubspot_sandbox, settings):
     settings.CRMSYNC_SUPPRESSION_KEY = "suppression-key-for-hubspot-e2e-0123456789"
     contact, _row = synced()
