@@ -29,14 +29,7 @@ ERASE_PERMISSION = "contacts.erase_contact"
 SAMPLE_SIZE = 10
 HASH_PREFIX_LENGTH = 16
 
-# What "erase" means in each CRM, as its backend does it.
-ERASE_IN_CRM = {
-    "hubspot": _("GDPR delete: permanently deletes the contact and blocks the email from being re-created in HubSpot."),
-    "brevo": _("The contact is deleted."),
-    "mautic": _("The contact is deleted."),
-    "n8n": _('An "erase" event is sent to the workflow, which must do the erasing.'),
-}
-ERASE_IN_OTHER_CRM = _("The CRM is asked to erase the contact.")
+# What "erase" means in each CRM is its backend's erase_description.
 NOT_CONFIGURED = _("Not configured: erase there by hand.")
 
 
@@ -48,8 +41,9 @@ def erase_plan():
     """[(CRM label, configured, what happens there)] for every known CRM."""
     plan = []
     for name, label in crm_choices():
-        configured = get_backend_class(name).is_enabled()
-        plan.append((label, configured, ERASE_IN_CRM.get(name, ERASE_IN_OTHER_CRM) if configured else NOT_CONFIGURED))
+        backend = get_backend_class(name)
+        configured = backend.is_enabled()
+        plan.append((label, configured, _(backend.erase_description) if configured else NOT_CONFIGURED))
     return plan
 
 

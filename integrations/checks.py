@@ -27,7 +27,29 @@ def check_crm_configuration(app_configs=None, **kwargs):
         messages += _invalid_numbers(backend_class)
         messages += _lease_too_short(backend_class)
         messages += _unknown_sync_mode(backend_class)
+        messages += _consent_in_field_map(backend_class)
     return messages
+
+
+def _consent_in_field_map(backend_class):
+    from .backends.base import parse_field_map
+
+    try:
+        mapped = parse_field_map(get_crm_setting(backend_class.name, "FIELD_MAP", ""), "")
+    except CRMConfigurationError:
+        return []
+    consent = [name for name in mapped if backend_class.is_consent_field(name)]
+    if not consent:
+        return []
+    name = "%s_FIELD_MAP" % backend_class.name.upper()
+    return [
+        Warning(
+            "%s maps %s, which holds a person's consent in %s: crmsync leaves it out, so that no sync "
+            "can undo an opt-out." % (name, ", ".join(consent), backend_class.verbose_name),
+            hint="Remove %s from %s." % (", ".join(consent), name),
+            id="integrations.W004",
+        )
+    ]
 
 
 def _unknown_sync_mode(backend_class):

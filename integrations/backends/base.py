@@ -187,6 +187,11 @@ class CRMBackend:
     # Whether <CRM>_SYNC_MODE applies (upsert, update_only, create_only); a CRM
     # that only receives events (n8n) has none.
     supports_sync_modes = False
+    # Prefixes (lower-case) of the CRM's fields that hold a person's consent: a
+    # field map never writes them, so that no sync can undo an opt-out.
+    consent_field_prefixes = ()
+    # What an erasure does in this CRM, for the erase confirmation page.
+    erase_description = "The CRM is asked to erase the contact."
     # Whether the CRM calls crmsync's webhook, /integrations/<name>/webhook/, with
     # its events (verify_webhook and parse_webhook), secured by <CRM>_WEBHOOK_SECRET.
     receives_webhooks = False
@@ -300,7 +305,12 @@ class CRMBackend:
 
     def field_map(self):
         extra = parse_field_map(self.setting("FIELD_MAP", ""), setting_name(self.name, "FIELD_MAP"))
-        return {**self.default_field_map, **extra}
+        mapped = {**self.default_field_map, **extra}
+        return {target: source for target, source in mapped.items() if not self.is_consent_field(target)}
+
+    @classmethod
+    def is_consent_field(cls, name):
+        return name.lower().startswith(cls.consent_field_prefixes) if cls.consent_field_prefixes else False
 
     def mapped_values(self, contact):
         """{CRM field: value} for the contact's non-empty mapped values."""

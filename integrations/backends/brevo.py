@@ -40,6 +40,7 @@ WEBHOOK_EVENT_KINDS = {
 class BrevoBackend(CRMBackend):
     name = "brevo"
     verbose_name = "Brevo"
+    erase_description = "The contact is deleted."
     required_settings = ("API_KEY",)
     optional_settings = (
         "API_BASE_URL",

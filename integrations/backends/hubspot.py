@@ -58,6 +58,12 @@ GONE_MESSAGE = "HubSpot has no contact %s any more (deleted or merged there). Se
 class HubSpotBackend(CRMBackend):
     name = "hubspot"
     verbose_name = "HubSpot"
+    # hs_email_optout and the per-subscription hs_email_optout_<id> properties
+    # (docs/crm-api.md, section 2, "Webhooks").
+    consent_field_prefixes = ("hs_email_optout",)
+    erase_description = (
+        "GDPR delete: permanently deletes the contact and blocks the email from being re-created in HubSpot."
+    )
     required_settings = ("API_KEY",)
     optional_settings = (
         "API_BASE_URL",

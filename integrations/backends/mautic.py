@@ -58,6 +58,7 @@ OAUTH = ("CLIENT_ID", "CLIENT_SECRET")
 class MauticBackend(CRMBackend):
     name = "mautic"
     verbose_name = "Mautic"
+    erase_description = "The contact is deleted."
     required_settings = ("BASE_URL",)
     optional_settings = (
         *BASIC,

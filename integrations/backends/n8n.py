@@ -22,6 +22,7 @@ UNAVAILABLE_PAUSE_SECONDS = 600
 class N8nBackend(CRMBackend):
     name = "n8n"
     verbose_name = "n8n"
+    erase_description = 'An "erase" event is sent to the workflow, which must do the erasing.'
     required_settings = ("WEBHOOK_URL",)
     optional_settings = (
         "WEBHOOK_SECRET",

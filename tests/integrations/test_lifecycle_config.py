@@ -52,3 +52,15 @@ def test_old_webhook_event_ids_are_pruned_with_the_attempts(settings):
 
     assert list(WebhookEvent.objects.values_list("pk", flat=True)) == [recent.pk]
     assert not WebhookEvent.objects.filter(pk=old.pk).exists()
+
+
+def test_a_field_map_never_writes_hubspots_opt_out(settings):
+    from integrations.backends.hubspot import HubSpotBackend
+
+    settings.HUBSPOT_API_KEY = "hubspot-test-token"
+    settings.HUBSPOT_FIELD_MAP = "hs_email_optout=tier,HS_EMAIL_OPTOUT_1234=tier,jobtitle=role"
+
+    assert set(HubSpotBackend().field_map()) >= {"jobtitle"}
+    assert not any(name.lower().startswith("hs_email_optout") for name in HubSpotBackend().field_map())
+    (warning,) = [m for m in check_crm_configuration() if m.id == "integrations.W004"]
+    assert "hs_email_optout" in warning.msg and "HUBSPOT_FIELD_MAP" in warning.msg
