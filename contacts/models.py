@@ -323,6 +323,12 @@ class ContactSync(models.Model):
             # The dashboard's counts by status read this index alone (an index-only
             # scan), not the table: a third of the time at a million rows.
             models.Index(fields=["crm", "sync_status", "processing_status"], name="contactsync_status_counts"),
+            # A CRM's webhook names its records by their id: found without a scan.
+            models.Index(
+                fields=["crm", "external_id"],
+                condition=~models.Q(external_id=""),
+                name="contactsync_external_id",
+            ),
             # The dashboard's top errors: rows with an error are few.
             models.Index(
                 fields=["crm", "updated_at"],
