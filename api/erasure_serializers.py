@@ -49,16 +49,7 @@ class EraseAnswerSerializer(serializers.Serializer):
 class ErasureResultSerializer(serializers.ModelSerializer):
     class Meta:
         model = ErasureResult
-        fields = [
-            "crm",
-            "outcome",
-            "attempts",
-            "first_attempt_at",
-            "last_attempt_at",
-            "confirmed_at",
-            "http_status",
-            "answer",
-        ]
+        fields = list(ErasureResult.PROOF_FIELDS)
 
 
 class ErasureProofSerializer(serializers.ModelSerializer):

@@ -144,16 +144,7 @@ class ErasureResultInline(admin.TabularInline):
     model = ErasureResult
     extra = 0
     can_delete = False
-    fields = (
-        "crm",
-        "outcome",
-        "attempts",
-        "first_attempt_at",
-        "last_attempt_at",
-        "confirmed_at",
-        "http_status",
-        "answer",
-    )
+    fields = ErasureResult.PROOF_FIELDS
     readonly_fields = fields
     verbose_name_plural = _("each CRM's answer")
 

@@ -435,6 +435,18 @@ class ErasureOutcome(models.TextChoices):
 class ErasureResult(models.Model):
     """One CRM's part of an erasure: its answer with any email removed."""
 
+    # What the proof shows of each CRM, in the admin and the API alike.
+    PROOF_FIELDS = (
+        "crm",
+        "outcome",
+        "attempts",
+        "first_attempt_at",
+        "last_attempt_at",
+        "confirmed_at",
+        "http_status",
+        "answer",
+    )
+
     erasure = models.ForeignKey(Erasure, on_delete=models.CASCADE, related_name="results")
     crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
     outcome = models.CharField(
