@@ -267,6 +267,10 @@ class ContactSync(models.Model):
     external_id = models.CharField(_("ID in the CRM"), max_length=100, blank=True)
     synced_at = models.DateTimeField(_("synced at"), null=True, blank=True)
     synced_hash = models.CharField(_("hash of the synced payload"), max_length=64, blank=True)
+    # What the CRM took with a reservation on the last accepted push (a value it
+    # cannot take was left out, a record left as it was): shown to staff beside
+    # the status; cleared by the next push that has nothing to say.
+    warning = models.TextField(_("warning"), blank=True)
     # The email the CRM's record had after the last accepted push, in crmsync's
     # form: a push after an email change tells the CRM the old one (n8n) and staff
     # see which address the CRM knows.

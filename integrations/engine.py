@@ -519,7 +519,12 @@ class SyncEngine:
 
     def _record_accepted(self, token, outcomes, payloads, rows_by_key, now):
         rows = {
-            o.key: (o.external_id, payload_hash(payloads[o.key]), canonical_email(rows_by_key[o.key].contact.email))
+            o.key: (
+                o.external_id,
+                payload_hash(payloads[o.key]),
+                canonical_email(rows_by_key[o.key].contact.email),
+                clip(o.message),
+            )
             for o in outcomes
         }
         return _write_claimed(
@@ -530,6 +535,7 @@ class SyncEngine:
                 "external_id": "COALESCE(NULLIF({v}, ''), {column})",
                 "synced_hash": "{v}",
                 "synced_email": "{v}",
+                "warning": "{v}",
             },
             fixed={
                 "sync_status": SyncStatus.COMPLETE,

@@ -432,3 +432,13 @@ def test_erasing_an_address_again_while_its_erasure_is_pending_returns_that_eras
     run()
     first.refresh_from_db()
     assert first.status == ErasureStatus.COMPLETE
+
+
+def test_a_reservation_the_crm_accepted_with_is_kept_as_a_warning_until_a_clean_push(queued, run):
+    (contact,) = queued(1)
+    run(lambda items: [Outcome.accepted(item, "ext-1", message="Phone left out.") for item in items])
+    assert (row(contact).processing_status, row(contact).warning) == (P.COMPLETE, "Phone left out.")
+
+    selection.select(Contact.objects.filter(pk=contact.pk), ["scripted"])
+    run()
+    assert row(contact).warning == ""
