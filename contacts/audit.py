@@ -1,0 +1,45 @@
+"""The audit trail: one entry in Django's admin log per staff action.
+
+Every action staff take, in the admin or through the HTTP API (under the token's
+user), is written here once, whatever the number of contacts: who, when, what,
+how many contacts and which CRMs. The entries show under *Recent actions* on the
+admin's index; an action on one contact is also tied to that contact, so it shows
+on its *History* page.
+"""
+
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
+
+from integrations.registry import verbose_crm_name
+
+from .models import Contact
+
+OBJECT_REPR_LENGTH = 200
+
+
+def describe(verb, count, crms=(), noun="contact"):
+    """ "Queued 1,000 contacts for Brevo, HubSpot": one line staff read in the log."""
+    text = "%s %s %s%s" % (verb, "{:,}".format(count), noun, "" if count == 1 else "s")
+    if crms:
+        text += " for %s" % ", ".join(verbose_crm_name(crm) for crm in crms)
+    return text
+
+
+def record(user, verb, *, count, crms=(), contact=None, model=Contact, obj=None, detail=""):
+    """Write one log entry for an action by `user` on `count` contacts (or objects
+    of `model`) and `crms`. `contact` (or `obj`), when the action was on exactly
+    one, ties the entry to it for its History page. Returns the entry, or None
+    when there is no user to name (a command run from a shell)."""
+    if user is None or not getattr(user, "pk", None):
+        return None
+    target = contact or obj
+    summary = describe(verb, count, crms, noun=model._meta.verbose_name)
+    message = summary + (". " + detail if detail else "")
+    return LogEntry.objects.create(
+        user_id=user.pk,
+        content_type=ContentType.objects.get_for_model(type(target) if target else model),
+        object_id=str(target.pk) if target else None,
+        object_repr=(str(target) if target else summary)[:OBJECT_REPR_LENGTH],
+        action_flag=CHANGE,
+        change_message=message,
+    )

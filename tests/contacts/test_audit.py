@@ -1,0 +1,32 @@
+"""contacts.audit: one admin log entry per staff action."""
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import AnonymousUser, User
+
+from contacts import audit
+from contacts.models import Contact
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_action_on_many_contacts_is_one_entry_naming_count_and_crms():
+    staff = User.objects.create_user("ann")
+    entry = audit.record(staff, "Queued", count=1200, crms=["brevo", "hubspot"])
+    assert LogEntry.objects.get() == entry
+    assert (entry.user, entry.object_id) == (staff, None)
+    assert entry.get_change_message() == "Queued 1,200 contacts for Brevo, HubSpot"
+
+
+def test_an_action_on_one_contact_shows_on_its_history():
+    staff = User.objects.create_user("ann")
+    contact = Contact.objects.create(email="one@example.com")
+    audit.record(staff, "Skipped", count=1, crms=["n8n"], contact=contact, detail="From the API.")
+    (entry,) = LogEntry.objects.filter(object_id=str(contact.pk), content_type__model="contact")
+    assert entry.get_change_message() == "Skipped 1 contact for n8n. From the API."
+
+
+def test_nobody_to_name_writes_nothing():
+    assert audit.record(None, "Imported", count=3) is None
+    assert audit.record(AnonymousUser(), "Imported", count=3) is None
+    assert not LogEntry.objects.exists()
