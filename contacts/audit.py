@@ -5,6 +5,9 @@ user), is written here once, whatever the number of contacts: who, when, what,
 how many contacts and which CRMs. The entries show under *Recent actions* on the
 admin's index; an action on one contact is also tied to that contact, so it shows
 on its *History* page.
+
+An entry never names a contact by its email: the summary is the entry's title
+(its object_repr), so that the log keeps nothing of a person erased later.
 """
 
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -15,21 +18,26 @@ from integrations.registry import verbose_crm_name
 from .models import Contact
 
 OBJECT_REPR_LENGTH = 200
+THROUGH_THE_API = "Through the API."
 
 
 def describe(verb, count, crms=(), noun="contact"):
-    """ "Queued 1,000 contacts for Brevo, HubSpot": one line staff read in the log."""
+    """ "Queued 1,000 contacts for Brevo, HubSpot": one line staff read in the log.
+    Without a count (an action on a CRM itself): "Paused Brevo"."""
+    names = ", ".join(verbose_crm_name(crm) for crm in crms)
+    if count is None:
+        return "%s %s" % (verb, names) if names else verb
     text = "%s %s %s%s" % (verb, "{:,}".format(count), noun, "" if count == 1 else "s")
-    if crms:
-        text += " for %s" % ", ".join(verbose_crm_name(crm) for crm in crms)
-    return text
+    return text + (" for %s" % names if names else "")
 
 
-def record(user, verb, *, count, crms=(), contact=None, model=Contact, obj=None, detail=""):
+def record(user, verb, *, count, crms=(), contact=None, model=Contact, obj=None, detail="", flag=CHANGE):
     """Write one log entry for an action by `user` on `count` contacts (or objects
-    of `model`) and `crms`. `contact` (or `obj`), when the action was on exactly
-    one, ties the entry to it for its History page. Returns the entry, or None
-    when there is no user to name (a command run from a shell)."""
+    of `model`; None for an action on the CRMs themselves) and `crms`. `contact`
+    (or `obj`), when the action was on exactly one, ties the entry to it for its
+    History page. `flag` is Django's ADDITION, CHANGE or DELETION (a deleted
+    object has no page to link to). Returns the entry, or None when there is no
+    user to name (a command run from a shell)."""
     if user is None or not getattr(user, "pk", None):
         return None
     target = contact or obj
@@ -39,7 +47,7 @@ def record(user, verb, *, count, crms=(), contact=None, model=Contact, obj=None,
         user_id=user.pk,
         content_type=ContentType.objects.get_for_model(type(target) if target else model),
         object_id=str(target.pk) if target else None,
-        object_repr=(str(target) if target else summary)[:OBJECT_REPR_LENGTH],
-        action_flag=CHANGE,
+        object_repr=summary[:OBJECT_REPR_LENGTH],
+        action_flag=flag,
         change_message=message,
     )

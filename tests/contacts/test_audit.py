@@ -30,3 +30,17 @@ def test_nobody_to_name_writes_nothing():
     assert audit.record(None, "Imported", count=3) is None
     assert audit.record(AnonymousUser(), "Imported", count=3) is None
     assert not LogEntry.objects.exists()
+
+
+def test_the_entry_never_names_the_contact_by_email():
+    # An erased person's address must not outlive them in the log.
+    staff = User.objects.create_user("ann")
+    contact = Contact.objects.create(email="private@example.com")
+    entry = audit.record(staff, "Queued", count=1, crms=["brevo"], contact=contact)
+    assert entry.object_repr == "Queued 1 contact for Brevo"
+    assert "private" not in entry.get_change_message()
+
+
+def test_an_action_on_a_crm_itself_names_no_count():
+    staff = User.objects.create_user("ann")
+    assert audit.record(staff, "Paused", count=None, crms=["hubspot"]).object_repr == "Paused HubSpot"
