@@ -13,7 +13,7 @@ from django.utils.translation import ngettext
 
 from integrations.registry import UnknownCRM, crm_choices, get_backend_class, verbose_crm_name
 
-from . import selection
+from . import audit, selection
 from .admin_badges import crm_event_badge, event_kind, processing_state, when
 from .admin_filters import (
     ContactCRMEventFilter,
@@ -113,6 +113,28 @@ class ContactSyncInline(admin.TabularInline):
         return False
 
 
+def only_contact(contacts, count):
+    """The one contact of `contacts` when `count` (its size, counted already) is 1,
+    for the log entry to show on its History page; otherwise None."""
+    return contacts.only("pk").first() if count == 1 else None
+
+
+def sole_contact(syncs):
+    """The contact all the rows of a ContactSync queryset belong to, if there is one
+    (two cheap queries: the first row's contact, then whether any row is another's)."""
+    first = syncs.order_by().values_list("contact_id", flat=True).first()
+    if first is None or syncs.exclude(contact_id=first).exists():
+        return None
+    return Contact(pk=first)
+
+
+def record_retry(user, retried, *, contact=None):
+    """One log entry for a retry: how many (contact, CRM) syncs were queued again
+    ({crm: number}), for which CRMs."""
+    crms = [crm for crm, number in retried.items() if number]
+    return audit.record(user, "Retried", count=sum(retried.values()), crms=crms, contact=contact, model=ContactSync)
+
+
 @admin.register(Contact)
 class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
     list_display = ("email", "full_name", "company", "crm_status", "created_at")
@@ -127,7 +149,7 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
     search_fields = ("email", "first_name", "last_name", "company")
     show_full_result_count = False
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
-    actions = ("queue_for_crm", "skip_for_crm", "retry_failed", "erase_from_every_crm")
+    actions = ("queue_for_crm", "skip_for_crm", "unselect_for_crm", "retry_failed", "erase_from_every_crm")
     inlines = (ContactSyncInline,)
     readonly_fields = ("created_at", "updated_at", "recent_attempts", "enrichment_found")
     fieldsets = (
@@ -207,7 +229,8 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
             queryset,
             action="queue_for_crm",
             title=_("Queue contacts for CRM sync"),
-            apply=selection.select,
+            decision=selection.SELECT,
+            verb="Queued",
             done=lambda n, crms: (
                 ngettext(
                     "%(count)s contact queued for %(crms)s.",
@@ -225,7 +248,8 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
             queryset,
             action="skip_for_crm",
             title=_("Skip contacts for CRMs"),
-            apply=selection.skip,
+            decision=selection.SKIP,
+            verb="Skipped",
             done=lambda n, crms: (
                 ngettext(
                     "%(count)s contact will be skipped for %(crms)s.",
@@ -236,10 +260,32 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
             ),
         )
 
+    @admin.action(description=_("Set back to New for CRM…"), permissions=["change"])
+    def unselect_for_crm(self, request, queryset):
+        return self._apply_to_crms(
+            request,
+            queryset,
+            action="unselect_for_crm",
+            title=_("Set contacts back to New for CRMs"),
+            decision=selection.UNSELECT,
+            verb="Unselected",
+            done=lambda n, crms: (
+                ngettext(
+                    "%(count)s contact set back to New for %(crms)s; nothing is deleted in any CRM.",
+                    "%(count)s contacts set back to New for %(crms)s; nothing is deleted in any CRM.",
+                    n,
+                )
+                % {"count": n, "crms": crm_list(crms)}
+            ),
+        )
+
     @admin.action(description=_("Retry failed syncs"), permissions=["change"])
     def retry_failed(self, request, queryset):
-        count = selection.retry_failed(queryset, [crm for crm, _label in crm_choices()])
+        decision = selection.decide(selection.RETRY, queryset, [crm for crm, _label in crm_choices()])
+        count = decision.changed
         if count:
+            retried = {report.crm: report.changed for report in decision.crms}
+            record_retry(request.user, retried, contact=only_contact(queryset, decision.found))
             self.message_user(
                 request,
                 ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count) % count,
@@ -248,16 +294,19 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
         else:
             self.message_user(request, _("None of the selected contacts has a failed sync."), messages.WARNING)
 
-    def _apply_to_crms(self, request, queryset, *, action, title, apply, done):
+    def _apply_to_crms(self, request, queryset, *, action, title, decision, verb, done):
         """Django's confirmation-page pattern: the first POST shows the CRM choice,
-        the second (with `post`) applies it and returns to the list."""
+        the second (with `post`) applies it (a contacts.selection decision), records
+        it in the admin log and returns to the list."""
         form = CRMChoiceForm(request.POST if request.POST.get("post") else None)
-        contact_count = queryset.count()
         if form.is_bound and form.is_valid():
             crms = form.cleaned_data["crms"]
-            changed = apply(queryset, crms)
-            self.message_user(request, done(contact_count, crms), messages.SUCCESS)
-            left = contact_count * len(crms) - changed
+            decided = selection.decide(decision, queryset, crms)
+            if decided.found:
+                contact = only_contact(queryset, decided.found)
+                audit.record(request.user, verb, count=decided.found, crms=crms, contact=contact)
+            self.message_user(request, done(decided.found, crms), messages.SUCCESS)
+            left = sum(report.in_flight for report in decided.crms)
             if left > 0:
                 self.message_user(
                     request,
@@ -271,6 +320,7 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
                 )
             return None
         select_across = request.POST.get("select_across") == "1"
+        contact_count = queryset.count()
         context = {
             **self.admin_site.each_context(request),
             "title": title,
@@ -348,7 +398,11 @@ class ContactSyncAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Retry failed syncs"), permissions=["change"])
     def retry_failed_syncs(self, request, queryset):
-        count = selection.retry_syncs(queryset)
+        # One statement per CRM, so that the log entry can name the CRMs retried.
+        retried = {crm: selection.retry_syncs(queryset.filter(crm=crm)) for crm, _label in crm_choices()}
+        count = sum(retried.values())
+        if count:
+            record_retry(request.user, retried, contact=sole_contact(queryset))
         self.message_user(
             request,
             ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count) % count,

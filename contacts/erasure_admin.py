@@ -9,6 +9,7 @@ confirm, and it is the one thing the proof must not reveal.
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.models import DELETION
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Prefetch, Value, When
@@ -21,7 +22,7 @@ from django.utils.translation import ngettext
 
 from integrations.registry import crm_choices, get_backend_class
 
-from . import erasure
+from . import audit, erasure
 from .models import Erasure, ErasureResult, ErasureStatus, Suppression
 from .suppression import SuppressionKeyMissing, email_hash, suppression_key
 
@@ -45,6 +46,14 @@ def erase_plan():
         configured = backend.is_enabled()
         plan.append((label, configured, _(backend.erase_description) if configured else NOT_CONFIGURED))
     return plan
+
+
+def record_erasures(user, started, *, detail=""):
+    """One log entry for erasures started: how many, and the CRMs asked. It is tied to
+    the Erasure, never to the contact: that is deleted, and its email with it."""
+    crms = [name for name, _label in crm_choices() if get_backend_class(name).is_enabled()]
+    obj = started[0] if len(started) == 1 else None
+    return audit.record(user, "Started", count=len(started), crms=crms, model=Erasure, obj=obj, detail=detail)
 
 
 def key_missing_message():
@@ -110,6 +119,7 @@ class ContactErasureMixin:
         except SuppressionKeyMissing:
             self.message_user(request, key_missing_message(), messages.ERROR)
             return None
+        record_erasures(request.user, started)
         self.message_user(
             request,
             ngettext(
@@ -225,8 +235,12 @@ class ErasureAdmin(ProofAdmin):
 
     @admin.action(description=_("Cancel erasure"), permissions=["erase"])
     def cancel_erasure(self, request, queryset):
+        # The one erasure, if it is one, for its History page (at most two rows read).
+        pending = list(queryset.filter(status=ErasureStatus.PENDING).order_by()[:2])
         count = erasure.cancel(queryset, cancelled_by=request.user.get_username())
         if count:
+            one = pending[0] if count == len(pending) == 1 else None
+            audit.record(request.user, "Cancelled", count=count, model=Erasure, obj=one)
             message = ngettext(
                 "%d erasure cancelled; its email stays on the suppression list until lifted.",
                 "%d erasures cancelled; their emails stay on the suppression list until lifted.",
@@ -262,9 +276,10 @@ class SuppressionAdmin(ProofAdmin):
     @admin.action(description=_("Lift suppression…"), permissions=["erase"])
     def lift_suppression(self, request, queryset):
         if request.POST.get("post"):
-            self.log_deletions(request, queryset)
             count = queryset.count()
             queryset.delete()
+            # One entry for the action, not one per row as Django's delete action writes.
+            audit.record(request.user, "Lifted", count=count, model=Suppression, flag=DELETION)
             message = ngettext(
                 "%d email lifted from the suppression list: it may be imported and synced again.",
                 "%d emails lifted from the suppression list: they may be imported and synced again.",

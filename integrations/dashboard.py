@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from contacts import audit
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 
 from .conf import SyncPolicy
@@ -113,16 +114,20 @@ def dashboard(request):
 @require_POST
 def pause(request, crm):
     return _change_pause(
-        request, crm, CRMState.objects.pause_by_staff, _("%s is paused: it claims nothing until it is resumed.")
+        request,
+        crm,
+        CRMState.objects.pause_by_staff,
+        _("%s is paused: it claims nothing until it is resumed."),
+        verb="Paused",
     )
 
 
 @require_POST
 def resume(request, crm):
-    return _change_pause(request, crm, CRMState.objects.resume, _("%s is resumed."))
+    return _change_pause(request, crm, CRMState.objects.resume, _("%s is resumed."), verb="Resumed")
 
 
-def _change_pause(request, crm, change, message):
+def _change_pause(request, crm, change, message, *, verb):
     if not request.user.has_perm(PAUSE_PERMISSION):
         raise PermissionDenied
     backend_class = _enabled_backend_classes().get(crm)
@@ -130,6 +135,8 @@ def _change_pause(request, crm, change, message):
         raise Http404(_("No configured CRM is named %r.") % crm)
     if change(crm, request.user.get_username()):
         messages.success(request, message % backend_class.verbose_name)
+        # Only a change is staff's action: pausing a paused CRM does nothing.
+        audit.record(request.user, verb, count=None, crms=[crm], model=CRMState)
     return HttpResponseRedirect(reverse("admin:crmsync_dashboard"))
 
 
