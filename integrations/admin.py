@@ -1,21 +1,71 @@
 from django.contrib import admin
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
+from contacts.admin_badges import when
+
 from .models import CRMState, Enrichment
+
+# The list shows this much of a pause's reason; the tooltip has all of it.
+REASON_SHOWN = 90
 
 
 @admin.register(CRMState)
 class CRMStateAdmin(admin.ModelAdmin):
     """Read-only: the engine writes these rows; staff see pauses and runs here."""
 
-    list_display = ("__str__", "is_paused", "paused_until", "pause_reason", "last_run_at", "last_success_at")
-    readonly_fields = ("crm", "paused_until", "pause_reason", "last_run_at", "last_success_at", "updated_at")
+    list_display = ("__str__", "is_paused", "paused_by_shown", "paused_until_shown", "reason", "last_run_at")
+    readonly_fields = (
+        "crm",
+        "paused_by",
+        "paused_at",
+        "paused_until",
+        "pause_reason",
+        "failing_since",
+        "next_probe_at",
+        "last_run_at",
+        "last_success_at",
+        "updated_at",
+    )
+
+    class Media:
+        css = {"all": ("contacts/admin.css",)}
 
     @admin.display(description=_("paused"), boolean=True)
     def is_paused(self, obj):
         # By staff, by the CRM or by the circuit breaker: the rules live with the model.
         return obj.current_pause(timezone.now()) is not None
+
+    @admin.display(description=_("paused by"))
+    def paused_by_shown(self, obj):
+        """Who stopped the CRM: a staff member (and since when), the CRM itself or
+        the circuit breaker; empty while it runs."""
+        now = timezone.now()
+        if obj.staff_pause():
+            return format_html("{} <span class='crm-reason'>{}</span>", obj.paused_by, when(obj.paused_at))
+        if obj.crm_pause(now):
+            return _("the CRM")
+        if obj.breaker_pause(now):
+            return _("the circuit breaker")
+        return ""
+
+    @admin.display(description=_("paused until"))
+    def paused_until_shown(self, obj):
+        pause = obj.current_pause(timezone.now())
+        if pause is None:
+            return ""
+        return when(pause.until) if pause.until else _("until resumed")
+
+    @admin.display(description=_("why"))
+    def reason(self, obj):
+        pause = obj.current_pause(timezone.now())
+        if pause is None:
+            return ""
+        return format_html(
+            '<span class="crm-clamp" title="{}">{}</span>', pause.reason, Truncator(pause.reason).chars(REASON_SHOWN)
+        )
 
     def has_add_permission(self, request):
         return False
