@@ -13,9 +13,9 @@ An entry never names a contact by its email: the summary is the entry's title
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.contenttypes.models import ContentType
 
-from integrations.registry import verbose_crm_name
+from integrations.registry import crm_choices, get_backend_class, verbose_crm_name
 
-from .models import Contact
+from .models import Contact, ContactSync, Erasure
 
 OBJECT_REPR_LENGTH = 200
 THROUGH_THE_API = "Through the API."
@@ -51,3 +51,29 @@ def record(user, verb, *, count, crms=(), contact=None, model=Contact, obj=None,
         action_flag=flag,
         change_message=message,
     )
+
+
+# What each contacts.selection decision is called in the log.
+DECISION_VERBS = {"select": "Queued", "unselect": "Unselected", "skip": "Skipped", "retry": "Retried"}
+
+
+def record_decision(user, decision, *, contact=None, detail=""):
+    """One entry for a contacts.selection.Decision: the contacts found and the CRMs
+    for a select, skip or unselect; for a retry, the syncs queued again and their
+    CRMs, and nothing when none was in Error (nothing was done)."""
+    verb = DECISION_VERBS[decision.action]
+    if decision.action != "retry":
+        crms = [report.crm for report in decision.crms]
+        return record(user, verb, count=decision.found, crms=crms, contact=contact, detail=detail)
+    if not decision.changed:
+        return None
+    crms = [report.crm for report in decision.crms if report.changed]
+    return record(user, verb, count=decision.changed, crms=crms, contact=contact, model=ContactSync, detail=detail)
+
+
+def record_erasures(user, started, *, detail=""):
+    """One entry for erasures started: how many, and the CRMs asked. It is tied to
+    the Erasure, never to the contact: that is deleted, and its email with it."""
+    crms = [name for name, _label in crm_choices() if get_backend_class(name).is_enabled()]
+    obj = started[0] if len(started) == 1 else None
+    return record(user, "Started", count=len(started), crms=crms, model=Erasure, obj=obj, detail=detail)

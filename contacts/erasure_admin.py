@@ -48,14 +48,6 @@ def erase_plan():
     return plan
 
 
-def record_erasures(user, started, *, detail=""):
-    """One log entry for erasures started: how many, and the CRMs asked. It is tied to
-    the Erasure, never to the contact: that is deleted, and its email with it."""
-    crms = [name for name, _label in crm_choices() if get_backend_class(name).is_enabled()]
-    obj = started[0] if len(started) == 1 else None
-    return audit.record(user, "Started", count=len(started), crms=crms, model=Erasure, obj=obj, detail=detail)
-
-
 def key_missing_message():
     return _("Nothing was erased. %(reason)s") % {"reason": SuppressionKeyMissing()}
 
@@ -119,7 +111,7 @@ class ContactErasureMixin:
         except SuppressionKeyMissing:
             self.message_user(request, key_missing_message(), messages.ERROR)
             return None
-        record_erasures(request.user, started)
+        audit.record_erasures(request.user, started)
         self.message_user(
             request,
             ngettext(

@@ -10,7 +10,9 @@ from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from contacts import audit
 from contacts.importer import Result, upsert_contacts
+from contacts.models import Contact
 from integrations.resync import requeue_if_changed
 
 from ..bulk_serializers import (
@@ -147,7 +149,9 @@ class BulkUpsertView(APIView):
         checked = [clean_item(item) for item in items]
         batch = upsert_contacts([row for row, _ in checked if row], crms)
         _requeue_updated(batch)
-        return Response(_answer(items, checked, batch, crms))
+        answer = _answer(items, checked, batch, crms)
+        _record(request.user, answer)
+        return Response(answer)
 
 
 def _requeue_updated(batch):
@@ -158,6 +162,23 @@ def _requeue_updated(batch):
         # Robust, as for the signal: a CRM's configuration error is logged, and the
         # upsert, already committed, is still answered.
         transaction.on_commit(lambda: requeue_if_changed(sorted(updated)), robust=True)
+
+
+def _record(user, answer):
+    """One admin log entry for the request: the contacts it created, updated or
+    left unchanged (and selected, with `crms`); nothing when all were rejected."""
+    totals = answer["totals"]
+    accepted = [result["id"] for result in answer["results"] if result["result"] != Result.REJECTED]
+    if not accepted:
+        return
+    detail = "%s %s; %d (contact, CRM) pair(s) queued." % (
+        audit.THROUGH_THE_API,
+        ", ".join("%d %s" % (number, result) for result, number in totals.items()),
+        answer["queued_count"],
+    )
+    # Items for the same email are one contact.
+    contact = Contact(pk=accepted[0]) if len(set(accepted)) == 1 else None
+    audit.record(user, "Upserted", count=len(set(accepted)), crms=answer["crms"], contact=contact, detail=detail)
 
 
 def _answer(items, checked, batch, crms):

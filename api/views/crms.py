@@ -15,6 +15,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from contacts import audit
 from contacts.models import ContactSync
 from integrations.models import CRMState
 from integrations.registry import enabled_backend_classes
@@ -147,10 +148,14 @@ class PauseChangeView(APIView):
 
     permission_classes = [CanPauseCRMs]
     change = None
+    # What the change is called in the admin log (contacts.audit).
+    verb = None
 
     def post(self, request, crm):
         backend_class = configured_backend_class(crm)
         changed = self.change(crm, request.user.get_username())
+        if changed:
+            audit.record(request.user, self.verb, count=None, crms=[crm], model=CRMState, detail=audit.THROUGH_THE_API)
         state = crm_statuses([backend_class], timezone.now())[0]
         return Response(PauseChangeSerializer({"changed": changed, "crm": state}).data)
 
@@ -176,6 +181,8 @@ def _pause_change_schema(summary, description, example_changed):
     {"changed": True, "crm": CRM_EXAMPLE},
 )
 class PauseView(PauseChangeView):
+    verb = "Paused"
+
     def change(self, crm, by):
         return CRMState.objects.pause_by_staff(crm, by=by)
 
@@ -188,6 +195,8 @@ class PauseView(PauseChangeView):
     {"changed": True, "crm": {**CRM_EXAMPLE, "paused": False, "pause": None}},
 )
 class ResumeView(PauseChangeView):
+    verb = "Resumed"
+
     def change(self, crm, by):
         return CRMState.objects.resume(crm, by=by)
 
@@ -222,6 +231,9 @@ class SyncNowView(APIView):
         backend_class = configured_backend_class(crm)
         # The schedule's group, so that this tick's result is listed with the scheduled ones.
         task_id = async_task(SYNC_TASK, crm, group=sync_schedule_name(crm))
+        audit.record(
+            request.user, "Queued a sync tick for", count=None, crms=[crm], model=CRMState, detail=audit.THROUGH_THE_API
+        )
         message = "A %s sync tick is queued." % backend_class.verbose_name
         queued = SyncQueuedSerializer({"crm": crm, "task_id": task_id, "message": message})
         return Response(queued.data, status=status.HTTP_202_ACCEPTED)

@@ -9,7 +9,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from contacts import erasure
+from contacts import audit, erasure
 from contacts.models import Erasure
 from contacts.suppression import SuppressionKeyMissing, suppression_key
 
@@ -175,6 +175,7 @@ class EraseView(APIView):
             )
         except SuppressionKeyMissing:
             return _key_missing()
+        audit.record_erasures(request.user, started, detail=audit.THROUGH_THE_API)
         # Read again: an erasure no configured CRM has to confirm is complete already.
         erasures = Erasure.objects.filter(pk__in=[e.pk for e in started]).prefetch_related("results").order_by("pk")
         answer = {

@@ -18,7 +18,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from contacts import selection
+from contacts import audit, selection
 from contacts.filters import filter_contacts
 from contacts.models import Contact
 
@@ -187,6 +187,9 @@ class SelectView(APIView):
         decision = selection.decide(data["action"], contacts, data["crms"])
         if not decision.found:
             return Response({"detail": _NOT_FOUND[named_by]}, status=status.HTTP_404_NOT_FOUND)
+        contact = contacts.only("pk").first() if decision.found == 1 else None
+        detail = "%s %s" % (audit.THROUGH_THE_API, message_for(decision, data["crms"]))
+        audit.record_decision(request.user, decision, contact=contact, detail=detail)
         return Response(answer(decision, data["crms"]))
 
     def with_fixed_action(self, data):

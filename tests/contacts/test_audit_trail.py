@@ -5,8 +5,10 @@ it was on one, so that it shows on that contact's History page."""
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import DELETION, LogEntry
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Permission, User
 from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from contacts import erasure
 from contacts.models import Contact, ContactSync, Erasure, ProcessingStatus, Suppression, SyncStatus
@@ -185,3 +187,100 @@ class TestErasureAdmin:
         entry = the_entry()
         assert (entry.user, entry.action_flag) == (staff, DELETION)
         assert entry.get_change_message() == "Lifted 3 suppressed emails"
+
+
+API_PERMISSIONS = ("change_contact", "view_contactsync", "pause_crm", "erase_contact")
+
+
+@pytest.fixture
+def token_user(db):
+    """A user of the API (no session, no staff flag) and a client with its token."""
+    user = User.objects.create_user("robot")
+    user.user_permissions.set(Permission.objects.filter(codename__in=API_PERMISSIONS))
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION="Token %s" % Token.objects.create(user=user).key)
+    return user, api
+
+
+class TestAPI:
+    @pytest.mark.parametrize("action, verb", [("select", "Queued"), ("skip", "Skipped"), ("unselect", "Unselected")])
+    def test_a_decision_is_one_entry_under_the_tokens_user(self, token_user, action, verb):
+        user, api = token_user
+        contacts = people(3)
+        body = {"contact_ids": [c.pk for c in contacts], "crms": ["brevo", "n8n"], "action": action}
+
+        assert api.put("/api/v3/contacts/crm/select", body, format="json").status_code == 200
+
+        entry = the_entry()
+        assert (entry.user, entry.object_id) == (user, None)
+        assert entry.get_change_message().startswith("%s 3 contacts for Brevo, n8n. Through the API. " % verb)
+
+    def test_a_decision_on_one_contact_shows_on_its_history(self, token_user):
+        _user, api = token_user
+        contact, _other = people(2)
+        api.put("/api/v3/contacts/crm/select", {"emails": [contact.email], "crms": ["hubspot"]}, format="json")
+        (entry,) = on_history_of(contact)
+        assert entry.object_repr == "Queued 1 contact for HubSpot"
+
+    def test_retry_counts_the_syncs_queued_again(self, token_user):
+        _user, api = token_user
+        contacts = people(2)
+        failed(contacts[0], "mautic")
+        body = {"contact_ids": [c.pk for c in contacts], "crms": ["brevo", "mautic"]}
+
+        api.post("/api/v3/contacts/crm/retry", body, format="json")
+
+        assert the_entry().object_repr == "Retried 1 contact sync for Mautic"
+
+    def test_a_call_that_finds_nobody_is_not_recorded(self, token_user):
+        _user, api = token_user
+        response = api.put("/api/v3/contacts/crm/select", {"contact_ids": [999], "crms": ["brevo"]}, format="json")
+        assert response.status_code == 404
+        assert not LogEntry.objects.exists()
+
+    def test_pause_resume_and_sync_now(self, token_user, pausable):
+        user, api = token_user
+        for action in ("pause", "pause", "resume", "sync"):
+            assert api.post("/api/v3/crms/brevo/%s" % action).status_code in (200, 202)
+
+        entries = LogEntry.objects.order_by("pk")
+        assert [e.object_repr for e in entries] == ["Paused Brevo", "Resumed Brevo", "Queued a sync tick for Brevo"]
+        assert {e.user for e in entries} == {user}
+
+    def test_erase_is_one_entry_tied_to_no_contact(self, token_user, configure_crms, suppression_key):
+        user, api = token_user
+        configure_crms("brevo")
+        contacts = people(2)
+
+        response = api.post("/api/v3/contacts/erase", {"emails": [c.email for c in contacts]}, format="json")
+
+        assert response.status_code == 202
+        entry = the_entry()
+        assert (entry.user, entry.object_id) == (user, None)
+        assert entry.get_change_message() == "Started 2 erasures for Brevo. Through the API."
+
+    def test_bulk_upsert_is_one_entry_with_its_totals(self, token_user):
+        user, api = token_user
+        (existing,) = people(1)
+        items = [{"email": existing.email, "first_name": "Ann"}, {"email": "new@example.com"}, {"email": "bad"}]
+
+        api.post("/api/v3/contacts/bulk", {"contacts": items, "crms": ["brevo"]}, format="json")
+
+        entry = the_entry()
+        assert (entry.user, entry.object_id) == (user, None)
+        assert entry.get_change_message() == (
+            "Upserted 2 contacts for Brevo. Through the API. "
+            "1 created, 1 updated, 0 unchanged, 1 rejected; 2 (contact, CRM) pair(s) queued."
+        )
+
+    def test_bulk_upsert_of_one_contact_shows_on_its_history(self, token_user):
+        _user, api = token_user
+        (contact,) = people(1)
+        api.post("/api/v3/contacts/bulk", {"contacts": [{"email": contact.email, "company": "Acme"}]}, format="json")
+        (entry,) = on_history_of(contact)
+        assert entry.object_repr == "Upserted 1 contact"
+
+    def test_a_bulk_upsert_that_rejects_everything_is_not_recorded(self, token_user):
+        _user, api = token_user
+        api.post("/api/v3/contacts/bulk", {"contacts": [{"email": "bad"}]}, format="json")
+        assert not LogEntry.objects.exists()
