@@ -14,7 +14,7 @@ from django.utils.translation import ngettext
 from integrations.registry import UnknownCRM, crm_choices, get_backend_class, verbose_crm_name
 
 from . import audit, selection
-from .admin_badges import crm_event_badge, event_kind, processing_state, when
+from .admin_badges import crm_event_badge, event_kind, state_with_warning, when
 from .admin_filters import (
     ContactCRMEventFilter,
     ContactCRMFilter,
@@ -25,6 +25,7 @@ from .admin_filters import (
     SyncCRMEventFilter,
     SyncCRMFilter,
     SyncOptedOutFilter,
+    SyncWarningFilter,
 )
 from .erasure_admin import ContactErasureMixin
 from .forms import CRMChoiceForm
@@ -65,6 +66,9 @@ def sync_badge(sync, crm):
             css += " crm-badge--event-%s" % event_kind(sync.crm_event)
         if sync.last_error:
             tooltip += "\n%s" % Truncator(sync.last_error).chars(300)
+        if sync.warning:
+            tooltip += "\n%s" % Truncator(sync.warning).chars(300)
+            css += " crm-badge--warning"
     return format_html(
         '<span class="crm-badge crm-badge--{}" title="{}">{}</span>',
         css,
@@ -98,7 +102,7 @@ class ContactSyncInline(admin.TabularInline):
 
     @admin.display(description=_("processing status"))
     def state(self, obj):
-        return processing_state(obj)
+        return state_with_warning(obj)
 
     @admin.display(description=_("CRM event"))
     def crm_event_shown(self, obj):
@@ -171,6 +175,7 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
             "processing_status",
             "attempts",
             "last_error",
+            "warning",
             "crm_event",
             "crm_event_at",
         )
@@ -356,7 +361,14 @@ class ContactSyncAdmin(admin.ModelAdmin):
         "external_link",
         "synced_at",
     )
-    list_filter = (SyncCRMFilter, "sync_status", "processing_status", SyncCRMEventFilter, SyncOptedOutFilter)
+    list_filter = (
+        SyncCRMFilter,
+        "sync_status",
+        "processing_status",
+        SyncCRMEventFilter,
+        SyncOptedOutFilter,
+        SyncWarningFilter,
+    )
     search_fields = ("contact__email", "last_error", "external_id")
     search_help_text = _("Search by contact email, error text or ID in the CRM.")
     list_select_related = ("contact",)
@@ -382,7 +394,7 @@ class ContactSyncAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("processing status"), ordering="processing_status")
     def state(self, obj):
-        return processing_state(obj)
+        return state_with_warning(obj)
 
     @admin.display(description=_("CRM event"), ordering="crm_event_at")
     def crm_event_shown(self, obj):

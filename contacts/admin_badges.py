@@ -68,3 +68,24 @@ def processing_state(sync):
         label,
         Truncator(sync.last_error).chars(REASON_SHOWN),
     )
+
+
+def warning_badge(sync):
+    """What the CRM accepted the row with a reservation about (a value it could not
+    take was left out), as a badge with the start of the text; "" when none."""
+    if not sync.warning:
+        return ""
+    return format_html(
+        '<span class="crm-warning" title="{}"><span class="crm-warning__label">{}</span> {}</span>',
+        sync.warning,
+        _("Warning"),
+        Truncator(sync.warning).chars(REASON_SHOWN),
+    )
+
+
+def state_with_warning(sync):
+    """processing_state followed, on its own line, by the warning badge if any."""
+    warning = warning_badge(sync)
+    if not warning:
+        return processing_state(sync)
+    return format_html('{}<br class="crm-warning-break">{}', processing_state(sync), warning)

@@ -166,3 +166,20 @@ class SyncCRMFilter(OfferedChoicesFilter):
         if self.value():
             return queryset.filter(crm=self.value())
         return queryset
+
+
+class SyncWarningFilter(OfferedChoicesFilter):
+    """Rows whose CRM took the last push with a reservation (ContactSync.warning)."""
+
+    title = _("has a warning")
+    parameter_name = "has_warning"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.exclude(warning="")
+        if self.value() == "no":
+            return queryset.filter(warning="")
+        return queryset

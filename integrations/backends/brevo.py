@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -25,6 +26,12 @@ from .http import json_or_empty
 from .inbound import CRMNotice, WebhookRejected, same_secret
 
 PHONE_PUNCTUATION = re.compile(r"[\s\-.()/]")
+# The warning on a contact Brevo took without its phone (brevo_sms could not give
+# the number a country code): staff see it beside the sync in the admin.
+PHONE_LEFT_OUT = (
+    "Brevo cannot take the phone %r (it needs a country code: set BREVO_DEFAULT_COUNTRY_CODE "
+    "or store it as +<code><number>); synced without it."
+)
 # Brevo's marketing webhook `event` values crmsync acts on, and what it records.
 # Hard bounces arrive as "hard_bounce"; Brevo's 2020 samples said "hard_bounced"
 # (docs/crm-api.md, section 1, "Webhooks").
@@ -168,16 +175,26 @@ class BrevoBackend(CRMBackend):
     def parse_outcomes(self, chunk, response):
         item, status = chunk[0], response.status_code
         if status == 201:
-            return [Outcome.accepted(item, json_or_empty(response).get("id", ""), http_status=status)]
+            created = json_or_empty(response).get("id", "")
+            return [Outcome.accepted(item, created, http_status=status, message=self.phone_left_out(item))]
         if status == 204:
             # Updated: Brevo sends no body, so the id is the one sent (or found).
-            found = getattr(response, "brevo_contact_id", "")
-            return [Outcome.accepted(item, item.external_id or found, http_status=status)]
+            found = item.external_id or getattr(response, "brevo_contact_id", "")
+            return [Outcome.accepted(item, found, http_status=status, message=self.phone_left_out(item))]
         if contact_missing(response):
             return [Outcome.not_in_crm(item, self._missing_message(item, response), http_status=status)]
         if duplicate_email(response):
             return [self._email_taken(item, response)]
         return [Outcome.permanent(item, self.error_message(response), http_status=status)]
+
+    def phone_left_out(self, item):
+        """The warning for a contact whose mapped phone build_payload left out (Brevo
+        refuses a number without its country code), or "". The payload cannot carry
+        it, so it is worked out again from the contact."""
+        if item.contact is None or "SMS" in item.payload.get("attributes", {}):
+            return ""
+        phone = self.mapped_values(item.contact).get("SMS")
+        return PHONE_LEFT_OUT % str(phone) if phone is not None else ""
 
     def _missing_message(self, item, response):
         if response.request.method == "GET":
@@ -275,7 +292,8 @@ class BrevoBackend(CRMBackend):
             return outcome
         if response.status_code != 200:
             return outcome
-        return Outcome.accepted(item, json_or_empty(response).get("id", ""), http_status=outcome.http_status)
+        # replace() keeps the rest of the outcome, its warning included.
+        return replace(outcome, external_id=str(json_or_empty(response).get("id", "") or ""))
 
     # Inbound webhooks: Brevo signs nothing; it authenticates with a bearer token
     # (or Basic credentials in the URL) chosen when the webhook is created.
