@@ -77,3 +77,12 @@ def record_erasures(user, started, *, detail=""):
     crms = [name for name, _label in crm_choices() if get_backend_class(name).is_enabled()]
     obj = started[0] if len(started) == 1 else None
     return record(user, "Started", count=len(started), crms=crms, model=Erasure, obj=obj, detail=detail)
+
+
+def forget_contacts(pks):
+    """Blank the title of every log entry about these contacts (Django's own change
+    entries carry the contact's email there), for erasure to call as it deletes
+    them: who did what, and when, stays; the person's address does not."""
+    content_type = ContentType.objects.get_for_model(Contact)
+    entries = LogEntry.objects.filter(content_type=content_type, object_id__in=[str(pk) for pk in pks])
+    return entries.update(object_repr="(erased contact)")

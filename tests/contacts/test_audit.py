@@ -1,7 +1,7 @@
 """contacts.audit: one admin log entry per staff action."""
 
 import pytest
-from django.contrib.admin.models import LogEntry
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import AnonymousUser, User
 
 from contacts import audit
@@ -44,3 +44,16 @@ def test_the_entry_never_names_the_contact_by_email():
 def test_an_action_on_a_crm_itself_names_no_count():
     staff = User.objects.create_user("ann")
     assert audit.record(staff, "Paused", count=None, crms=["hubspot"]).object_repr == "Paused HubSpot"
+
+
+def test_forgetting_contacts_blanks_their_email_in_djangos_own_entries():
+    staff = User.objects.create_user("ann")
+    erased, kept = Contact.objects.create(email="gone@example.com"), Contact.objects.create(email="kept@example.com")
+    for contact in (erased, kept):
+        LogEntry.objects.log_actions(
+            staff.pk, [contact], CHANGE, change_message="Changed first name.", single_object=True
+        )
+
+    assert audit.forget_contacts([erased.pk]) == 1
+
+    assert set(LogEntry.objects.values_list("object_repr", flat=True)) == {"(erased contact)", "kept@example.com"}
