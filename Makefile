@@ -26,6 +26,10 @@ migrate: install
 superuser: migrate
 	$(BIN)/python manage.py ensure_dev_superuser
 
+# Serves on PORT (8000) with the sandbox on SANDBOX_PORT (8025), e.g.
+# `PORT=8001 SANDBOX_PORT=8026 make run`. Leaves a development .env (bin/run-dev).
+run: export PORT ?= 8000
+run: export SANDBOX_PORT ?= 8025
 run: superuser
 	$(BIN)/python manage.py demo_contacts --if-empty
 	bin/run-dev

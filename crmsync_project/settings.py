@@ -6,11 +6,15 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from crmsync_project.devenv import env_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-# Values already in the environment win over the file.
-environ.Env.read_env(os.environ.get("ENV_FILE", BASE_DIR / ".env"))
+# Values already in the environment win over the file. ENV_FILE names another file;
+# under pytest none is read unless ENV_FILE says so (see devenv.env_file).
+ENV_FILE = env_file(os.environ, BASE_DIR)
+environ.Env.read_env(ENV_FILE)
 
 DEBUG = env.bool("DEBUG", default=False)
 
