@@ -30,8 +30,9 @@ superuser: migrate
 # `PORT=8001 SANDBOX_PORT=8026 make run`. Leaves a development .env (bin/run-dev).
 run: export PORT ?= 8000
 run: export SANDBOX_PORT ?= 8025
-run: superuser
-	$(BIN)/python manage.py demo_contacts --if-empty
+# bin/run-dev also migrates, creates the superuser and the demonstration contacts,
+# after the system checks it runs once for all (each command skips them).
+run: install
 	bin/run-dev
 
 test: install
