@@ -163,9 +163,10 @@ class CRMBackend:
     `credentials_rejected_message`, `error_message`), `parse_outcomes(chunk,
     response)` (required), `split_rejected(response)`, `after_push(items,
     outcomes)`; for set-up, `existing_custom_fields()` and
-    `create_custom_field(name)`. Removals and erasures (SyncItem.operation) go one
-    request per contact through `send_removal(item)`, `removal_not_found(item,
-    response)` and `removal_outcome(item, response)`. A backend does HTTP only: no model, no database;
+    `create_custom_field(name)`; `crm_fields()` for checking a staff mapping.
+    Removals and erasures (SyncItem.operation) go one request per contact
+    through `send_removal(item)`, `removal_not_found(item, response)` and
+    `removal_outcome(item, response)`. A backend does HTTP only: no model, no database;
     the engine records what it returns and pauses the CRM when it raises
     CRMUnavailable.
     """
@@ -177,6 +178,10 @@ class CRMBackend:
     default_batch_size = 100
     # {CRM field: contact field or attributes key}; <CRM>_FIELD_MAP adds or overrides.
     default_field_map = {}
+    # A staff mapping, a list of MappedField, put on the instance from the database
+    # above the backend (integrations.mappings.use_mapping); when set it replaces
+    # default_field_map and <CRM>_FIELD_MAP. None: those two apply.
+    mapping = None
     # How the CRM's API takes an email's domain: "unicode" (as crmsync stores it)
     # or "ascii" (punycode). Each backend says which, citing docs/crm-api.md.
     email_form = "unicode"
@@ -304,9 +309,19 @@ class CRMBackend:
         raise NotImplementedError("%s must implement build_payload(contact)" % self.__class__.__name__)
 
     def field_map(self):
-        extra = parse_field_map(self.setting("FIELD_MAP", ""), setting_name(self.name, "FIELD_MAP"))
-        mapped = {**self.default_field_map, **extra}
-        return {target: source for target, source in mapped.items() if not self.is_consent_field(target)}
+        """{CRM field: source} of the fields in effect (see mapped_fields)."""
+        return {field.target: field.source for field in self.mapped_fields()}
+
+    def mapped_fields(self):
+        """The MappedField list in effect: the staff mapping when there is one, else
+        default_field_map with <CRM>_FIELD_MAP over it; never a consent field."""
+        fields = self.mapping
+        if fields is None:
+            extra = parse_field_map(self.setting("FIELD_MAP", ""), setting_name(self.name, "FIELD_MAP"))
+            fields = [
+                MappedField.named(target, source) for target, source in {**self.default_field_map, **extra}.items()
+            ]
+        return [field for field in fields if not self.is_consent_field(field.target)]
 
     @classmethod
     def is_consent_field(cls, name):
@@ -314,7 +329,7 @@ class CRMBackend:
 
     def mapped_values(self, contact):
         """{CRM field: value} for the contact's non-empty mapped values."""
-        values = {target: contact_value(contact, source) for target, source in self.field_map().items()}
+        values = {field.target: field.value(contact) for field in self.mapped_fields()}
         return {target: value for target, value in values.items() if value not in ("", None)}
 
     def checked_email(self, contact):
@@ -653,6 +668,12 @@ class CRMBackend:
         """Hook: `name` as the CRM compares field names."""
         return name
 
+    def crm_fields(self):
+        """Hook: {field key (custom_field_key): the CRM's type name} of the contact
+        fields the CRM has, fetched from it, to check a staff mapping against; None
+        when the CRM takes any field (its mapping is checked for form only)."""
+        return None
+
     def existing_custom_fields(self):
         """Hook: the keys (custom_field_key) of the fields the CRM has."""
         raise NotImplementedError("%s has no custom fields to set up" % self.__class__.__name__)
@@ -706,9 +727,12 @@ def parse_field_map(text, setting):
 def contact_value(contact, source):
     """The value a field map names: a Contact field, else a key of its attributes."""
     if source in CONTACT_FIELDS:
-        value = getattr(contact, source)
-    else:
-        value = (contact.attributes or {}).get(source)
+        return plain_value(getattr(contact, source))
+    return plain_value((contact.attributes or {}).get(source))
+
+
+def plain_value(value):
+    """A contact's value as a payload carries it: "" for none, JSON for a list or dict."""
     if value is None:
         return ""
     if isinstance(value, (list, dict)):
@@ -718,3 +742,43 @@ def contact_value(contact, source):
 
 
 CONTACT_FIELDS = ("email", "first_name", "last_name", "phone", "company", "website", "source_url")
+
+# Where a mapped CRM field's value comes from.
+FROM_FIELD, FROM_ATTRIBUTE, FROM_CONSTANT = "field", "attribute", "constant"
+SOURCE_KINDS = (FROM_FIELD, FROM_ATTRIBUTE, FROM_CONSTANT)
+# What may be done to a text value before it is sent ("none" leaves it as it is).
+TRANSFORMS = {
+    "none": lambda text: text,
+    "strip": str.strip,
+    "lower": str.lower,
+    "upper": str.upper,
+    "title": str.title,
+    "digits_only": lambda text: "".join(character for character in text if character.isdigit()),
+}
+
+
+@dataclass(frozen=True)
+class MappedField:
+    """What one CRM field receives: a Contact field (`source` one of
+    CONTACT_FIELDS), a key of the contact's attributes, or a constant text, with a
+    transform (a key of TRANSFORMS) applied to a text value."""
+
+    target: str
+    source: str
+    kind: str = FROM_FIELD
+    transform: str = "none"
+
+    @classmethod
+    def named(cls, target, source):
+        """A field map's entry (default_field_map, <CRM>_FIELD_MAP): a Contact field
+        when `source` is one, else an attributes key."""
+        return cls(target, source, FROM_FIELD if source in CONTACT_FIELDS else FROM_ATTRIBUTE)
+
+    def value(self, contact):
+        if self.kind == FROM_CONSTANT:
+            value = self.source
+        elif self.kind == FROM_FIELD:
+            value = plain_value(getattr(contact, self.source))
+        else:
+            value = plain_value((contact.attributes or {}).get(self.source))
+        return TRANSFORMS[self.transform](value) if isinstance(value, str) else value
