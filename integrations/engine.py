@@ -54,6 +54,7 @@ from .exceptions import (
     RetryableError,
 )
 from .leases import LeaseRenewal
+from .mappings import use_mapping
 from .models import CRMState, Pause, clip
 from .ratelimit import share_pace
 from .registry import get_enabled_backend_class
@@ -158,6 +159,7 @@ class SyncEngine:
         by the circuit breaker between two probes)."""
         result = RunResult(self.crm)
         started = time.monotonic()
+        use_mapping(self.backend)  # the staff mapping as it is when the run starts
         try:
             while budget_seconds is None or time.monotonic() - started < budget_seconds:
                 pause = self.paused()

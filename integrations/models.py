@@ -218,3 +218,45 @@ class WebhookEvent(models.Model):
 
     def __str__(self):
         return "%s %s %s" % (verbose_crm_name(self.crm), self.kind, self.event_id)
+
+
+class SourceKind(models.TextChoices):
+    # The values of integrations.backends.base.SOURCE_KINDS.
+    FIELD = "field", _("contact field")
+    ATTRIBUTE = "attribute", _("attributes key")
+    CONSTANT = "constant", _("constant")
+
+
+class Transform(models.TextChoices):
+    # The keys of integrations.backends.base.TRANSFORMS.
+    NONE = "none", _("as it is")
+    STRIP = "strip", _("without surrounding spaces")
+    LOWER = "lower", _("lower case")
+    UPPER = "upper", _("upper case")
+    TITLE = "title", _("Title Case")
+    DIGITS_ONLY = "digits_only", _("digits only")
+
+
+class FieldMapping(models.Model):
+    """What one CRM field receives, set by staff in the admin. A CRM with rows here
+    is sent these fields instead of its default field map and <CRM>_FIELD_MAP
+    (integrations.mappings loads them and hands them to the backend)."""
+
+    crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
+    target = models.CharField(_("CRM field"), max_length=100)
+    source_kind = models.CharField(_("from"), max_length=16, choices=SourceKind.choices, default=SourceKind.FIELD)
+    # A Contact field's name, an attributes key, or the constant text itself.
+    source = models.CharField(_("source"), max_length=200)
+    transform = models.CharField(_("transform"), max_length=16, choices=Transform.choices, default=Transform.NONE)
+    position = models.PositiveSmallIntegerField(_("position"), default=0)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    updated_by = models.CharField(_("updated by"), max_length=150, blank=True)
+
+    class Meta:
+        verbose_name = _("field mapping")
+        verbose_name_plural = _("field mappings")
+        ordering = ["crm", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["crm", "target"], name="fieldmapping_unique_target")]
+
+    def __str__(self):
+        return "%s %s" % (verbose_crm_name(self.crm), self.target)

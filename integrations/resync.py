@@ -14,6 +14,7 @@ from contacts.selection import requeue_changed
 from .conf import get_crm_setting
 from .engine import payload_hash
 from .exceptions import InvalidContact
+from .mappings import use_mapping
 from .registry import enabled_backend_classes, get_enabled_backend_class
 
 logger = logging.getLogger(__name__)
@@ -57,17 +58,23 @@ def requeue_drifted(crm=None, batch_size=DRIFT_BATCH_SIZE):
 def _requeue_drifted_crm(crm, batch_size):
     # Keyset pagination: each batch is one read and at most one write, and unlike
     # OFFSET, rows leaving the Complete set as they are queued do not shift the pages.
-    requeued, last_pk = 0, 0
     with _backend(crm) as backend:
-        while True:
-            batch = _complete_rows().for_crm(crm).filter(pk__gt=last_pk).order_by("pk")
-            rows = list(batch[:batch_size])
-            if not rows:
-                break
-            requeued += requeue_changed(_changed(backend, rows))
-            last_pk = rows[-1].pk
-            if len(rows) < batch_size:
-                break
+        return requeue_changed_payloads(backend, batch_size)
+
+
+def requeue_changed_payloads(backend, batch_size=DRIFT_BATCH_SIZE):
+    """Queue again the Complete rows of the backend's CRM whose payload, as
+    `backend` builds it now, differs from the one synced; returns the count."""
+    requeued, last_pk = 0, 0
+    while True:
+        batch = _complete_rows().for_crm(backend.name).filter(pk__gt=last_pk).order_by("pk")
+        rows = list(batch[:batch_size])
+        if not rows:
+            break
+        requeued += requeue_changed(_changed(backend, rows))
+        last_pk = rows[-1].pk
+        if len(rows) < batch_size:
+            break
     return requeued
 
 
@@ -115,7 +122,7 @@ def _reproducible(backend, rows, current, changed):
 @contextmanager
 def _backend(crm):
     """One backend instance for a whole call, closed at the end (it holds a session)."""
-    backend = get_enabled_backend_class(crm)()
+    backend = use_mapping(get_enabled_backend_class(crm)())
     try:
         yield backend
     finally:

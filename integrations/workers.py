@@ -12,7 +12,7 @@ from django.utils import timezone
 from contacts.models import ContactSync
 
 from .engine import RunResult, SyncEngine
-from .exceptions import InvalidContact
+from .mappings import payload_or_why, use_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -142,15 +142,8 @@ def preview(backend_class, count):
         .select_related("contact")
         .order_by("next_attempt_at", "pk")[:count]
     )
-    backend = backend_class()
+    backend = use_mapping(backend_class())
     try:
-        return [(row.contact, _payload_or_why(backend, row.contact)) for row in rows]
+        return [(row.contact, payload_or_why(backend, row.contact)) for row in rows]
     finally:
         backend.close()
-
-
-def _payload_or_why(backend, contact):
-    try:
-        return backend.build_payload(contact)
-    except InvalidContact as exc:
-        return {"invalid": exc.message}
