@@ -87,6 +87,7 @@ class TestWhatItShows:
         assert counts(section) == {
             "complete": 3,
             "queued": 3,
+            "selected": 0,
             "processing": 1,
             "error": 2,
             "not_in_crm": 1,
@@ -124,6 +125,43 @@ class TestWhatItShows:
 
         assert re.search(r'class="oldest-due">waiting 2\xa0hours', section)
         assert re.search(r'class="last-success">.*3\xa0minutes ago', section)
+
+    def test_queued_rows_not_yet_due_say_when_the_next_falls_due(self, viewer):
+        contacts = people(5)
+        later = timezone.now() + timedelta(minutes=3, seconds=30)
+        # Waiting for a retry or a rate limit: queued, not due.
+        queued = {"sync_status": SyncStatus.SELECTED, "processing_status": ProcessingStatus.QUEUED}
+        rows(contacts, next_attempt_at=later, **queued)
+
+        section = card(viewer.get(DASHBOARD))
+
+        assert counts(section)["queued"] == 5
+        assert re.search(
+            r'class="queue">5 queued, next due at %s<' % timezone.localtime(later).strftime("%H:%M"), section
+        )
+        assert re.search(r'class="oldest-due">none waiting, next in 3\xa0minutes<', section)
+
+    def test_due_and_not_yet_due_rows_are_told_apart(self, viewer):
+        contacts = people(3)
+        now = timezone.now()
+        queued = {"sync_status": SyncStatus.SELECTED, "processing_status": ProcessingStatus.QUEUED}
+        rows(contacts[:1], next_attempt_at=now - timedelta(minutes=10), **queued)
+        rows(contacts[1:], next_attempt_at=now + timedelta(hours=1), **queued)
+
+        section = card(viewer.get(DASHBOARD))
+
+        assert re.search(r'class="queue">3 queued: 1 due now, the next of the others at \d\d:\d\d<', section)
+        assert re.search(r'class="oldest-due">waiting 10\xa0minutes<', section)
+
+    def test_a_selected_row_with_nothing_queued_is_not_counted_as_queued(self, viewer):
+        # An erasure cancelled over a Selected row leaves it Selected with nothing queued.
+        rows(people(2), sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.NONE)
+
+        section = card(viewer.get(DASHBOARD))
+
+        assert counts(section)["queued"] == 0 and counts(section)["selected"] == 2
+        assert 'class="queue">nothing queued<' in section
+        assert 'class="oldest-due">none waiting<' in section
 
     def test_nothing_waiting_and_never_run(self, viewer):
         section = card(viewer.get(DASHBOARD))
