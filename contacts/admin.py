@@ -28,10 +28,12 @@ from .admin_filters import (
     SyncWarningFilter,
 )
 from .erasure_admin import ContactErasureMixin
-from .forms import CRMChoiceForm
+from .forms import ContactForm, CRMChoiceForm
 from .models import Contact, ContactSync, SyncAttempt, SyncStatus
 
 RECENT_ATTEMPTS_SHOWN = 20
+# A list cell shows this much of an error; its tooltip has all of it.
+ERROR_SHOWN = 80
 
 
 def crm_list(crms):
@@ -47,6 +49,18 @@ def external_link(sync):
     if url:
         return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', url, sync.external_id)
     return sync.external_id
+
+
+def clamped(text, length=ERROR_SHOWN):
+    """Long text (an error) cut to `length` characters, all of it in the tooltip."""
+    if not text:
+        return ""
+    return format_html('<span class="crm-clamp" title="{}">{}</span>', text, Truncator(text).chars(length))
+
+
+def attribute_text(value):
+    """An attribute's value as text: strings as they are, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def sync_badge(sync, crm):
@@ -95,6 +109,8 @@ class ContactSyncInline(admin.TabularInline):
     )
     readonly_fields = fields
     verbose_name_plural = _("CRM sync status")
+    # Django's tabular inline without the row's caption ("1000 for Brevo").
+    template = "admin/contacts/contact/sync_status_inline.html"
 
     @admin.display(description=_("CRM"))
     def crm_label(self, obj):
@@ -155,11 +171,13 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     actions = ("queue_for_crm", "skip_for_crm", "unselect_for_crm", "retry_failed", "erase_from_every_crm")
     inlines = (ContactSyncInline,)
-    readonly_fields = ("created_at", "updated_at", "recent_attempts", "enrichment_found")
+    form = ContactForm
+    readonly_fields = ("created_at", "updated_at", "recent_attempts", "enrichment_found", "attributes_shown")
     fieldsets = (
         (None, {"fields": ("email", "first_name", "last_name", "phone", "company")}),
         (_("Web"), {"fields": ("website", "source_url")}),
-        (_("Other attributes"), {"fields": ("attributes",)}),
+        (_("Other attributes"), {"fields": ("attributes_shown",)}),
+        (_("Edit other attributes"), {"fields": ("attributes",), "classes": ("collapse",)}),
         (_("Enrichment"), {"fields": ("enrichment_found",), "classes": ("collapse",)}),
         (_("History"), {"fields": ("created_at", "updated_at", "recent_attempts")}),
     )
@@ -197,6 +215,19 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
             return _("Nothing yet.")
         return format_html("<pre>{}</pre>", json.dumps(obj.enrichment, indent=2, ensure_ascii=False, sort_keys=True))
 
+    @admin.display(description=_("other attributes"))
+    def attributes_shown(self, obj):
+        """The attributes as a two-column table, names in order; the JSON editor is
+        in its own fieldset below."""
+        if not obj.attributes:
+            return _("None.")
+        rows = format_html_join(
+            "",
+            '<tr><th scope="row">{}</th><td>{}</td></tr>',
+            ((name, attribute_text(value)) for name, value in sorted(obj.attributes.items())),
+        )
+        return format_html('<table class="crm-attributes"><tbody>{}</tbody></table>', rows)
+
     @admin.display(description=_("recent sync attempts"))
     def recent_attempts(self, obj):
         attempts = obj.sync_attempts.all()[:RECENT_ATTEMPTS_SHOWN] if obj.pk else []
@@ -205,11 +236,11 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (
-                    attempt.attempted_at,
+                    when(attempt.attempted_at),
                     verbose_crm_name(attempt.crm),
                     attempt.get_outcome_display(),
                     attempt.http_status or "",
-                    attempt.error,
+                    clamped(attempt.error),
                 )
                 for attempt in attempts
             ),
