@@ -136,7 +136,8 @@ LOGGING = {
     },
     "handlers": {
         "stdout": {
-            "class": "logging.StreamHandler",
+            # Writes above sync_crm's progress bar, never onto it.
+            "class": "crmsync_project.logging.ProgressAwareStreamHandler",
             "stream": "ext://sys.stdout",
             "formatter": "utc",
             "filters": ["scrub_secrets"],

@@ -29,7 +29,7 @@ def test_syncs_every_configured_crm_and_prints_a_summary_table(queued):
     assert "CRM" in out and "retry scheduled" in out and "contacts/s" in out
     _crm, claimed, accepted, retry, failed = summary_row(out, "scripted")[:5]
     assert (claimed, accepted, retry, failed) == ("120", "120", "0", "0")
-    assert "scripted: 50 claimed, 50 accepted" in out, "plain progress lines when not a terminal"
+    assert "scripted: 50 claimed" not in out, "off a terminal the engine logs batches; the summary says it once"
     assert ContactSync.objects.filter(processing_status=ProcessingStatus.COMPLETE).count() == 120
 
 
@@ -118,6 +118,7 @@ def test_reports_a_paused_crm(queued, monkeypatch):
     monkeypatch.setattr(ScriptedBackend, "push", limited)
     out = sync_crm("--crm", "scripted")
     assert "scripted is paused until" in out and "too many requests" in out
+    assert summary_row(out, "scripted")[1:6] == ["5", "0", "0", "0", "5"], "the released rows are in the summary"
 
 
 def test_unknown_crm_exits_non_zero(scripted_crm):
