@@ -42,16 +42,17 @@ TOP_ERRORS = 5
 # "selected" is a row staff selected that nothing is queued for (an erasure
 # cancelled over it). "new" counts contacts nobody has decided anything about for
 # the CRM, with or without a row.
+# Each with what it counts, shown as the legend's tooltip.
 SEGMENTS = (
-    ("complete", "Complete"),
-    ("queued", "Queued"),
-    ("selected", "Selected, nothing queued"),
-    ("processing", "Processing"),
-    ("error", "Error"),
-    ("not_in_crm", "Not in the CRM"),
-    ("removed", "Removed from the CRM"),
-    ("skipped", "Skipped"),
-    ("new", "New"),
+    ("complete", "Complete now", "Contacts whose current state is Complete, whenever they were synced."),
+    ("queued", "Queued", "Rows in the queue, due now or later (a retry or a rate limit waits)."),
+    ("selected", "Selected, nothing queued", "Selected by staff, but nothing is queued for them."),
+    ("processing", "Processing", "Being pushed by a worker now."),
+    ("error", "Error", "Given up after their attempts; staff can retry them."),
+    ("not_in_crm", "Not in the CRM", "The CRM has no record for them and crmsync creates none without staff."),
+    ("removed", "Removed from the CRM", "The CRM confirmed their removal or erasure."),
+    ("skipped", "Skipped", "Staff chose not to sync them to this CRM."),
+    ("new", "New", "Nobody has decided anything about them for this CRM."),
 )
 
 
@@ -61,6 +62,7 @@ class Segment:
     label: str
     count: int
     percent: float
+    help: str = ""
 
 
 @dataclass
@@ -271,9 +273,13 @@ def _segments(counts, contacts):
     decided = sum(number for key, number in counts.items() if key != "new")
     counts = {**counts, "new": max(0, contacts - decided)}
     return [
-        Segment(key, _(label), counts.get(key, 0), 100.0 * counts.get(key, 0) / contacts if contacts else 0.0)
-        for key, label in SEGMENTS
+        Segment(key, _(label), counts.get(key, 0), _percent(counts.get(key, 0), contacts), _(explanation))
+        for key, label, explanation in SEGMENTS
     ]
+
+
+def _percent(count, contacts):
+    return 100.0 * count / contacts if contacts else 0.0
 
 
 def _accepted_by_hour(crms, now):

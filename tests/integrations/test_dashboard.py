@@ -45,7 +45,7 @@ def card(response, crm="scripted"):
 
 
 def counts(section):
-    found = re.findall(r'data-status="(\w+)">.*?<span class="count">(\d+)</span>', section, re.S)
+    found = re.findall(r'data-status="(\w+)"[^>]*>.*?<span class="count">(\d+)</span>', section, re.S)
     return {key: int(number) for key, number in found}
 
 
@@ -110,6 +110,22 @@ class TestWhatItShows:
 
         assert len(bars) == 24
         assert bars[-1] == 4 and bars[-4] == 2 and sum(bars) == 6
+
+    def test_complete_and_the_pushes_of_the_last_day_say_what_each_counts(self, viewer):
+        contacts = people(3)
+        rows(contacts[:1], sync_status=SyncStatus.COMPLETE, processing_status=ProcessingStatus.COMPLETE)
+        # One contact synced three times today, two synced last week and still Complete.
+        attempts(contacts[0], timezone.now(), 3)
+        rows(contacts[1:], sync_status=SyncStatus.COMPLETE, processing_status=ProcessingStatus.COMPLETE)
+
+        section = card(viewer.get(DASHBOARD))
+
+        assert counts(section)["complete"] == 3
+        assert re.search(r"Pushes accepted in the last 24 hours, re-syncs included: .*?>3<", section)
+        complete = re.search(r'data-status="complete" title="([^"]+)">[^<]*<i[^>]*></i>([^<]+)<', section)
+        assert complete.group(2).strip() == "Complete now"
+        assert "current state is Complete, whenever they were synced" in complete.group(1)
+        assert "a contact synced three times counts three times" in section
 
     def test_the_oldest_due_contact_and_the_last_successful_run(self, viewer):
         contacts = people(2)
