@@ -39,6 +39,8 @@ SERVER_ERROR = (
     "Looks like I encountered an error (error #%d). If I do it again, please report me to the system administrator!"
 )
 CORE_FIELDS = ("email", "firstname", "lastname", "phone", "mobile", "company", "position", "website", "city", "country")
+# Mautic's own types of those fields (GET /api/fields/contact); the rest are text.
+CORE_FIELD_TYPES = {"email": "email", "phone": "tel", "mobile": "tel", "website": "url", "country": "country"}
 
 
 def crm_settings(url):
@@ -152,7 +154,12 @@ class MauticEmulator(Emulator):
             self.settings = self.all_settings()
             self.records, self.by_email, self.next_id = {}, {}, 1
             self.fields = {
-                alias: {"alias": alias, "label": alias.title(), "type": "text", "group": "core"}
+                alias: {
+                    "alias": alias,
+                    "label": alias.title(),
+                    "type": CORE_FIELD_TYPES.get(alias, "text"),
+                    "group": "core",
+                }
                 for alias in CORE_FIELDS
             }
             self.segments, self.next_segment_id = {}, 1

@@ -333,6 +333,17 @@ class BrevoBackend(CRMBackend):
         self.check_setup_answer(response)
         return {a.get("name", "").upper() for a in json_or_empty(response).get("attributes", [])}
 
+    def crm_fields(self):
+        """{attribute name: Brevo type} of the attributes a contact can be given
+        (calculated and global ones cannot)."""
+        response = self.request("GET", "/contacts/attributes")
+        self.check_setup_answer(response)
+        return {
+            str(a.get("name", "")).upper(): a.get("type") or ("category" if a.get("enumeration") else "text")
+            for a in json_or_empty(response).get("attributes", [])
+            if a.get("category") not in ("calculated", "global")
+        }
+
     def create_custom_field(self, name):
         response = self.request("POST", "/contacts/attributes/normal/%s" % name.upper(), json={"type": "text"})
         self.check_setup_answer(response)

@@ -418,6 +418,16 @@ class HubSpotBackend(CRMBackend):
         self.check_setup_answer(response)
         return {p.get("name", "").lower() for p in json_or_empty(response).get("results", [])}
 
+    def crm_fields(self):
+        """{property name: HubSpot type} of the properties an API call may write."""
+        response = self.request("GET", PROPERTIES_PATH)
+        self.check_setup_answer(response)
+        return {
+            str(p.get("name", "")).lower(): p.get("type") or "string"
+            for p in json_or_empty(response).get("results", [])
+            if not (p.get("modificationMetadata") or {}).get("readOnlyValue")
+        }
+
     def create_custom_field(self, name):
         response = self.request("POST", PROPERTIES_PATH, json=property_definition(name))
         if response.status_code == 409:

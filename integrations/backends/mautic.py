@@ -54,6 +54,9 @@ TOKEN_MARGIN_SECONDS = 60
 BASIC = ("USERNAME", "PASSWORD")
 OAUTH = ("CLIENT_ID", "CLIENT_SECRET")
 
+# Fields asked for per request when reading the field list.
+FIELDS_PAGE_SIZE = 200
+
 
 class MauticBackend(CRMBackend):
     name = "mautic"
@@ -105,6 +108,21 @@ class MauticBackend(CRMBackend):
 
     def build_payload(self, contact):
         return {"email": self.checked_email(contact), **self.mapped_values(contact)}
+
+    def crm_fields(self):
+        """{alias: Mautic type} of the contact fields, read page by page (Mautic
+        pages lists, 30 by default)."""
+        fields, start = {}, 0
+        while True:
+            response = self.request("GET", "/api/fields/contact", params={"start": start, "limit": FIELDS_PAGE_SIZE})
+            self.check_setup_answer(response)
+            body = json_or_empty(response)
+            page = body.get("fields") or []
+            page = list(page.values()) if isinstance(page, dict) else page
+            fields.update({str(f.get("alias", "")): f.get("type") or "text" for f in page})
+            start += len(page)
+            if not page or start >= int(body.get("total") or 0):
+                return fields
 
     # Push (docs/crm-api.md, section 3, "Batch create-or-update", "Update by id
     # and conflicts", "Sync modes"). Every request carries one kind of contact:

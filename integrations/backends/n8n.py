@@ -51,7 +51,7 @@ class N8nBackend(CRMBackend):
     # Payload
 
     def build_payload(self, contact):
-        return {
+        payload = {
             "contact_id": contact.pk,
             # Not checked_email: n8n passes every contact on to its workflow.
             "email": self.crm_email(contact.email),
@@ -63,6 +63,12 @@ class N8nBackend(CRMBackend):
             "source_url": contact.source_url,
             "attributes": contact.attributes or {},
         }
+        # What a staff mapping sends; without one n8n maps nothing and the body
+        # (so its hash) stays as it was.
+        fields = self.mapped_values(contact)
+        if fields:
+            payload["fields"] = fields
+        return payload
 
     @staticmethod
     def stamped(item):
