@@ -36,6 +36,9 @@ VIEW_PERMISSION = "contacts.view_contactsync"
 PAUSE_PERMISSION = "integrations.pause_crm"
 HOURS = 24
 TOP_ERRORS = 5
+# The 24-hour chart: bars BAR_STEP pixels apart, CHART_HEIGHT high at the scale's top.
+BAR_STEP = 12
+CHART_HEIGHT = 48
 
 # The bar's segments, in the order they are drawn. "queued" is exactly the rows in
 # the queue (processing status Queued), the rows the queue facts below count.
@@ -148,6 +151,12 @@ class CRMCard:
         return sum(bar.count for bar in self.hours)
 
     @property
+    def scale(self):
+        """The chart's labelled gridlines, top first: (value, y) for top, half and 0."""
+        top = scale_top(max(bar.count for bar in self.hours))
+        return [(top, 0), (top // 2, CHART_HEIGHT // 2), (0, CHART_HEIGHT)]
+
+    @property
     def staff_pause(self):
         pause = self.state and self.state.staff_pause()
         return pause.reason if pause else ""
@@ -173,7 +182,7 @@ def dashboard(request):
         "title": _("Sync dashboard"),
         "cards": crm_cards(timezone.now()),
         "can_pause": request.user.has_perm(PAUSE_PERMISSION),
-        "chart_width": HOURS * 12,
+        "chart_width": HOURS * BAR_STEP,
     }
     return TemplateResponse(request, "admin/crmsync/dashboard.html", context)
 
@@ -298,9 +307,18 @@ def _accepted_by_hour(crms, now):
     return {crm: _bars([accepted.get((crm, start), 0) for start in starts], starts) for crm in crms}
 
 
-def _bars(numbers, starts, height=48, step=12):
-    """Bars scaled to the busiest hour; an empty hour is a one-pixel line on the axis."""
-    top = max(numbers) or 1
+def scale_top(busiest):
+    """The chart's top: the first of 2, 4, 6, 8, 10, 20, 40 ... at or above the
+    busiest hour, so that it and its half are round numbers to label."""
+    if busiest <= 2:
+        return 2
+    magnitude = 10 ** (len(str(busiest)) - 1)
+    return next(magnitude * factor for factor in (1, 2, 4, 6, 8, 10) if magnitude * factor >= busiest)
+
+
+def _bars(numbers, starts, height=CHART_HEIGHT, step=BAR_STEP):
+    """Bars on the chart's scale; an empty hour is a one-pixel line on the axis."""
+    top = scale_top(max(numbers))
     bars = []
     for i, (start, number) in enumerate(zip(starts, numbers)):
         bar_height = max(1, round(height * number / top))

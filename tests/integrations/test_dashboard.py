@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 from integrations import engine
+from integrations.dashboard import scale_top
 from integrations.models import CRMState
 
 pytestmark = pytest.mark.django_db
@@ -110,6 +111,26 @@ class TestWhatItShows:
 
         assert len(bars) == 24
         assert bars[-1] == 4 and bars[-4] == 2 and sum(bars) == 6
+
+    def test_the_chart_has_a_labelled_scale_the_bars_are_drawn_to(self, viewer):
+        contact = people(1)[0]
+        now = timezone.now()
+        attempts(contact, now, 7)
+        attempts(contact, now - timedelta(hours=2), 4)
+
+        section = card(viewer.get(DASHBOARD))
+
+        labels = re.findall(r'class="scale-label"[^>]*>([^<]+)<', section)
+        assert labels == ["8", "4", "0"], "a round top above the busiest hour (7), its half and zero"
+        bars = re.findall(r'height="(\d+)" data-count="(\d+)"', section)
+        heights = {int(count): int(height) for height, count in bars}
+        assert heights[4] == 24 and heights[7] == 42, "half the scale is half the chart's 48 pixels"
+
+    @pytest.mark.parametrize(
+        "busiest, top", [(0, 2), (1, 2), (3, 4), (9, 10), (10, 10), (11, 20), (45, 60), (999, 1000), (1001, 2000)]
+    )
+    def test_the_scale_top_is_round_and_above_the_busiest_hour(self, busiest, top):
+        assert scale_top(busiest) == top
 
     def test_complete_and_the_pushes_of_the_last_day_say_what_each_counts(self, viewer):
         contacts = people(3)
