@@ -15,6 +15,7 @@ from integrations.registry import UnknownCRM, crm_choices, get_backend_class, ve
 
 from . import audit, selection
 from .admin_badges import crm_event_badge, event_kind, state_with_warning, when
+from .admin_confirmation import crm_rows
 from .admin_filters import (
     ContactCRMEventFilter,
     ContactCRMFilter,
@@ -371,6 +372,7 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
             "selected_ids": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
             "contact_count": contact_count,
             "sample_contacts": queryset[:10],
+            "crm_rows": crm_rows(form, queryset),
             "changelist_url": request.get_full_path(),
             "media": self.media,
         }
