@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator, validate_email
 from django.db import DatabaseError, connections, router, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from integrations.registry import validate_crm_names
 
 from . import selection
 from .emails import canonical_email
-from .models import Contact
+from .models import Contact, ContactSync, SyncStatus
 from .suppression import SUPPRESSED_REASON, suppressed
 
 CONTACT_COLUMNS = ("email", "first_name", "last_name", "phone", "company", "website", "source_url")
@@ -74,10 +75,14 @@ class ImportReport:
     rows: int = 0
     created: int = 0
     updated: int = 0
+    unchanged: int = 0
     rejected: int = 0
     queued: int = 0
     bytes_read: int = 0
     crms: list = field(default_factory=list)
+    # The line of the last row read: every row before it is written when
+    # on_progress is called, so an interrupted import can resume after it.
+    last_line: int = 0
 
 
 @dataclass
@@ -123,13 +128,20 @@ def import_contacts(
     batch_size=DEFAULT_BATCH_SIZE,
     on_reject=None,
     on_progress=None,
+    on_row=None,
+    start_line=0,
 ):
     """Import a CSV file opened in binary mode and return an ImportReport.
 
-    `select` names CRMs to queue every imported contact for. `on_reject(line,
-    reason)` is called for each rejected row, `on_progress(report)` after each batch.
+    `select` names CRMs to queue the imported contacts for (an unchanged contact
+    already Complete or queued there is left alone). `on_reject(line, reason)` is
+    called for each rejected row, `on_row(line, item)` for every row (an ItemResult),
+    `on_progress(report)` after each batch. Rows starting before `start_line` are
+    read but neither counted nor written: an import stopped after a batch resumes
+    from the line after its report's last_line.
     """
     run = _ImportRun(validate_crm_names(select), dry_run, batch_size, on_reject, on_progress)
+    run.on_row, run.start_line = on_row, start_line
     lines = _decoded_lines(binary_file, run.report)
     # strict: a stray quote, or one never closed, is an error for that row rather
     # than text silently swallowing the rows after it.
@@ -139,7 +151,7 @@ def import_contacts(
         try:
             row = _parse_row(columns, cells)
         except RowError as exc:
-            run.reject(line, str(exc))
+            run.reject(line, str(exc), field=exc.field or "")
             continue
         run.add(line, row)
     run.finish()
@@ -159,13 +171,17 @@ class _ImportRun:
         self.on_progress = on_progress
         self.lines, self.rows, self.emails = [], [], set()
         self.seen_in_dry_run = set()
+        self.on_row, self.start_line = None, 0
 
-    def reject(self, line, reason):
+    def reject(self, line, reason, email="", field=""):
         self.report.rejected += 1
         if self.on_reject:
             self.on_reject(line, reason)
+        if self.on_row:
+            self.on_row(line, ItemResult(email, Result.REJECTED, error=reason, field=field))
 
     def add(self, line, row):
+        self.report.last_line = line
         self.lines.append(line)
         self.rows.append(row)
         self.emails.add(row.email)
@@ -180,16 +196,20 @@ class _ImportRun:
             self.on_progress(self.report)
 
     def _count(self, batch):
-        # The file's summary counts a row for a known email as an update, changed or not.
         created = set()
         for line, item in zip(self.lines, batch.results):
             if item.result == Result.REJECTED:
-                self.reject(line, item.error)
-            elif item.result == Result.CREATED and item.email not in self.seen_in_dry_run:
-                self.report.created += 1
+                self.reject(line, item.error, item.email, item.field)
+                continue
+            if item.result == Result.CREATED and item.email in self.seen_in_dry_run:
+                # A dry run wrote nothing, so a batch cannot see the contacts an
+                # earlier one would have created: a later row for one is an update.
+                item.result = Result.UPDATED
+            elif item.result == Result.CREATED:
                 created.add(item.email)
-            else:
-                self.report.updated += 1
+            setattr(self.report, item.result, getattr(self.report, item.result) + 1)
+            if self.on_row:
+                self.on_row(line, item)
         self.report.queued += batch.queued
         if self.dry_run:
             # Nothing was written, so the next batch would call these new again.
@@ -214,15 +234,16 @@ def _rows(reader, lines, run):
         except StopIteration:
             return
         except csv.Error as exc:
-            run.report.rows += 1
             message, readable = _csv_problem(exc, line, reader.line_num, lines)
-            run.reject(line, message)
+            if line >= run.start_line:
+                run.report.rows += 1
+                run.reject(line, message)
             if not readable:
                 return
             line_after_previous_row = reader.line_num + 1
             continue
         line_after_previous_row = reader.line_num + 1
-        if any(cell.strip() for cell in cells):
+        if line >= run.start_line and any(cell.strip() for cell in cells):
             run.report.rows += 1
             yield line, cells
 
@@ -427,9 +448,11 @@ def upsert_contacts(rows, crms=(), *, dry_run=False):
     A row for a known email updates that contact: an empty value keeps what it has,
     attributes are merged. Rows for one email apply in order, each to what the
     earlier ones left. A row that changes nothing is "unchanged" and not written.
-    `crms` (validated names) queues every contact the rows name, changed or not,
-    through selection.select. A row whose email is on the suppression list (an
-    erased person) is rejected and the others go through. Set-based: one query
+    `crms` (validated names) queues the contacts the rows name through
+    selection.select; an unchanged one only for the CRMs where it is not already
+    Complete or on its way (a re-import of a synced file re-sends nothing). A row
+    whose email is on the suppression list (an erased person) is rejected and the
+    others go through. Set-based: one query
     checks the suppression list, one reads the existing contacts, one statement
     writes the new and changed ones, one select() queues them. If the database
     refuses the batch anyway, each contact is tried alone and the rows of those it
@@ -445,7 +468,7 @@ def upsert_contacts(rows, crms=(), *, dry_run=False):
         return UpsertBatch(results=results)
     changed = {email: state for email, state in final.items() if state.changed}
     known = {email: state.contact_id for email, state in existing.items()}
-    queued, refused, ids = _write(changed, known, crms)
+    queued, refused, ids = _write(changed, known, crms, unchanged=set(known) - set(changed))
     for item in results:
         if item.result == Result.REJECTED:
             continue
@@ -500,15 +523,17 @@ def _plan(rows, existing, barred):
     return results, final
 
 
-def _write(changed, known, crms):
+def _write(changed, known, crms, unchanged):
     """Write the `changed` contacts ({email: _State}) and queue them and the `known`
     ones ({email: id} of existing contacts) for `crms`, each contact's write and
-    selection together. Return the number queued, {email: reason} of the contacts
-    the database refused, and {email: id} of all the others."""
+    selection together; the `unchanged` emails only where they are not settled.
+    Return the number queued, {email: reason} of the contacts the database
+    refused, and {email: id} of all the others."""
     try:
         with transaction.atomic():
             ids = {**known, **_save(changed)}
-            return _select(ids.values(), crms), {}, ids
+            settled = {ids[email] for email in unchanged}
+            return _select(ids.values(), crms, settled), {}, ids
     except DatabaseError:
         # Validation should have caught everything; if the database still refuses
         # the batch, find the contacts it refuses and keep the rest.
@@ -518,7 +543,7 @@ def _write(changed, known, crms):
                 with transaction.atomic():
                     written = _save({email: changed[email]} if email in changed else {})
                     contact_id = written.get(email, known.get(email))
-                    queued += _select([contact_id], crms)
+                    queued += _select([contact_id], crms, {contact_id} if email in unchanged else ())
             except DatabaseError as exc:
                 refused[email] = "the database refused it: %s" % str(exc).strip().splitlines()[0]
                 continue
@@ -575,12 +600,22 @@ def _save_from_json(changed, connection):
         return dict(cursor.fetchall())
 
 
-def _select(contact_ids, crms):
-    contact_ids = list(contact_ids)
+def _select(contact_ids, crms, unchanged_ids=()):
+    """Queue the contacts for `crms`; those of `unchanged_ids` only for the CRMs
+    where they are not already Complete or Selected (queued or being pushed)."""
+    changed_ids = set(contact_ids) - set(unchanged_ids)
+    queued = 0
     # No contacts (every row refused): selection.select cannot take an empty pk__in.
-    if not crms or not contact_ids:
-        return 0
-    return selection.select(Contact.objects.filter(pk__in=contact_ids), crms)
+    if crms and changed_ids:
+        queued += selection.select(Contact.objects.filter(pk__in=changed_ids), crms)
+    for crm in crms if unchanged_ids else ():
+        settled = ContactSync.objects.filter(
+            contact=OuterRef("pk"), crm=crm, sync_status__in=(SyncStatus.COMPLETE, SyncStatus.SELECTED)
+        )
+        unsettled = Contact.objects.filter(pk__in=unchanged_ids).exclude(Exists(settled))
+        if unsettled.exists():
+            queued += selection.select(unsettled, [crm])
+    return queued
 
 
 def _ids(contacts):

@@ -111,7 +111,7 @@ def test_csv_import_of_three_spellings_makes_one_contact(tmp_path):
     out, err = StringIO(), StringIO()
     call_command("import_contacts", str(path), stdout=out, stderr=err)
     assert list(Contact.objects.values_list("email", "first_name", "company")) == [(NFC, "Zoé", "Acme")]
-    assert "Created 1, updated 2, rejected 0 of 3 rows" in out.getvalue()
+    assert "Created 1, updated 2, unchanged 0, rejected 0 of 3 rows" in out.getvalue()
 
     path.write_text("email,phone\n%s,+44 1\n" % NFD, encoding="utf-8")
     call_command("import_contacts", str(path), stdout=out, stderr=err)

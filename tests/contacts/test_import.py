@@ -35,7 +35,7 @@ class TestImport:
         assert (contact.first_name, contact.last_name, contact.company) == ("Ann", "Lee", "Acme")
         assert contact.website == "https://acme.test"
         assert contact.attributes == {"lead_score": "7", "source": "fair"}
-        assert "Created 1, updated 0, rejected 0 of 1 rows" in out
+        assert "Created 1, updated 0, unchanged 0, rejected 0 of 1 rows" in out
         assert err == ""
 
     def test_bad_rows_are_reported_by_line_and_never_stop_the_file(self, tmp_path):
@@ -66,7 +66,7 @@ class TestImport:
             "line 8: rejected: website 'not a url' is not a valid web address",
             "line 9: rejected: it has 7 values but the header has 6 columns",
         ]
-        assert "Created 3, updated 0, rejected 5 of 8 rows" in out
+        assert "Created 3, updated 0, unchanged 0, rejected 5 of 8 rows" in out
 
     def test_upserts_by_email_keeping_what_empty_cells_do_not_say(self, tmp_path, make_contact):
         make_contact(email="ann@example.com", first_name="Ann", phone="+1 555", attributes={"tier": "gold"})
@@ -77,7 +77,7 @@ class TestImport:
         contact = Contact.objects.get()
         assert (contact.first_name, contact.last_name, contact.phone) == ("Ann", "Lee", "+1 555")
         assert contact.attributes == {"tier": "gold", "score": "9"}
-        assert "Created 0, updated 1, rejected 0 of 1 rows" in out
+        assert "Created 0, updated 1, unchanged 0, rejected 0 of 1 rows" in out
 
     @pytest.mark.parametrize("batch_size", ["1000", "2"])
     def test_duplicate_rows_in_the_file_update_the_same_contact(self, tmp_path, batch_size):
@@ -94,7 +94,7 @@ class TestImport:
         assert Contact.objects.count() == 3
         dup = Contact.objects.get(email="dup@example.com")
         assert (dup.first_name, dup.last_name, dup.company) == ("First", "Later", "Acme")
-        assert "Created 3, updated 1, rejected 0 of 4 rows" in out
+        assert "Created 3, updated 1, unchanged 0, rejected 0 of 4 rows" in out
 
     def test_select_queues_the_imported_contacts(self, tmp_path, make_contact):
         bystander = make_contact()
@@ -118,7 +118,7 @@ class TestImport:
 
         out, err = run_import(path, "--dry-run", "--select", "brevo", "--batch-size", "1")
 
-        assert "Would create 1, update 2, reject 1 of 4 rows" in out
+        assert "Would create 1, update 2, leave unchanged 0, reject 1 of 4 rows" in out
         assert "Dry run: nothing was written." in out
         assert "line 5: rejected" in err
         assert list(Contact.objects.values_list("email", "first_name")) == [("old@example.com", "Old")]

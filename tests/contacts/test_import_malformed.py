@@ -75,7 +75,7 @@ def test_a_long_garbage_header_is_shown_shortened(tmp_path):
 
 def test_only_a_header_imports_nothing_and_says_so(tmp_path):
     out, err = run_import(write_csv(tmp_path, HEADER))
-    assert "Created 0, updated 0, rejected 0 of 0 rows" in out
+    assert "Created 0, updated 0, unchanged 0, rejected 0 of 0 rows" in out
     assert "The file has a header row but no contacts after it." in out
     assert err == ""
 
@@ -102,7 +102,7 @@ def test_ragged_rows(tmp_path, make_contact):
     short = Contact.objects.get(email="short@example.com")
     assert (short.first_name, short.last_name, short.company) == ("Shorty", "Kept", "Acme")
     assert emails() == {"short@example.com", "ok@example.com"}
-    assert "Created 1, updated 1, rejected 1 of 3 rows" in out
+    assert "Created 1, updated 1, unchanged 0, rejected 1 of 3 rows" in out
 
 
 def test_a_row_too_short_to_reach_the_email_column_says_so(tmp_path):
@@ -166,7 +166,7 @@ def test_a_value_over_the_csv_field_size_limit_stops_the_file_there_naming_the_l
         "the file cannot be read past it, so lines 3-3004 were not imported"
     ]
     assert emails() == {"a@example.com"}
-    assert "Created 1, updated 0, rejected 1 of 2 rows" in out
+    assert "Created 1, updated 0, unchanged 0, rejected 1 of 2 rows" in out
 
 
 def test_mixed_line_endings_are_all_line_ends(tmp_path):
@@ -183,7 +183,7 @@ def test_mixed_line_endings_are_all_line_ends(tmp_path):
     assert err.splitlines() == ["line 6: rejected: email 'bad' is not a valid email address"]
     assert emails() == {"crlf@example.com", "cr@example.com", "lf@example.com", "last@example.com"}
     assert Contact.objects.get(email="lf@example.com").first_name == "Two\r\nlines"
-    assert "Created 4, updated 0, rejected 1 of 5 rows" in out
+    assert "Created 4, updated 0, unchanged 0, rejected 1 of 5 rows" in out
 
 
 def test_nul_bytes_and_bytes_that_are_not_utf8_reject_their_rows(tmp_path):
@@ -222,7 +222,7 @@ def test_a_row_whose_selection_fails_is_not_written_at_all(tmp_path, monkeypatch
         ("a@example.com", SyncStatus.SELECTED, ProcessingStatus.QUEUED),
         ("c@example.com", SyncStatus.SELECTED, ProcessingStatus.QUEUED),
     }
-    assert "Created 2, updated 0, rejected 1 of 3 rows" in out
+    assert "Created 2, updated 0, unchanged 0, rejected 1 of 3 rows" in out
     assert "Queued 2 syncs for Brevo." in out
 
 

@@ -122,7 +122,7 @@ class TestCSVImport:
         )
 
         assert err.splitlines() == ["line 3: rejected: %s" % SUPPRESSED_REASON]
-        assert "Created 2, updated 0, rejected 1 of 3 rows" in out
+        assert "Created 2, updated 0, unchanged 0, rejected 1 of 3 rows" in out
         assert set(Contact.objects.values_list("email", flat=True)) == {"ann@example.com", "bob@example.com"}
         assert ContactSync.objects.filter(crm="brevo").count() == 2
 

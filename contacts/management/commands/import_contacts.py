@@ -90,13 +90,14 @@ class Command(BaseCommand):
 
     def _summarise(self, report, dry_run, seconds):
         template = (
-            "Would create %d, update %d, reject %d of %d rows (%.1f s)."
+            "Would create %d, update %d, leave unchanged %d, reject %d of %d rows (%.1f s)."
             if dry_run
-            else "Created %d, updated %d, rejected %d of %d rows in %.1f s."
+            else "Created %d, updated %d, unchanged %d, rejected %d of %d rows in %.1f s."
         )
         summary = template % (
             report.created,
             report.updated,
+            report.unchanged,
             report.rejected,
             report.rows,
             seconds,
