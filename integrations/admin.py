@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy as _
 
 from contacts.admin_badges import when
 
+from . import mapping_admin  # noqa: F401 (registers the field mappings' pages)
 from .models import CRMState, Enrichment
 
 # The list shows this much of a pause's reason; the tooltip has all of it.
@@ -60,11 +61,18 @@ class CRMStateAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("why"))
     def reason(self, obj):
+        """Why it is paused now; once a pause of the CRM's own has ended, its reason
+        stays, marked as over, for staff to see what happened last."""
         pause = obj.current_pause(timezone.now())
-        if pause is None:
+        reason = pause.reason if pause else obj.pause_reason
+        if not reason:
             return ""
         return format_html(
-            '<span class="crm-clamp" title="{}">{}</span>', pause.reason, Truncator(pause.reason).chars(REASON_SHOWN)
+            '<span class="crm-clamp{}" title="{}">{}{}</span>',
+            "" if pause else " crm-reason",
+            reason,
+            "" if pause else _("Last pause, over: "),
+            Truncator(reason).chars(REASON_SHOWN),
         )
 
     def has_add_permission(self, request):
