@@ -25,6 +25,7 @@ class CRMSyncAdminSite(admin.AdminSite):
 
         own = [
             path("dashboard/", self.admin_view(dashboard.dashboard), name="crmsync_dashboard"),
+            path("dashboard/numbers/", self.admin_view(dashboard.dashboard_numbers), name="crmsync_dashboard_numbers"),
             path("dashboard/<str:crm>/pause/", self.admin_view(dashboard.pause), name="crmsync_pause"),
             path("dashboard/<str:crm>/resume/", self.admin_view(dashboard.resume), name="crmsync_resume"),
         ]

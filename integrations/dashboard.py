@@ -14,7 +14,7 @@ from django.contrib.humanize.templatetags.humanize import intcomma
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Min, Q
 from django.db.models.functions import TruncHour
-from django.http import Http404, HttpResponseRedirect
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -36,6 +36,8 @@ VIEW_PERMISSION = "contacts.view_contactsync"
 PAUSE_PERMISSION = "integrations.pause_crm"
 HOURS = 24
 TOP_ERRORS = 5
+# How often the open page asks for fresh numbers (dashboard_numbers).
+REFRESH_SECONDS = 5
 # The 24-hour chart: bars BAR_STEP pixels apart, CHART_HEIGHT high at the scale's top.
 BAR_STEP = 12
 CHART_HEIGHT = 48
@@ -173,18 +175,97 @@ class CRMCard:
         pause = self.state and self.state.crm_pause(timezone.now())
         return pause.until if pause else None
 
+    @property
+    def state_text(self):
+        """Why the CRM is paused, staff's pause first, or "running"."""
+        if self.staff_pause or self.breaker:
+            return self.staff_pause or self.breaker
+        if self.crm_pause_until:
+            return _("Paused by the CRM until %(until)s: %(reason)s") % {
+                "until": _stamp(self.crm_pause_until),
+                "reason": self.state.pause_reason,
+            }
+        return _("running")
+
+    @property
+    def last_success_text(self):
+        moment = self.state and self.state.last_success_at
+        if not moment:
+            return _("never")
+        return _("%(at)s (%(age)s ago)") % {"at": _stamp(moment), "age": timesince(moment, self.now)}
+
+    @property
+    def last_run_text(self):
+        moment = self.state and self.state.last_run_at
+        return _stamp(moment) if moment else _("never")
+
+
+def _stamp(moment):
+    return date_format(timezone.localtime(moment), "Y-m-d H:i:s e")
+
+
+def card_numbers(card):
+    """What the live dashboard updates in place, for one card: every count, and the
+    texts written from them, as the page writes them."""
+    return {
+        "crm": card.crm,
+        "segments": [
+            {"key": s.key, "count": s.count, "text": intcomma(s.count), "percent": round(s.percent, 3)}
+            for s in card.segments
+        ],
+        "synced_last_24h": card.synced_last_24h,
+        "synced_last_24h_text": intcomma(card.synced_last_24h),
+        "scale": [{"value": value, "text": intcomma(value), "y": y} for value, y in card.scale],
+        "hours": [_bar_numbers(bar) for bar in card.hours],
+        "queue": {
+            "queued": card.queue.queued,
+            "due": card.queue.due,
+            "oldest_due_at": card.queue.oldest_due_at,
+            "next_due_at": card.queue.next_due_at,
+            "text": card.queue_text,
+        },
+        "oldest_due_text": card.oldest_due_text,
+        "state": {
+            "text": card.state_text,
+            "paused": bool(card.staff_pause or card.breaker or card.crm_pause_until),
+            "paused_by_staff": bool(card.staff_pause),
+        },
+        "last_success_text": card.last_success_text,
+        "last_run_text": card.last_run_text,
+    }
+
+
+def _bar_numbers(bar):
+    title = "%s: %s" % (date_format(timezone.localtime(bar.start), "H:i"), intcomma(bar.count))
+    return {"start": bar.start, "count": bar.count, "y": bar.y, "height": bar.height, "title": title}
+
 
 def dashboard(request):
     if not request.user.has_perm(VIEW_PERMISSION):
         raise PermissionDenied
+    now = timezone.now()
     context = {
         **admin.site.each_context(request),
         "title": _("Sync dashboard"),
-        "cards": crm_cards(timezone.now()),
+        "now": now,
+        "cards": crm_cards(now),
         "can_pause": request.user.has_perm(PAUSE_PERMISSION),
         "chart_width": HOURS * BAR_STEP,
+        "refresh_seconds": REFRESH_SECONDS,
     }
     return TemplateResponse(request, "admin/crmsync/dashboard.html", context)
+
+
+def dashboard_numbers(request):
+    """The dashboard's numbers as JSON, for the page to refresh itself in place
+    (integrations/static/integrations/dashboard.js); the same permission and the
+    same queries as the page."""
+    if not request.user.has_perm(VIEW_PERMISSION):
+        raise PermissionDenied
+    now = timezone.now()
+    cards = [card_numbers(card) for card in crm_cards(now)]
+    # admin_view marks the response never_cache: no cache answers for the server.
+    return JsonResponse({"generated_at": now, "cards": cards})
 
 
 @require_POST

@@ -46,8 +46,8 @@ def card(response, crm="scripted"):
 
 
 def counts(section):
-    found = re.findall(r'data-status="(\w+)"[^>]*>.*?<span class="count">(\d+)</span>', section, re.S)
-    return {key: int(number) for key, number in found}
+    found = re.findall(r'data-status="(\w+)"[^>]*>.*?<span class="count">([\d,]+)</span>', section, re.S)
+    return {key: int(number.replace(",", "")) for key, number in found}
 
 
 def hourly(section):
@@ -253,6 +253,72 @@ class TestWhatItShows:
 
     def test_the_admin_index_links_to_it(self, viewer):
         assert reverse("admin:crmsync_dashboard") in viewer.get(reverse("admin:index")).content.decode()
+
+
+NUMBERS = "/admin/dashboard/numbers/"
+
+
+class TestTheNumbersTheLivePageReads:
+    def test_every_card_number_as_json_the_same_as_the_page(self, viewer):
+        contacts = people(4)
+        now = timezone.now()
+        queued = {"sync_status": SyncStatus.SELECTED, "processing_status": ProcessingStatus.QUEUED}
+        rows(contacts[:2], next_attempt_at=now + timedelta(minutes=30), **queued)
+        rows(contacts[2:3], sync_status=SyncStatus.COMPLETE, processing_status=ProcessingStatus.COMPLETE)
+        attempts(contacts[2], now, 3)
+        CRMState.objects.pause_by_staff("scripted", "alice")
+
+        response = viewer.get(NUMBERS)
+
+        assert response.status_code == 200 and response["Content-Type"] == "application/json"
+        assert "no-store" in response["Cache-Control"]
+        (numbers,) = [c for c in response.json()["cards"] if c["crm"] == "scripted"]
+        segments = {s["key"]: s["count"] for s in numbers["segments"]}
+        assert segments == counts(card(viewer.get(DASHBOARD)))
+        assert (segments["queued"], segments["complete"], segments["new"]) == (2, 1, 1)
+        assert numbers["synced_last_24h"] == 3 and [h["count"] for h in numbers["hours"]][-1] == 3
+        assert [s["text"] for s in numbers["scale"]] == ["4", "2", "0"]
+        assert (numbers["queue"]["queued"], numbers["queue"]["due"]) == (2, 0)
+        assert numbers["queue"]["text"].startswith("2 queued, next due at ")
+        assert numbers["oldest_due_text"].startswith("none waiting, next in ")
+        assert numbers["state"]["paused_by_staff"] and numbers["state"]["text"].startswith("Paused by alice at ")
+
+    def test_the_numbers_follow_the_rows(self, viewer):
+        def queued_count():
+            (numbers,) = [c for c in viewer.get(NUMBERS).json()["cards"] if c["crm"] == "scripted"]
+            return next(s["count"] for s in numbers["segments"] if s["key"] == "queued")
+
+        assert queued_count() == 0
+        rows(people(3), sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.QUEUED)
+        assert queued_count() == 3
+
+    def test_anonymous_users_get_no_numbers(self, client, scripted_crm):
+        response = client.get(NUMBERS)
+        assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+    def test_staff_without_the_view_permission_get_no_numbers(self, client, scripted_crm):
+        login(client, "nobody", "view_contact")
+        assert client.get(NUMBERS).status_code == 403
+
+    def test_the_page_loads_the_refresh_script_and_tells_it_where_to_ask(self, viewer):
+        page = viewer.get(DASHBOARD).content.decode()
+        assert re.search(r'<script src="[^"]*integrations/dashboard\.js" defer>', page)
+        assert 'data-numbers-url="%s"' % NUMBERS in page
+        assert "<script>" not in page.split("<body")[1], "no inline script in the page's body"
+
+    def test_the_numbers_cost_as_few_queries_with_many_rows(self, viewer):
+        def queries():
+            from django.db import connection
+            from django.test.utils import CaptureQueriesContext
+
+            with CaptureQueriesContext(connection) as captured:
+                assert viewer.get(NUMBERS).status_code == 200
+            return len(captured)
+
+        rows(people(3, "few"), sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.QUEUED)
+        before = queries()
+        rows(people(200, "many"), sync_status=SyncStatus.SELECTED, processing_status=ProcessingStatus.QUEUED)
+        assert queries() == before
 
 
 class TestWhoMaySeeAndAct:
