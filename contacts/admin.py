@@ -2,6 +2,7 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.humanize.templatetags.humanize import intcomma
 from django.db import models
 from django.db.models import Prefetch
 from django.template.response import TemplateResponse
@@ -25,8 +26,10 @@ from .admin_filters import (
     ContactSyncStatusFilter,
     SyncCRMEventFilter,
     SyncCRMFilter,
+    SyncDecisionFilter,
     SyncOptedOutFilter,
     SyncWarningFilter,
+    SyncWorkFilter,
 )
 from .erasure_admin import ContactErasureMixin
 from .forms import ContactForm, CRMChoiceForm
@@ -75,7 +78,7 @@ def sync_badge(sync, crm):
         if sync.processing_status:
             tooltip += " / %s" % sync.get_processing_status_display()
         if sync.attempts:
-            tooltip += " (%s)" % ngettext("%d attempt", "%d attempts", sync.attempts) % sync.attempts
+            tooltip += " (%s)" % ngettext("%s attempt", "%s attempts", sync.attempts) % intcomma(sync.attempts)
         if sync.crm_event:
             tooltip += "\n%s %s" % (sync.get_crm_event_display(), when(sync.crm_event_at))
             css += " crm-badge--event-%s" % event_kind(sync.crm_event)
@@ -274,7 +277,7 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
                     "%(count)s contacts queued for %(crms)s.",
                     n,
                 )
-                % {"count": n, "crms": crm_list(crms)}
+                % {"count": intcomma(n), "crms": crm_list(crms)}
             ),
         )
 
@@ -293,7 +296,7 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
                     "%(count)s contacts will be skipped for %(crms)s.",
                     n,
                 )
-                % {"count": n, "crms": crm_list(crms)}
+                % {"count": intcomma(n), "crms": crm_list(crms)}
             ),
         )
 
@@ -312,7 +315,7 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
                     "%(count)s contacts set back to New for %(crms)s; nothing is deleted in any CRM.",
                     n,
                 )
-                % {"count": n, "crms": crm_list(crms)}
+                % {"count": intcomma(n), "crms": crm_list(crms)}
             ),
         )
 
@@ -325,7 +328,7 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
             record_retry(request.user, retried, contact=only_contact(queryset, decision.found))
             self.message_user(
                 request,
-                ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count) % count,
+                ngettext("%s failed sync queued again.", "%s failed syncs queued again.", count) % intcomma(count),
                 messages.SUCCESS,
             )
         else:
@@ -348,11 +351,11 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
                 self.message_user(
                     request,
                     ngettext(
-                        "%d sync is being pushed right now; the decision takes effect when its push ends.",
-                        "%d syncs are being pushed right now; the decision takes effect when their push ends.",
+                        "%s sync is being pushed right now; the decision takes effect when its push ends.",
+                        "%s syncs are being pushed right now; the decision takes effect when their push ends.",
                         left,
                     )
-                    % left,
+                    % intcomma(left),
                     messages.WARNING,
                 )
             return None
@@ -396,8 +399,8 @@ class ContactSyncAdmin(admin.ModelAdmin):
     )
     list_filter = (
         SyncCRMFilter,
-        "sync_status",
-        "processing_status",
+        SyncDecisionFilter,
+        SyncWorkFilter,
         SyncCRMEventFilter,
         SyncOptedOutFilter,
         SyncWarningFilter,
@@ -450,7 +453,7 @@ class ContactSyncAdmin(admin.ModelAdmin):
             record_retry(request.user, retried, contact=sole_contact(queryset))
         self.message_user(
             request,
-            ngettext("%d failed sync queued again.", "%d failed syncs queued again.", count) % count,
+            ngettext("%s failed sync queued again.", "%s failed syncs queued again.", count) % intcomma(count),
             messages.SUCCESS if count else messages.WARNING,
         )
 

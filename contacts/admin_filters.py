@@ -6,6 +6,7 @@ reads the chosen CRM from the request and hands it over.
 
 from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from integrations.registry import crm_choices
@@ -17,6 +18,12 @@ CRM_PARAMETER = "crm"
 STATUS_PARAMETERS = ("sync_status", "processing_status", "sync_error", "crm_event", "opted_out")
 CRM_EVENT_CHOICES = [choice for choice in CRMEvent.choices if choice[0]]
 OPTED_OUT_CHOICES = [(filters.OPTED_OUT, _("Yes")), (filters.NOT_OPTED_OUT, _("No"))]
+# Both statuses have a "Complete" and an "Error": the titles and the choices say
+# which one a filter is about, staff's decision or where the work stands.
+DECISION_TITLE = _("staff decision (sync status)")
+WORK_TITLE = _("work (processing status)")
+DECISION_CHOICES = [(value, format_lazy("{}: {}", _("Decision"), label)) for value, label in SyncStatus.choices]
+WORK_CHOICES = [(value, format_lazy("{}: {}", _("Work"), label)) for value, label in ProcessingStatus.choices if value]
 
 
 def _chosen_crm(request):
@@ -54,11 +61,11 @@ class ContactCRMFilter(OfferedChoicesFilter):
 
 
 class ContactSyncStatusFilter(OfferedChoicesFilter):
-    title = _("sync status")
+    title = DECISION_TITLE
     parameter_name = STATUS_PARAMETERS[0]
 
     def lookups(self, request, model_admin):
-        return SyncStatus.choices
+        return DECISION_CHOICES
 
     def queryset(self, request, queryset):
         if self.value():
@@ -67,11 +74,11 @@ class ContactSyncStatusFilter(OfferedChoicesFilter):
 
 
 class ContactProcessingStatusFilter(OfferedChoicesFilter):
-    title = _("processing status")
+    title = WORK_TITLE
     parameter_name = STATUS_PARAMETERS[1]
 
     def lookups(self, request, model_admin):
-        return [choice for choice in ProcessingStatus.choices if choice[0]]
+        return WORK_CHOICES
 
     def queryset(self, request, queryset):
         if self.value():
@@ -183,3 +190,28 @@ class SyncWarningFilter(OfferedChoicesFilter):
         if self.value() == "no":
             return queryset.filter(warning="")
         return queryset
+
+
+class SyncDecisionFilter(OfferedChoicesFilter):
+    """The Contact syncs list's sync status, titled as on the Contacts list; the
+    parameter stays Django's field filter's, so links keep working."""
+
+    title = DECISION_TITLE
+    parameter_name = "sync_status__exact"
+
+    def lookups(self, request, model_admin):
+        return DECISION_CHOICES
+
+    def queryset(self, request, queryset):
+        return queryset.filter(sync_status=self.value()) if self.value() else queryset
+
+
+class SyncWorkFilter(OfferedChoicesFilter):
+    title = WORK_TITLE
+    parameter_name = "processing_status__exact"
+
+    def lookups(self, request, model_admin):
+        return WORK_CHOICES
+
+    def queryset(self, request, queryset):
+        return queryset.filter(processing_status=self.value()) if self.value() else queryset

@@ -48,3 +48,12 @@ def test_the_paused_by_column_names_the_crm_or_the_breaker_when_no_one_paused_it
     brevo = row_of(html, "Brevo")
     assert "the CRM" in brevo and "Rate limited (429)." in brevo
     assert "the circuit breaker" in row_of(html, "HubSpot")
+
+
+def test_the_reason_of_a_pause_that_ended_stays_marked_as_over(admin_client):
+    CRMState.objects.create(
+        crm="brevo", paused_until=timezone.now() - timedelta(minutes=1), pause_reason="Rate limited (429)."
+    )
+    brevo = row_of(changelist_rows(admin_client).content.decode(), "Brevo")
+    assert 'alt="False"' in brevo
+    assert "Last pause, over: Rate limited (429)." in brevo
