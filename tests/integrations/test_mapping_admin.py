@@ -38,8 +38,8 @@ def rows(*fields, **extra):
     return {**data, **extra}
 
 
-def logged_in(client, *codenames):
-    client.force_login(_staff_user("mapper", *codenames))
+def logged_in(client, *codenames, username="mapper"):
+    client.force_login(_staff_user(username, *codenames))
     return client
 
 
@@ -185,3 +185,12 @@ class TestSavingRequeues:
         response = editor.post(PAGE, defaults, follow=True)
         assert "0 contacts queued again" in response.content.decode()
         assert ContactSync.objects.filter(processing_status=ProcessingStatus.QUEUED).count() == 0
+
+
+def test_the_crm_states_list_links_to_the_field_mappings(client, sandbox):
+    logged_in(client, "view_crmstate", "view_fieldmapping")
+    html = client.get(reverse("admin:integrations_crmstate_changelist")).content.decode()
+    assert 'href="%s"' % LIST in html
+    logged_in(client, "view_crmstate", username="states-only")
+    html = client.get(reverse("admin:integrations_crmstate_changelist")).content.decode()
+    assert 'href="%s"' % LIST not in html
