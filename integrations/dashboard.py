@@ -22,7 +22,7 @@ from django.utils.formats import date_format
 from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
 from contacts import audit
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
@@ -34,6 +34,8 @@ from .registry import enabled_backend_classes
 
 VIEW_PERMISSION = "contacts.view_contactsync"
 PAUSE_PERMISSION = "integrations.pause_crm"
+# The field the pause confirmation page posts; without it a POST pauses nothing.
+CONFIRM = "confirm"
 HOURS = 24
 TOP_ERRORS = 5
 # How often the open page asks for fresh numbers (dashboard_numbers).
@@ -268,28 +270,48 @@ def dashboard_numbers(request):
     return JsonResponse({"generated_at": now, "cards": cards})
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 def pause(request, crm):
-    return _change_pause(
-        request,
-        crm,
-        CRMState.objects.pause_by_staff,
-        _("%s is paused: it claims nothing until it is resumed."),
-        verb="Paused",
-    )
+    """Staff confirm a pause first, as Django's delete confirmation does: a GET, or
+    a POST without confirm=yes, shows what the pause does and changes nothing."""
+    backend_class = _backend_class_to_change(request, crm)
+    if request.method == "POST" and request.POST.get(CONFIRM) == "yes":
+        return _change_pause(
+            request,
+            backend_class,
+            CRMState.objects.pause_by_staff,
+            _("%s is paused: it claims nothing until it is resumed."),
+            verb="Paused",
+        )
+    context = {
+        **admin.site.each_context(request),
+        "title": _("Pause %s?") % backend_class.verbose_name,
+        "crm": crm,
+        "verbose_name": backend_class.verbose_name,
+        "queued": ContactSync.objects.for_crm(crm).queued().count(),
+        "confirm": CONFIRM,
+    }
+    return TemplateResponse(request, "admin/crmsync/pause_confirmation.html", context)
 
 
 @require_POST
 def resume(request, crm):
-    return _change_pause(request, crm, CRMState.objects.resume, _("%s is resumed."), verb="Resumed")
+    """Resuming only lets the CRM work again: no confirmation."""
+    backend_class = _backend_class_to_change(request, crm)
+    return _change_pause(request, backend_class, CRMState.objects.resume, _("%s is resumed."), verb="Resumed")
 
 
-def _change_pause(request, crm, change, message, *, verb):
+def _backend_class_to_change(request, crm):
     if not request.user.has_perm(PAUSE_PERMISSION):
         raise PermissionDenied
     backend_class = _enabled_backend_classes().get(crm)
     if backend_class is None:
         raise Http404(_("No configured CRM is named %r.") % crm)
+    return backend_class
+
+
+def _change_pause(request, backend_class, change, message, *, verb):
+    crm = backend_class.name
     if change(crm, request.user.get_username()):
         messages.success(request, message % backend_class.verbose_name)
         # Only a change is staff's action: pausing a paused CRM does nothing.

@@ -5,6 +5,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 from django.urls import reverse
@@ -17,6 +18,7 @@ from integrations.models import CRMState
 
 pytestmark = pytest.mark.django_db
 DASHBOARD = "/admin/dashboard/"
+CONFIRMED = {"confirm": "yes"}
 
 
 def login(client, username, *codenames):
@@ -333,7 +335,8 @@ class TestWhoMaySeeAndAct:
 
     def test_viewers_see_no_pause_button_and_cannot_pause(self, viewer):
         assert "crm-pause-form" not in card(viewer.get(DASHBOARD))
-        assert viewer.post(reverse("admin:crmsync_pause", args=["scripted"])).status_code == 403
+        assert viewer.get(reverse("admin:crmsync_pause", args=["scripted"])).status_code == 403
+        assert viewer.post(reverse("admin:crmsync_pause", args=["scripted"]), CONFIRMED).status_code == 403
         assert not CRMState.objects.filter(paused_at__isnull=False).exists()
 
     def test_pause_needs_a_post_with_its_csrf_token(self, scripted_crm):
@@ -341,18 +344,54 @@ class TestWhoMaySeeAndAct:
 
         client = Client(enforce_csrf_checks=True)
         login(client, "alice", "view_contactsync", "pause_crm")
-        assert client.get(reverse("admin:crmsync_pause", args=["scripted"])).status_code == 405
-        assert client.post(reverse("admin:crmsync_pause", args=["scripted"])).status_code == 403
+        assert client.get(reverse("admin:crmsync_pause", args=["scripted"])).status_code == 200
+        assert client.post(reverse("admin:crmsync_pause", args=["scripted"]), CONFIRMED).status_code == 403
         assert not CRMState.objects.filter(paused_at__isnull=False).exists()
 
     def test_an_unknown_crm_is_not_found(self, operator):
-        assert operator.post(reverse("admin:crmsync_pause", args=["nosuchcrm"])).status_code == 404
+        assert operator.post(reverse("admin:crmsync_pause", args=["nosuchcrm"]), CONFIRMED).status_code == 404
+        assert operator.get(reverse("admin:crmsync_pause", args=["nosuchcrm"])).status_code == 404
+
+
+class TestPauseIsConfirmedFirst:
+    def test_the_dashboard_offers_pause_as_a_link_to_its_confirmation_and_resume_as_a_form(self, operator):
+        pause = reverse("admin:crmsync_pause", args=["scripted"])
+        controls = card(operator.get(DASHBOARD))
+        assert '<a class="button" data-control="pause" href="%s">' % pause in controls
+        assert 'action="%s"' % pause not in controls, "no form pauses straight from the dashboard"
+        assert re.search(r'<form method="post" data-control="resume" action="[^"]+" hidden>', controls)
+
+    def test_opening_the_pause_pauses_nothing_and_says_what_a_pause_does(self, operator, queued):
+        queued(3)
+        response = operator.get(reverse("admin:crmsync_pause", args=["scripted"]))
+
+        page = response.content.decode()
+        assert response.status_code == 200 and "Are you sure you want to pause Scripted CRM?" in page
+        assert "3 contacts queued for it wait" in page
+        form = re.search(r'<form method="post" action="([^"]+)">(.*?)</form>', page, re.S)
+        assert form.group(1) == reverse("admin:crmsync_pause", args=["scripted"])
+        assert '<input type="hidden" name="confirm" value="yes">' in form.group(2)
+        assert 'href="%s" class="button cancel-link"' % DASHBOARD in form.group(2)
+        assert not CRMState.objects.filter(paused_at__isnull=False).exists()
+        assert not LogEntry.objects.exists()
+
+    @pytest.mark.parametrize("data", [{}, {"confirm": ""}, {"confirm": "no"}, {"pause": "1"}])
+    def test_a_post_without_the_confirmation_pauses_nothing(self, operator, data):
+        response = operator.post(reverse("admin:crmsync_pause", args=["scripted"]), data)
+
+        assert response.status_code == 200 and "Are you sure you want to pause" in response.content.decode()
+        assert not CRMState.objects.filter(paused_at__isnull=False).exists()
+        assert engine.run("scripted").paused_by == ""
+
+    def test_other_methods_are_refused(self, operator):
+        assert operator.put(reverse("admin:crmsync_pause", args=["scripted"])).status_code == 405
+        assert operator.get(reverse("admin:crmsync_resume", args=["scripted"])).status_code == 405
 
 
 class TestPauseAndResume:
     def test_pausing_records_who_and_when_and_the_crm_claims_nothing(self, operator, queued):
         queued(3)
-        response = operator.post(reverse("admin:crmsync_pause", args=["scripted"]), follow=True)
+        response = operator.post(reverse("admin:crmsync_pause", args=["scripted"]), CONFIRMED, follow=True)
 
         assert "Scripted CRM is paused" in response.content.decode()
         state = CRMState.objects.get(crm="scripted")
@@ -360,12 +399,14 @@ class TestPauseAndResume:
         result = engine.run("scripted")
         assert result.claimed == 0 and result.paused_by == "alice"
         assert ContactSync.objects.filter(processing_status=ProcessingStatus.QUEUED).count() == 3
-        assert 'name="resume"' in card(operator.get(DASHBOARD))
+        controls = card(operator.get(DASHBOARD))
+        assert re.search(r'<form method="post" data-control="resume" action="[^"]+">', controls), "resume shown"
+        assert re.search(r'<a class="button" data-control="pause" href="[^"]+" hidden>', controls), "pause hidden"
 
     def test_pausing_again_keeps_the_first_pause(self, operator):
         assert CRMState.objects.pause_by_staff("scripted", "bob")
         first = CRMState.objects.get(crm="scripted").paused_at
-        operator.post(reverse("admin:crmsync_pause", args=["scripted"]))
+        operator.post(reverse("admin:crmsync_pause", args=["scripted"]), CONFIRMED)
         state = CRMState.objects.get(crm="scripted")
         assert (state.paused_by, state.paused_at) == ("bob", first)
 

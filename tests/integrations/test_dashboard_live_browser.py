@@ -1,6 +1,7 @@
 """The sync dashboard keeps itself current in headless Chromium at 1366x768: rows
 change in the database and the open page shows it without a reload; while the tab
-is hidden it asks the server nothing, and catches up when shown again.
+is hidden it asks the server nothing, and catches up when shown again. Pause goes
+through its confirmation page; resume does not.
 
 Screenshots go to test-artifacts/browser/live-dashboard-*.png.
 """
@@ -14,6 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 from integrations import dashboard
+from integrations.models import CRMState
 
 from .test_browser import PASSWORD, WAIT_SECONDS, browser, snap, wait_for  # noqa: F401 (browser is a fixture)
 
@@ -150,3 +152,27 @@ def test_a_hidden_tab_asks_nothing_and_catches_up_when_shown(
     browser.execute_script("window.setTabHidden(false);")
     wait_until_shown(browser, "[data-status=queued] .count", "3")
     snap(browser, "live-dashboard-04-shown-again")
+
+
+def test_pause_asks_for_confirmation_first_and_resume_does_not(
+    browser,  # noqa: F811
+    live_server,
+    transactional_db,
+    scripted_crm,
+):
+    browser.set_window_size(WIDTH, HEIGHT)
+    log_in(browser, live_server.url)
+    browser.get(live_server.url + reverse("admin:crmsync_dashboard"))
+    wait_for(browser, CARD + " [data-control=pause]").click()
+
+    wait_for(browser, "body.crm-pause-confirmation")
+    snap(browser, "live-dashboard-05-pause-confirmation")
+    assert not CRMState.objects.filter(paused_at__isnull=False).exists(), "opening the confirmation paused"
+    browser.find_element(By.CSS_SELECTOR, "input[type=submit][value='Yes, pause Scripted CRM']").click()
+
+    assert wait_for(browser, ".messagelist .success").text.startswith("Scripted CRM is paused")
+    assert CRMState.objects.get(crm="scripted").paused_by == "live-admin"
+    snap(browser, "live-dashboard-06-paused")
+    wait_for(browser, CARD + " [data-control=resume] button").click()
+    assert wait_for(browser, ".messagelist .success").text == "Scripted CRM is resumed."
+    assert CRMState.objects.get(crm="scripted").paused_at is None

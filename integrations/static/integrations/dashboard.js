@@ -80,6 +80,13 @@
     } else {
       cell.replaceChildren(document.createTextNode(state.text));
     }
+    // Paused or resumed by someone else meanwhile: offer the other button.
+    const pause = section.querySelector('[data-control="pause"]');
+    const resume = section.querySelector('[data-control="resume"]');
+    if (pause && resume) {
+      pause.hidden = state.paused_by_staff;
+      resume.hidden = !state.paused_by_staff;
+    }
   }
 
   function updateCard(card) {
