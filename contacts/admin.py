@@ -32,7 +32,9 @@ from .admin_filters import (
     SyncWorkFilter,
 )
 from .erasure_admin import ContactErasureMixin
+from .export import CSVExportMixin
 from .forms import ContactForm, CRMChoiceForm
+from .import_admin import ContactImportMixin
 from .models import Contact, ContactSync, SyncAttempt, SyncStatus
 
 RECENT_ATTEMPTS_SHOWN = 20
@@ -160,7 +162,7 @@ def record_retry(user, retried, *, contact=None):
 
 
 @admin.register(Contact)
-class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
+class ContactAdmin(ContactImportMixin, CSVExportMixin, ContactErasureMixin, admin.ModelAdmin):
     list_display = ("email", "full_name", "company", "crm_status", "created_at")
     list_filter = (
         ContactCRMFilter,
@@ -384,7 +386,7 @@ class ContactAdmin(ContactErasureMixin, admin.ModelAdmin):
 
 
 @admin.register(ContactSync)
-class ContactSyncAdmin(admin.ModelAdmin):
+class ContactSyncAdmin(CSVExportMixin, admin.ModelAdmin):
     list_display = (
         "contact_link",
         "crm_label",

@@ -80,9 +80,11 @@ class ImportReport:
     queued: int = 0
     bytes_read: int = 0
     crms: list = field(default_factory=list)
-    # The line of the last row read: every row before it is written when
-    # on_progress is called, so an interrupted import can resume after it.
+    # The line of the last row read: it and every row before it are written or
+    # rejected when on_progress is called, so a stopped import can resume after it.
     last_line: int = 0
+    # True in the last on_progress call: the whole file has been read.
+    finished: bool = False
 
 
 @dataclass
@@ -175,6 +177,7 @@ class _ImportRun:
 
     def reject(self, line, reason, email="", field=""):
         self.report.rejected += 1
+        self.report.last_line = max(self.report.last_line, line)
         if self.on_reject:
             self.on_reject(line, reason)
         if self.on_row:
@@ -218,6 +221,7 @@ class _ImportRun:
     def finish(self):
         # With a progress callback, the last call reports the final figures even
         # when the last batch was already written.
+        self.report.finished = True
         if self.rows or self.on_progress:
             self.flush()
 

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 from django.db.models.functions import Lower
 from django.dispatch import Signal
@@ -488,3 +489,67 @@ class Suppression(models.Model):
 
     def __str__(self):
         return "Suppressed %s…" % self.email_hash[:12]
+
+
+class ImportJob(models.Model):
+    """A CSV file staff uploaded in the admin to import (contacts.import_jobs): its
+    bytes in ImportChunk rows, so that any worker on any machine can read it, the
+    preview of what it would do, and the progress and result of the import. The
+    chunks are deleted when the import ends or is cancelled; the job stays as a
+    record."""
+
+    class Status(models.TextChoices):
+        UPLOADED = "uploaded", _("Uploaded")
+        PREVIEWING = "previewing", _("Checking the file")
+        PREVIEWED = "previewed", _("Ready to import")
+        IMPORTING = "importing", _("Importing")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    file_name = models.CharField(_("file name"), max_length=255)
+    size = models.PositiveBigIntegerField(_("size in bytes"), default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("uploaded by"),
+    )
+    created_at = models.DateTimeField(_("uploaded at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    crms = models.JSONField(_("CRMs to queue for"), default=list, blank=True)
+    status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.UPLOADED)
+    in_background = models.BooleanField(_("runs in the background"), default=False)
+    # {"counts": {...}, "lines": {result: [[line, email, reason], ...]}} of the dry run.
+    preview = models.JSONField(_("preview"), default=dict, blank=True)
+    # The import's own counts so far ({created, updated, unchanged, rejected, rows,
+    # queued}), its first rejected lines, and where a stopped run resumes.
+    counts = models.JSONField(_("counts"), default=dict, blank=True)
+    rejected_lines = models.JSONField(_("first rejected lines"), default=list, blank=True)
+    bytes_read = models.PositiveBigIntegerField(_("bytes read"), default=0)
+    resume_line = models.PositiveIntegerField(_("resume at line"), default=0)
+    error = models.TextField(_("error"), blank=True)
+
+    class Meta:
+        verbose_name = _("contact import")
+        verbose_name_plural = _("contact imports")
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return self.file_name
+
+
+class ImportChunk(models.Model):
+    """One piece of an ImportJob's file, in order; read one at a time."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="importchunk_unique_index")]
+
+    def __str__(self):
+        return "%s, part %d" % (self.job_id, self.index)
