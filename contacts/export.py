@@ -11,9 +11,10 @@ import csv
 import json
 from itertools import islice
 
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
-from django.http import StreamingHttpResponse
-from django.urls import path
+from django.http import HttpResponseRedirect, StreamingHttpResponse
+from django.urls import path, reverse
 from django.utils import timezone
 
 from integrations.registry import crm_choices
@@ -161,7 +162,12 @@ class CSVExportMixin:
         if not self.has_view_permission(request):
             raise PermissionDenied
         # The changelist's own queryset: its filters and search read from the query string.
-        queryset = self.get_changelist_instance(request).queryset
+        try:
+            queryset = self.get_changelist_instance(request).queryset
+        except IncorrectLookupParameters:
+            # As the list itself answers a filter it does not know.
+            opts = self.model._meta
+            return HttpResponseRedirect(reverse("admin:%s_%s_changelist" % (opts.app_label, opts.model_name)) + "?e=1")
         rows = contact_rows(queryset) if self.model is Contact else sync_rows(queryset)
         stamp = timezone.localtime().strftime("%Y-%m-%d-%H%M")
         return csv_response(rows, "%s-%s.csv" % (self.model._meta.verbose_name_plural.replace(" ", "-"), stamp))
