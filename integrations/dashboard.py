@@ -328,6 +328,7 @@ def crm_cards(now):
     crms = list(backend_classes)
     counts = _status_counts(crms)
     contacts = Contact.objects.count()
+    detached = _detached_rows(crms)
     hours = _accepted_by_hour(crms, now)
     queues = _queues(crms, now)
     states = {state.crm: state for state in CRMState.objects.filter(crm__in=crms)}
@@ -337,8 +338,8 @@ def crm_cards(now):
             CRMCard(
                 crm=crm,
                 verbose_name=backend_class.verbose_name,
-                segments=_segments(counts[crm], contacts),
-                total=contacts,
+                segments=_segments(counts[crm], contacts, detached[crm]),
+                total=contacts + detached[crm],
                 hours=hours[crm],
                 queue=queues[crm],
                 now=now,
@@ -381,17 +382,31 @@ def _segment_key(sync_status, processing_status):
     return sync_status
 
 
-def _segments(counts, contacts):
-    decided = sum(number for key, number in counts.items() if key != "new")
+def _detached_rows(crms):
+    """{crm: rows whose contact is deleted locally}: a removal or an erasure still to
+    deliver (see contacts.selection.detach_removals). Few, and found by the
+    (contact, crm) unique index."""
+    detached = dict.fromkeys(crms, 0)
+    rows = ContactSync.objects.filter(contact=None, crm__in=crms).values_list("crm").annotate(rows=Count("pk"))
+    detached.update(rows.order_by())
+    return detached
+
+
+def _segments(counts, contacts, detached):
+    """The bar's segments. A row whose contact is gone is counted where its work
+    stands (queued, mostly), but is no contact's decision: it does not make a
+    contact less New, and the bar's whole is the contacts and those rows."""
+    decided = sum(number for key, number in counts.items() if key != "new") - detached
     counts = {**counts, "new": max(0, contacts - decided)}
+    whole = contacts + detached
     return [
-        Segment(key, _(label), counts.get(key, 0), _percent(counts.get(key, 0), contacts), _(explanation))
+        Segment(key, _(label), counts.get(key, 0), _percent(counts.get(key, 0), whole), _(explanation))
         for key, label, explanation in SEGMENTS
     ]
 
 
-def _percent(count, contacts):
-    return 100.0 * count / contacts if contacts else 0.0
+def _percent(count, whole):
+    return 100.0 * count / whole if whole else 0.0
 
 
 def _accepted_by_hour(crms, now):

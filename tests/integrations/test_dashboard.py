@@ -11,7 +11,15 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
+from contacts.models import (
+    AttemptOutcome,
+    Contact,
+    ContactSync,
+    Operation,
+    ProcessingStatus,
+    SyncAttempt,
+    SyncStatus,
+)
 from integrations import engine
 from integrations.dashboard import scale_top
 from integrations.models import CRMState
@@ -191,6 +199,20 @@ class TestWhatItShows:
 
         assert re.search(r'class="queue">3 queued: 1 due now, the next of the others at \d\d:\d\d<', section)
         assert re.search(r'class="oldest-due">waiting 10\xa0minutes<', section)
+
+    def test_a_removal_queued_for_a_deleted_contact_is_queued_but_takes_no_contact_from_new(self, viewer):
+        contacts = people(3)
+        queued = {"sync_status": SyncStatus.SKIPPED, "processing_status": ProcessingStatus.QUEUED}
+        rows(contacts[:1], next_attempt_at=timezone.now(), **queued)
+        ContactSync.objects.create(
+            contact=None, crm="scripted", operation=Operation.REMOVE, next_attempt_at=timezone.now(), **queued
+        )
+
+        section = card(viewer.get(DASHBOARD))
+
+        assert (counts(section)["queued"], counts(section)["new"]) == (2, 2)
+        assert 'class="queue">2 queued, all due now<' in section
+        assert 'class="status-queued" style="width: 50.000%"' in section, "2 of the 4: 3 contacts, 1 detached row"
 
     def test_a_selected_row_with_nothing_queued_is_not_counted_as_queued(self, viewer):
         # An erasure cancelled over a Selected row leaves it Selected with nothing queued.
