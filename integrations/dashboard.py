@@ -267,7 +267,8 @@ def dashboard_numbers(request):
     now = timezone.now()
     cards = [card_numbers(card) for card in crm_cards(now)]
     # admin_view marks the response never_cache: no cache answers for the server.
-    return JsonResponse({"generated_at": now, "cards": cards})
+    as_of = date_format(timezone.localtime(now), "H:i:s")
+    return JsonResponse({"generated_at": now, "generated_at_text": as_of, "cards": cards})
 
 
 @require_http_methods(["GET", "POST"])

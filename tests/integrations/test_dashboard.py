@@ -296,6 +296,7 @@ class TestTheNumbersTheLivePageReads:
 
         assert response.status_code == 200 and response["Content-Type"] == "application/json"
         assert "no-store" in response["Cache-Control"]
+        assert re.fullmatch(r"\d\d:\d\d:\d\d", response.json()["generated_at_text"])
         (numbers,) = [c for c in response.json()["cards"] if c["crm"] == "scripted"]
         segments = {s["key"]: s["count"] for s in numbers["segments"]}
         assert segments == counts(card(viewer.get(DASHBOARD)))

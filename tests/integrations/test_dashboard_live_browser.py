@@ -120,6 +120,10 @@ def test_the_open_dashboard_follows_the_database_without_a_reload(
     labels = [label.text for label in browser.find_elements(By.CSS_SELECTOR, CARD + " .scale-label")]
     assert labels == ["6", "3", "0"], "the chart's scale follows the busiest hour"
     assert browser.find_element(By.CSS_SELECTOR, CARD + " .crm-bars rect:last-of-type").get_attribute("height") == "40"
+    as_of = browser.find_element(By.CSS_SELECTOR, ".crm-refreshed .refreshed-at")
+    assert as_of.get_attribute("datetime") == browser.execute_script(
+        "return document.querySelector('.crm-cards').dataset.refreshedAt;"
+    ), "the page says when its numbers are from"
     snap(browser, "live-dashboard-03-synced")
     assert browser.execute_script("return %s;" % MARKER) == "set before the rows changed", "the page was reloaded"
 

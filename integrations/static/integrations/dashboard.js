@@ -103,11 +103,12 @@
     updateState(section, card.state);
   }
 
-  function showRefreshedAt(moment) {
+  function showRefreshedAt(numbers) {
     const time = document.querySelector(".crm-refreshed .refreshed-at");
     if (time) {
-      time.setAttribute("datetime", moment);
-      time.textContent = new Date(moment).toLocaleTimeString([], { hour12: false });
+      // The server's clock and time zone, as every other time on the page.
+      time.setAttribute("datetime", numbers.generated_at);
+      time.textContent = numbers.generated_at_text;
     }
   }
 
@@ -125,7 +126,7 @@
       }
       const numbers = await response.json();
       numbers.cards.forEach(updateCard);
-      showRefreshedAt(numbers.generated_at);
+      showRefreshedAt(numbers);
       cards.dataset.refreshedAt = numbers.generated_at;
     } catch (error) {
       // The server is out of reach for a moment: ask again at the next turn.
