@@ -15,7 +15,7 @@ from django.utils.translation import ngettext
 from integrations.registry import UnknownCRM, crm_choices, get_backend_class, verbose_crm_name
 
 from . import audit, selection
-from .admin_badges import crm_event_badge, event_kind, state_with_warning, when
+from .admin_badges import compact_when, crm_event_badge, event_kind, state_with_warning, when
 from .admin_confirmation import crm_rows
 from .admin_filters import (
     ContactCRMEventFilter,
@@ -163,7 +163,9 @@ def record_retry(user, retried, *, contact=None):
 
 @admin.register(Contact)
 class ContactAdmin(ContactImportMixin, CSVExportMixin, ContactErasureMixin, admin.ModelAdmin):
-    list_display = ("email", "full_name", "company", "crm_status", "created_at")
+    # Sized for a 1366 px laptop (contacts/static/contacts/admin.css): long values
+    # are clamped to a few lines with all of it in the tooltip.
+    list_display = ("email_shown", "full_name", "company_shown", "crm_status", "created")
     list_filter = (
         ContactCRMFilter,
         ContactSyncStatusFilter,
@@ -205,9 +207,21 @@ class ContactAdmin(ContactImportMixin, CSVExportMixin, ContactErasureMixin, admi
         )
         return super().get_queryset(request).prefetch_related(Prefetch("syncs", queryset=syncs))
 
+    @admin.display(description=_("email"), ordering="email")
+    def email_shown(self, obj):
+        return clamped(obj.email)
+
     @admin.display(description=_("name"), ordering="last_name")
     def full_name(self, obj):
-        return obj.full_name
+        return clamped(obj.full_name)
+
+    @admin.display(description=_("company"), ordering="company")
+    def company_shown(self, obj):
+        return clamped(obj.company)
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, obj):
+        return compact_when(obj.created_at)
 
     @admin.display(description=_("CRM sync"))
     def crm_status(self, obj):
@@ -389,15 +403,12 @@ class ContactAdmin(ContactImportMixin, CSVExportMixin, ContactErasureMixin, admi
 class ContactSyncAdmin(CSVExportMixin, admin.ModelAdmin):
     list_display = (
         "contact_link",
-        "crm_label",
+        "crm_and_event",
         "sync_status",
         "state",
-        "crm_event_shown",
-        "attempts",
-        "next_attempt_at",
+        "attempts_and_next",
         "short_error",
-        "external_link",
-        "synced_at",
+        "in_the_crm",
     )
     list_filter = (
         SyncCRMFilter,
@@ -424,7 +435,7 @@ class ContactSyncAdmin(CSVExportMixin, admin.ModelAdmin):
             # Deleted locally while a removal or an erasure is still to be delivered.
             return _("(deleted contact)")
         url = reverse("admin:contacts_contact_change", args=[obj.contact_id])
-        return format_html('<a href="{}">{}</a>', url, obj.contact.email)
+        return format_html('<a href="{}">{}</a>', url, clamped(obj.contact.email))
 
     @admin.display(description=_("CRM"), ordering="crm")
     def crm_label(self, obj):
@@ -440,11 +451,42 @@ class ContactSyncAdmin(CSVExportMixin, admin.ModelAdmin):
 
     @admin.display(description=_("ID in the CRM"), ordering="external_id")
     def external_link(self, obj):
-        return external_link(obj)
+        # One line: a long id is cut with an ellipsis, all of it in the tooltip.
+        return format_html('<span class="crm-ellipsis" title="{}">{}</span>', obj.external_id, external_link(obj))
+
+    @admin.display(description=_("CRM"), ordering="crm")
+    def crm_and_event(self, obj):
+        """The CRM with the last event it reported below it: one column where two did
+        not fit a laptop screen (the event's time is on the contact page)."""
+        event = crm_event_badge(obj)
+        return format_html("{}<br>{}", obj.crm_label, event) if event else obj.crm_label
 
     @admin.display(description=_("last error"))
     def short_error(self, obj):
-        return Truncator(obj.last_error).chars(80)
+        return clamped(obj.last_error, ERROR_SHOWN * 3)
+
+    @admin.display(description=_("attempts, next"), ordering="attempts")
+    def attempts_and_next(self, obj):
+        """The attempts made, and below them when the next is due while one is."""
+        if not obj.next_attempt_at:
+            return intcomma(obj.attempts)
+        return format_html(
+            '{}<span class="crm-reason" title="{}">{}</span>',
+            intcomma(obj.attempts),
+            _("next attempt"),
+            compact_when(obj.next_attempt_at),
+        )
+
+    @admin.display(description=_("in the CRM"), ordering="synced_at")
+    def in_the_crm(self, obj):
+        """The CRM's id (linked, one line, all of it in the tooltip) and when it was
+        last synced: one column where two did not fit a laptop screen."""
+        return format_html(
+            '<span class="crm-ellipsis" title="{}">{}</span><span class="crm-reason">{}</span>',
+            obj.external_id,
+            external_link(obj),
+            compact_when(obj.synced_at),
+        )
 
     @admin.action(description=_("Retry failed syncs"), permissions=["change"])
     def retry_failed_syncs(self, request, queryset):
@@ -468,12 +510,32 @@ class ContactSyncAdmin(CSVExportMixin, admin.ModelAdmin):
 
 @admin.register(SyncAttempt)
 class SyncAttemptAdmin(admin.ModelAdmin):
-    list_display = ("attempted_at", "contact", "crm", "outcome", "http_status", "duration_ms", "error")
+    list_display = ("attempted", "contact_shown", "crm", "outcome", "http_status", "duration", "error_shown")
     list_filter = (SyncCRMFilter, "outcome")
     search_fields = ("contact__email", "error")
     list_select_related = ("contact",)
     show_full_result_count = False
     date_hierarchy = "attempted_at"
+
+    class Media:
+        css = {"all": ("contacts/admin.css",)}
+
+    @admin.display(description=_("attempted at"), ordering="attempted_at")
+    def attempted(self, obj):
+        return compact_when(obj.attempted_at)
+
+    @admin.display(description=_("contact"), ordering="contact__email")
+    def contact_shown(self, obj):
+        return clamped(obj.contact.email) if obj.contact_id else _("(deleted contact)")
+
+    @admin.display(description=_("duration"), ordering="duration_ms")
+    def duration(self, obj):
+        return "%s ms" % intcomma(obj.duration_ms)
+
+    @admin.display(description=_("error"))
+    def error_shown(self, obj):
+        # Whole errors made rows 200 px tall; two lines and the tooltip say enough.
+        return clamped(obj.error, ERROR_SHOWN * 3)
 
     def has_add_permission(self, request):
         return False
