@@ -142,7 +142,13 @@ def environment_note(backend_class):
 
 
 class FieldMappingAdmin(admin.ModelAdmin):
-    """One page per CRM instead of one per row: a mapping is saved whole."""
+    """The list shows every saved row, under one line per CRM; a mapping is edited
+    and saved whole on its CRM's page, never one row at a time."""
+
+    list_display = ("crm", "target", "source_kind", "source", "transform", "updated_by", "updated_at")
+    list_display_links = None
+    list_filter = ("crm",)
+    change_list_template = "admin/integrations/fieldmapping/change_list.html"
 
     def has_add_permission(self, request):
         return False
@@ -151,16 +157,17 @@ class FieldMappingAdmin(admin.ModelAdmin):
         return False
 
     def get_urls(self):
-        view = self.admin_site.admin_view(self.mapping_view)
-        return [path("<str:crm>/", view, name="integrations_fieldmapping_crm"), *super().get_urls()]
+        # Only the list and the CRMs' pages: a row's own change page would save
+        # it unchecked and queue nothing.
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path("", self.admin_site.admin_view(self.changelist_view), name="%s_%s_changelist" % info),
+            path("<str:crm>/", self.admin_site.admin_view(self.mapping_view), name="integrations_fieldmapping_crm"),
+        ]
 
     def changelist_view(self, request, extra_context=None):
-        if not self.has_view_or_change_permission(request):
-            raise PermissionDenied
         crms = [self._crm_summary(backend_class) for backend_class in enabled_backend_classes()]
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "crms": crms}
-        context["title"] = _("Field mappings")
-        return TemplateResponse(request, "admin/integrations/fieldmapping/crm_list.html", context)
+        return super().changelist_view(request, {**(extra_context or {}), "crms": crms, "title": _("Field mappings")})
 
     def _crm_summary(self, backend_class):
         rows = list(FieldMapping.objects.filter(crm=backend_class.name).order_by("-updated_at")[:1])
