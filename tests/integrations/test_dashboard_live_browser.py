@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
@@ -177,6 +178,8 @@ def test_pause_asks_for_confirmation_first_and_resume_does_not(
     assert wait_for(browser, ".messagelist .success").text.startswith("Scripted CRM is paused")
     assert CRMState.objects.get(crm="scripted").paused_by == "live-admin"
     snap(browser, "live-dashboard-06-paused")
+    paused_message = browser.find_element(By.CSS_SELECTOR, ".messagelist .success")
     wait_for(browser, CARD + " [data-control=resume] button").click()
+    WebDriverWait(browser, WAIT_SECONDS).until(EC.staleness_of(paused_message))
     assert wait_for(browser, ".messagelist .success").text == "Scripted CRM is resumed."
     assert CRMState.objects.get(crm="scripted").paused_at is None
