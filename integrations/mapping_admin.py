@@ -26,7 +26,7 @@ from contacts.models import Contact
 
 from .backends.base import CONTACT_FIELDS, CRMBackend, MappedField
 from .conf import is_set, setting_name
-from .exceptions import SyncError
+from .exceptions import CRMConfigurationError, SyncError, UnknownCRM
 from .mappings import field_problem, mapping_for, payload_or_why, use_mapping
 from .models import FieldMapping, SourceKind, Transform
 from .registry import enabled_backend_classes, get_enabled_backend_class
@@ -184,7 +184,7 @@ class FieldMappingAdmin(admin.ModelAdmin):
             raise PermissionDenied
         try:
             backend = get_enabled_backend_class(crm)()
-        except Exception:
+        except (UnknownCRM, CRMConfigurationError):
             raise Http404("No enabled CRM is called %r." % crm) from None
         try:
             if request.method == "POST":

@@ -194,3 +194,9 @@ def test_the_crm_states_list_links_to_the_field_mappings(client, sandbox):
     logged_in(client, "view_crmstate", username="states-only")
     html = client.get(reverse("admin:integrations_crmstate_changelist")).content.decode()
     assert 'href="%s"' % LIST not in html
+
+
+def test_a_crm_that_is_not_configured_or_unknown_has_no_mapping_page(client, db):
+    logged_in(client, "view_fieldmapping", "change_fieldmapping")
+    assert client.get(PAGE).status_code == 404  # no HUBSPOT_API_KEY, no sandbox
+    assert client.get(reverse("admin:integrations_fieldmapping_crm", args=["nosuchcrm"])).status_code == 404
