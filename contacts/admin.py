@@ -107,11 +107,11 @@ class ContactSyncInline(admin.TabularInline):
         "state",
         "crm_event_shown",
         "attempts",
-        "next_attempt_at",
-        "last_error",
+        "next_attempt",
+        "error_shown",
         "external_link",
         "synced_email",
-        "synced_at",
+        "synced",
     )
     readonly_fields = fields
     verbose_name_plural = _("CRM sync status")
@@ -130,9 +130,21 @@ class ContactSyncInline(admin.TabularInline):
     def crm_event_shown(self, obj):
         return crm_event_badge(obj)
 
+    @admin.display(description=_("next attempt at"))
+    def next_attempt(self, obj):
+        return compact_when(obj.next_attempt_at)
+
+    @admin.display(description=_("last error"))
+    def error_shown(self, obj):
+        return clamped(obj.last_error)
+
     @admin.display(description=_("ID in the CRM"))
     def external_link(self, obj):
         return external_link(obj)
+
+    @admin.display(description=_("synced at"))
+    def synced(self, obj):
+        return compact_when(obj.synced_at)
 
     def has_add_permission(self, request, obj=None):
         # Rows come from the actions, which follow the state machine.

@@ -87,3 +87,13 @@ def test_saving_the_contact_page_keeps_edited_attributes(admin_client, make_cont
     assert admin_client.post(url, data).status_code == 302
     contact.refresh_from_db()
     assert contact.attributes == {"job_title": "CEO", "source": "fair"}
+
+
+def test_the_per_crm_rows_clamp_a_long_error_with_all_of_it_in_the_tooltip(admin_client, make_contact, make_sync):
+    contact = make_contact()
+    error = "HubSpot refused it:" + " a long reason" * 40
+    make_sync(contact, "hubspot", sync_status="error", processing_status="error", last_error=error)
+    html = contact_page(admin_client, contact)
+    group = html[html.index('id="syncs-group"') :]
+    assert '<span class="crm-clamp" title="%s">' % error in group
+    assert group.count(error) == 1, "the cell shows only its start"
