@@ -422,6 +422,9 @@ class ContactSyncAdmin(CSVExportMixin, admin.ModelAdmin):
         "short_error",
         "in_the_crm",
     )
+    # The contact column links to the contact itself; the row's own page is
+    # reached from the CRM column, so no link sits inside another.
+    list_display_links = ("crm_and_event",)
     list_filter = (
         SyncCRMFilter,
         SyncDecisionFilter,

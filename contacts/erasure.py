@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from integrations.registry import crm_names, get_backend_class
 
+from . import audit
 from .emails import canonical_email
 from .models import (
     Contact,
@@ -205,7 +206,9 @@ def complete_finished(erasure_ids, now=None):
     if not done:
         return 0
     emails = [e.email for e in done if e.email]
-    found = set(Contact.objects.filter(email__in=emails).values_list("email", flat=True))
+    found = dict(Contact.objects.filter(email__in=emails).values_list("email", "pk"))
+    # Django's own change entries are titled with the contact's email: blank them.
+    audit.forget_contacts(found.values())
     Contact.objects.filter(email__in=emails).delete()
     ContactSync.objects.filter(erasure__in=done, contact=None).delete()
     for erasure in done:

@@ -11,6 +11,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.models import DELETION
 from django.contrib.admin.utils import unquote
+from django.contrib.humanize.templatetags.humanize import intcomma
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Prefetch, Value, When
 from django.http import Http404, HttpResponseRedirect
@@ -221,8 +222,8 @@ class ErasureAdmin(ProofAdmin):
         labels = dict(crm_choices())
         return format_html_join(
             ", ",
-            '<span class="erasure-outcome erasure-outcome--{}">{}: {}</span>',
-            ((r.outcome, labels.get(r.crm, r.crm), r.get_outcome_display()) for r in obj.results.all()),
+            '<span class="erasure-outcome erasure-outcome--{}" title="{}: {}">{}: {}</span>',
+            ((r.outcome, *([labels.get(r.crm, r.crm), r.get_outcome_display()] * 2)) for r in obj.results.all()),
         )
 
     @admin.action(description=_("Cancel erasure"), permissions=["erase"])
@@ -234,11 +235,11 @@ class ErasureAdmin(ProofAdmin):
             one = pending[0] if count == len(pending) == 1 else None
             audit.record(request.user, "Cancelled", count=count, model=Erasure, obj=one)
             message = ngettext(
-                "%d erasure cancelled; its email stays on the suppression list until lifted.",
-                "%d erasures cancelled; their emails stay on the suppression list until lifted.",
+                "%s erasure cancelled; its email stays on the suppression list until lifted.",
+                "%s erasures cancelled; their emails stay on the suppression list until lifted.",
                 count,
             )
-            self.message_user(request, message % count, messages.SUCCESS)
+            self.message_user(request, message % intcomma(count), messages.SUCCESS)
         else:
             self.message_user(request, _("None of the selected erasures is pending."), messages.WARNING)
 

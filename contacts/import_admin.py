@@ -4,7 +4,7 @@ contacts.import_jobs (and contacts.importer, shared with `manage.py import_conta
 
 from django import forms
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseRedirect, JsonResponse
+from django.http import Http404, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -47,16 +47,16 @@ class ContactImportMixin:
         view = self.admin_site.admin_view
         return [
             path("import/", view(self.import_upload_view), name="contacts_contact_import"),
-            path("import/<int:job_id>/", view(self.import_job_view), name="contacts_contact_import_job"),
+            path("import/<str:job_id>/", view(self.import_job_view), name="contacts_contact_import_job"),
             path(
-                "import/<int:job_id>/progress.json",
+                "import/<str:job_id>/progress.json",
                 view(self.import_progress_view),
                 name="contacts_contact_import_progress",
             ),
             path(
-                "import/<int:job_id>/confirm/", view(self.import_confirm_view), name="contacts_contact_import_confirm"
+                "import/<str:job_id>/confirm/", view(self.import_confirm_view), name="contacts_contact_import_confirm"
             ),
-            path("import/<int:job_id>/cancel/", view(self.import_cancel_view), name="contacts_contact_import_cancel"),
+            path("import/<str:job_id>/cancel/", view(self.import_cancel_view), name="contacts_contact_import_cancel"),
             *super().get_urls(),
         ]
 
@@ -79,7 +79,11 @@ class ContactImportMixin:
     def _job(self, request, job_id):
         if not self.has_import_permission(request):
             raise PermissionDenied
-        return get_object_or_404(ImportJob, pk=job_id)
+        # <str:>, not <int:>: an id that is not a number would otherwise fall through
+        # to the contact pages' <path:object_id> and be redirected, not refused.
+        if not job_id.isascii() or not job_id.isdigit():
+            raise Http404("No such import.")
+        return get_object_or_404(ImportJob, pk=int(job_id))
 
     def import_upload_view(self, request):
         if not self.has_import_permission(request):

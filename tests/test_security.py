@@ -174,7 +174,7 @@ def test_pause_and_resume_need_the_pause_permission(as_persona, brevo_configured
         CRMState.objects.pause_by_staff("brevo", "someone-else")
     expected = {"anonymous": "login", "non_staff": "login", "pauser": "done"}.get(persona, 403)
 
-    response = as_persona(persona).post(reverse("admin:crmsync_%s" % change, args=["brevo"]))
+    response = as_persona(persona).post(reverse("admin:crmsync_%s" % change, args=["brevo"]), {"confirm": "yes"})
 
     paused = CRMState.objects.filter(crm="brevo", paused_at__isnull=False).exists()
     if expected == "done":
@@ -185,8 +185,10 @@ def test_pause_and_resume_need_the_pause_permission(as_persona, brevo_configured
         assert paused is (change == "resume"), "the pause state must not change"
 
 
-def test_pause_is_post_only(as_persona, brevo_configured):
-    assert as_persona("pauser").get(reverse("admin:crmsync_pause", args=["brevo"])).status_code == 405
+def test_a_get_or_an_unconfirmed_post_never_pauses(as_persona, brevo_configured):
+    client, url = as_persona("pauser"), reverse("admin:crmsync_pause", args=["brevo"])
+    assert client.get(url).status_code == 200  # the confirmation page
+    client.post(url)
     assert not CRMState.objects.filter(paused_at__isnull=False).exists()
 
 
@@ -335,10 +337,10 @@ def test_a_pause_without_the_csrf_token_is_403(as_persona, csrf_client, brevo_co
     client = as_persona("pauser", client=csrf_client)
     url = reverse("admin:crmsync_pause", args=["brevo"])
 
-    assert client.post(url).status_code == 403
+    assert client.post(url, {"confirm": "yes"}).status_code == 403
     assert not CRMState.objects.filter(paused_at__isnull=False).exists()
 
-    assert client.post(url, with_token(client, "/admin/", {})).status_code == 302
+    assert client.post(url, with_token(client, "/admin/", {"confirm": "yes"})).status_code == 302
     assert CRMState.objects.filter(crm="brevo", paused_at__isnull=False).exists()
 
 

@@ -134,8 +134,8 @@ def pausable(settings):
 
 class TestDashboard:
     def test_pause_and_resume_are_one_entry_each(self, client, staff, pausable):
-        client.post(reverse("admin:crmsync_pause", args=["brevo"]))
-        client.post(reverse("admin:crmsync_pause", args=["brevo"]))  # paused already: nothing done
+        client.post(reverse("admin:crmsync_pause", args=["brevo"]), {"confirm": "yes"})
+        client.post(reverse("admin:crmsync_pause", args=["brevo"]), {"confirm": "yes"})  # paused already: nothing done
         client.post(reverse("admin:crmsync_resume", args=["brevo"]))
 
         entries = LogEntry.objects.order_by("pk")

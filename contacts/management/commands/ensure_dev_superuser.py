@@ -1,3 +1,4 @@
+import os
 import secrets
 from pathlib import Path
 
@@ -38,11 +39,16 @@ class Command(BaseCommand):
             self.stdout.write(self.style.SUCCESS("Created the superuser %r." % username))
         elif not password_path.exists():
             self.stdout.write(
-                "Log in at http://127.0.0.1:8000/admin/ as %r with its password, or set "
-                "a new one with 'manage.py changepassword %s'." % (superuser.get_username(), superuser.get_username())
+                "Log in at %s as %r with its password, or set "
+                "a new one with 'manage.py changepassword %s'."
+                % (admin_url(), superuser.get_username(), superuser.get_username())
             )
             return
         self.stdout.write(
-            "Log in at http://127.0.0.1:8000/admin/ as %r with the password in %s"
-            % (superuser.get_username(), password_path)
+            "Log in at %s as %r with the password in %s" % (admin_url(), superuser.get_username(), password_path)
         )
+
+
+def admin_url():
+    """The admin's address as bin/run-dev serves it (PORT, default 8000)."""
+    return "http://127.0.0.1:%s/admin/" % (os.environ.get("PORT") or "8000")
