@@ -55,7 +55,7 @@ from .exceptions import (
 )
 from .leases import LeaseRenewal
 from .mappings import use_mapping
-from .models import CRMState, Pause, clip
+from .models import PAUSE_LOG_MARK, CRMState, Pause, clip
 from .ratelimit import share_pace
 from .registry import get_enabled_backend_class
 
@@ -341,7 +341,7 @@ class SyncEngine:
             # Nothing will succeed until someone acts: pause every worker.
             pause = getattr(exc, "pause_seconds", None) or DEFAULT_UNAVAILABLE_PAUSE
             status = getattr(exc, "status_code", None)
-            logger.error("crm=%s unavailable, pausing %d s: %s", self.crm, pause, exc)
+            logger.error("crm=%s unavailable, pausing %d s: %s", self.crm, pause, exc, extra={PAUSE_LOG_MARK: True})
             self.pause(self.clock() + timedelta(seconds=pause), str(exc))
             if getattr(exc, "fail_contacts", False):
                 return [Outcome.permanent(item, str(exc), http_status=status) for item in items]

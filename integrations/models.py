@@ -10,6 +10,10 @@ from .registry import validate_crm_name, verbose_crm_name
 
 logger = logging.getLogger(__name__)
 
+# Set in the extra of the log records that announce a pause, so that a command
+# reporting pauses itself (sync_crm) can leave those out.
+PAUSE_LOG_MARK = "crm_pause"
+
 # The longest error or pause reason kept; a CRM's answer can be a whole page.
 ERROR_MAX_LENGTH = 2000
 
@@ -83,7 +87,7 @@ class CRMStateQuerySet(models.QuerySet):
         self.filter(crm=crm).filter(Q(paused_until__isnull=True) | Q(paused_until__lt=until)).update(
             paused_until=until, pause_reason=clip(reason)
         )
-        logger.warning("crm=%s paused until %s: %s", crm, until.isoformat(), reason)
+        logger.warning("crm=%s paused until %s: %s", crm, until.isoformat(), reason, extra={PAUSE_LOG_MARK: True})
 
     def pause_by_staff(self, crm, by):
         """Staff pause: no worker claims anything for `crm` until resume. Work already

@@ -12,6 +12,7 @@ from crmsync_project.logging import ProgressLine
 from integrations.conf import SyncPolicy, sandbox_url
 from integrations.engine import RunResult
 from integrations.exceptions import CRMConfigurationError, UnknownCRM
+from integrations.models import PAUSE_LOG_MARK
 from integrations.registry import enabled_backend_classes, get_enabled_backend_class
 from integrations.workers import drain, due_count, preview
 
@@ -25,14 +26,14 @@ EXIT_STATUSES = (
     "option or a lost database connection; 2 an unknown CRM name; 3 a CRM not configured. A bad option, 2 and "
     "3 stop the command before anything is sent."
 )
-# The engine and CRMState log a pause as it happens; the command says it once itself.
-PAUSE_LOG_MESSAGES = ("crm=%s paused until ", "crm=%s unavailable, pausing ")
+# The engine and CRMState log a pause as it happens, marked with PAUSE_LOG_MARK
+# in the record's extra; the command says it once itself.
 PAUSE_LOGGERS = ("integrations.engine", "integrations.models")
 
 
 def said_by_the_command(record):
     """Logging filter: False for the pause records sync_crm reports itself."""
-    return not str(record.msg).startswith(PAUSE_LOG_MESSAGES)
+    return not getattr(record, PAUSE_LOG_MARK, False)
 
 
 def readable_time(moment):
