@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from integrations.exceptions import CRMConfigurationError, SyncError, UnknownCRM
+from integrations.mappings import use_mapping
 from integrations.ratelimit import share_pace
 from integrations.registry import enabled_backend_classes, get_enabled_backend_class
 
@@ -25,7 +26,7 @@ class Command(BaseCommand):
             raise CommandError(str(exc), returncode=3) from None
         failed = False
         for backend_class in classes:
-            backend = share_pace(backend_class())
+            backend = use_mapping(share_pace(backend_class()))
             if not backend.has_custom_fields:
                 self.stdout.write("%s: nothing to set up." % backend.verbose_name)
                 continue
