@@ -276,6 +276,10 @@ class ContactSync(models.Model):
     # form: a push after an email change tells the CRM the old one (n8n) and staff
     # see which address the CRM knows.
     synced_email = models.CharField(_("email in the CRM"), max_length=254, blank=True)
+    # The CRM's id of an asynchronous bulk import that carries this row (Brevo's
+    # processId), recorded as soon as the CRM answers: a worker that claims the row
+    # after the first one died follows that import instead of sending it again.
+    crm_process_id = models.CharField(_("CRM import process"), max_length=100, blank=True)
     crm_event = models.CharField(
         _("CRM event"), max_length=20, choices=CRMEvent.choices, default=CRMEvent.NONE, blank=True
     )
