@@ -53,6 +53,7 @@ _UPSERT_COLUMNS = (
     "synced_email",
     "crm_event",
     "warning",
+    "crm_process_id",
     "created_at",
     "updated_at",
 )
@@ -273,7 +274,7 @@ def _upsert(contacts, crms, *, sync_status, processing_status, next_attempt_at, 
     # SQLite needs the WHERE on the SELECT to parse ON CONFLICT after it.
     sql = (
         "INSERT INTO {table} ({columns}) "
-        "SELECT contact.selected_id, crm.name, %s, %s, 0, %s, '', '', '', '', '', '', '', '', %s, %s "
+        "SELECT contact.selected_id, crm.name, %s, %s, 0, %s, '', '', '', '', '', '', '', '', '', %s, %s "
         "FROM ({contact_sql}) contact CROSS JOIN ({crm_sql}) crm WHERE 1 = 1 "
         "ON CONFLICT (contact_id, crm) DO UPDATE SET {updates} "
         "RETURNING crm, processing_status"

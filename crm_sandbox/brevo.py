@@ -1,18 +1,16 @@
 """Brevo's contacts API (docs/crm-api.md section 1), in memory.
 
 Settings: unknown_attributes, "drop" (what is reported for create) or "reject";
-import_delay_seconds, how long a /contacts/import takes to apply;
+import_delay_seconds and import_delay_per_1000_rows, how long a /contacts/import
+takes to apply (brevo_import.py);
 duplicate_code, the code of a duplicate-identifier 400 ("duplicate_parameter", or
 "invalid_parameter" as Brevo answers since 2026); webhook_url, webhook_secret
 (sent as "Authorization: Bearer", the webhook's auth token) and webhook_batched
 (a list of events per call) for its marketing webhooks.
 """
 
-import csv
-import io
 import json
 import re
-import threading
 import time
 from datetime import UTC, datetime
 
@@ -20,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 
 from .base import BadJSON, Emulator, Limit, empty_response, json_response, route, whole_seconds
+from .brevo_import import IMPORT_SETTINGS, BrevoImports
 
 API_KEY = "sandbox-brevo-key"
 DEFAULT_ATTRIBUTES = ("EMAIL", "FIRSTNAME", "LASTNAME", "SMS")
@@ -30,7 +29,6 @@ ATTRIBUTE_TYPES = ("text", "date", "float", "boolean", "id", "category", "multip
 IDENTIFIER_TYPES = ("email_id", "contact_id", "ext_id", "phone_id", "whatsapp_id", "landline_number_id")
 MAX_ATTRIBUTE_LENGTH = 5000
 MAX_LIST_ADD = 150
-MAX_IMPORT_BYTES = 10 * 1024 * 1024
 MAX_CONTACTS_PAGE, MAX_LISTS_PAGE = 1000, 50
 FIRST_LIST = {"id": 2, "name": "Your first list", "folderId": 1}
 SMS_PUNCTUATION = re.compile(r"[\s\-.()]")
@@ -74,8 +72,11 @@ def contact_not_found():
 
 
 def valid_email(email):
-    # Brevo refuses a Unicode domain and takes its punycode form (docs/crm-api.md, section 1).
-    if not email.isascii():
+    # Brevo refuses a Unicode domain and takes its punycode form (docs/crm-api.md, section 1);
+    # and, stricter than Django's validator, a domain without a dot ("localhost") or a
+    # quoted local part or address literal (docs/crm-api.md, section 1, "Bulk import").
+    local, _, domain = email.rpartition("@")
+    if not email.isascii() or "." not in domain or domain.startswith("[") or local.startswith('"'):
         return False
     try:
         validate_email(email)
@@ -100,17 +101,21 @@ def normalised_sms(value):
     return digits if SMS_DIGITS.match(digits) else None
 
 
-class BrevoEmulator(Emulator):
+class BrevoEmulator(BrevoImports, Emulator):
     name = "brevo"
     primary_limit = "second"
     server_error_statuses = (500, 502, 503)
     SETTINGS = {
         "unknown_attributes": "drop",
-        "import_delay_seconds": 2.0,
+        **IMPORT_SETTINGS,
         "duplicate_code": "duplicate_parameter",
         "webhook_batched": False,
     }
     WEBHOOK_EVENTS = tuple(MARKETING_EVENTS)
+    # For the import (brevo_import.py), which applies rows as create and update do.
+    IDENTIFIER_ATTRIBUTES = IDENTIFIER_ATTRIBUTES
+    valid_email = staticmethod(valid_email)
+    normalised_sms = staticmethod(normalised_sms)
 
     def reset_records(self):
         self.by_id, self.by_email, self.next_id = {}, {}, 1
@@ -123,15 +128,17 @@ class BrevoEmulator(Emulator):
         self.generation = getattr(self, "generation", 0) + 1
 
     def default_limits(self):
-        # General tier, every /v3/contacts* endpoint (developers.brevo.com/docs/api-limits).
-        return {"second": Limit(10, 1), "hour": Limit(36_000, 3600)}
+        # General tier, every /v3/contacts* endpoint, and every endpoint the page does
+        # not list, /v3/processes among them (developers.brevo.com/docs/api-limits).
+        return {"second": Limit(10, 1), "hour": Limit(36_000, 3600), "other_hour": Limit(100, 3600)}
 
     def check_settings(self, settings):
         if settings.get("unknown_attributes", "drop") not in ("drop", "reject"):
             return 'unknown_attributes must be "drop" or "reject".'
-        delay = settings.get("import_delay_seconds", 0)
-        if not isinstance(delay, (int, float)) or delay < 0:
-            return "import_delay_seconds must be a number, 0 or more."
+        for name in IMPORT_SETTINGS:
+            delay = settings.get(name, 0)
+            if not isinstance(delay, (int, float)) or delay < 0:
+                return "%s must be a number, 0 or more." % name
         if settings.get("duplicate_code", "duplicate_parameter") not in ("duplicate_parameter", "invalid_parameter"):
             return 'duplicate_code must be "duplicate_parameter" or "invalid_parameter".'
         return None
@@ -143,6 +150,8 @@ class BrevoEmulator(Emulator):
     # Server hooks
 
     def authenticate(self, request):
+        if request.path.startswith("/reports/"):
+            return None  # a report file is on Brevo's storage, at a URL that is its own key
         bearer = request.header("authorization")
         token = bearer[len("Bearer ") :].strip() if bearer.startswith("Bearer ") else ""
         if API_KEY not in (request.header("api-key"), token):
@@ -150,6 +159,8 @@ class BrevoEmulator(Emulator):
         return None
 
     def limits_for(self, request):
+        if request.path.startswith("/v3/processes"):
+            return [("other_hour", self.limits.get("other_hour"))]
         if not request.path.startswith("/v3/contacts"):
             return []
         return [(name, self.limits.get(name)) for name in ("second", "hour")]
@@ -213,9 +224,14 @@ class BrevoEmulator(Emulator):
         limit, offset, problem = paging(request, default=50, maximum=MAX_CONTACTS_PAGE)
         if problem:
             return problem
+        since, problem = moment(request.query.get("modifiedSince"))
+        if problem:
+            return problem
         with self.lock:
             newest_first = request.query.get("sort") != "asc"
             contacts = sorted(self.by_id.values(), key=lambda c: c["id"], reverse=newest_first)
+            if since:
+                contacts = [c for c in contacts if datetime.fromisoformat(c["modifiedAt"]) > since]
             page = [self._shown(contact) for contact in contacts[offset : offset + limit]]
             return json_response(200, {"contacts": page, "count": len(contacts)})
 
@@ -281,35 +297,6 @@ class BrevoEmulator(Emulator):
             for contact, attributes, entry in cleaned:
                 self._apply(contact, attributes, entry)
         return empty_response(204)
-
-    # Import and processes
-
-    @route("POST", r"/v3/contacts/import")
-    def import_contacts(self, request):
-        if len(request.body) > MAX_IMPORT_BYTES:
-            return error(400, "out_of_range", "The request body exceeds the maximum size of 10MB")
-        body = request.json_object()
-        rows, problem = import_rows(body)
-        if problem:
-            return problem
-        with self.lock:
-            list_ids, problem = self._import_lists(body)
-            if problem:
-                return problem
-            process_id = self._new_process()
-            delay, generation = float(self.settings["import_delay_seconds"]), self.generation
-        options = {**body, "listIds": list_ids}
-        later(delay / 2, self._set_process_status, process_id, generation, "in_process")
-        later(delay, self._run_import, process_id, generation, rows, options)
-        return json_response(202, {"processId": process_id})
-
-    @route("GET", r"/v3/processes/(\d+)")
-    def process(self, request, process_id):
-        with self.lock:
-            process = self.processes.get(int(process_id))
-            if process is None:
-                return error(404, "document_not_found", "Process does not exist")
-            return json_response(200, dict(process))
 
     # Lists
 
@@ -635,67 +622,6 @@ class BrevoEmulator(Emulator):
                 failure.append(key)
         return success, failure
 
-    # Imports
-
-    def _import_lists(self, body):
-        """(list ids every imported contact joins, None) or (None, the error)."""
-        if body.get("newList"):
-            new_list = body["newList"]
-            if not isinstance(new_list, dict) or not new_list.get("listName"):
-                return None, error(400, "missing_parameter", "newList.listName is missing")
-            return [self._new_list(str(new_list["listName"]), new_list.get("folderId"))["id"]], None
-        if not body.get("listIds"):
-            return None, error(400, "missing_parameter", "listIds or newList is missing")
-        problem = self._check_lists(body["listIds"])
-        return (None, problem) if problem else (list(body["listIds"]), None)
-
-    def _new_process(self):
-        process_id = self.next_process_id
-        self.next_process_id += 1
-        self.processes[process_id] = {"id": process_id, "name": "import_contacts", "status": "queued"}
-        return process_id
-
-    def _set_process_status(self, process_id, generation, status):
-        with self.lock:
-            if generation == self.generation and self.processes[process_id]["status"] != "completed":
-                self.processes[process_id]["status"] = status
-
-    def _run_import(self, process_id, generation, rows, options):
-        with self.lock:
-            if generation != self.generation:
-                return
-            for row in rows:
-                self._import_row(row, options)
-            self.processes[process_id]["status"] = "completed"
-
-    def _import_row(self, row, options):
-        """Apply one row; rows Brevo would put in the error report are skipped."""
-        email = str(row.get("email") or "").strip().lower()
-        raw = {str(k).upper(): v for k, v in (row.get("attributes") or {}).items()}
-        if not options.get("emptyContactsAttributes"):
-            raw = {k: v for k, v in raw.items() if v not in (None, "")}
-        # Import ignores unknown attributes, whatever unknown_attributes says (docs/crm-api.md section 1).
-        known = {k: v for k, v in raw.items() if k in self.attributes or k in IDENTIFIER_ATTRIBUTES}
-        if "SMS" in known and known["SMS"] not in (None, ""):
-            known["SMS"] = normalised_sms(known["SMS"])
-            if known["SMS"] is None:
-                return
-        attribute_email = str(known.pop("EMAIL", "") or "").strip().lower()
-        email = email or attribute_email
-        if (email and not valid_email(email)) or not (email or known.get("SMS")):
-            return
-        existing, _ = self._existing(email, known)
-        if self._identifier_clash(known, existing):
-            return
-        flags = {"listIds": options["listIds"]}
-        for flag, option in (("emailBlacklisted", "emailBlacklist"), ("smsBlacklisted", "smsBlacklist")):
-            if options.get(option):
-                flags[flag] = True
-        if existing is None:
-            self._new_contact(email, known, flags)
-        elif options.get("updateExistingContacts", True):
-            self._apply(existing, known, flags)
-
 
 def paging(request, default, maximum):
     """(limit, offset, None) or (None, None, the out_of_range answer)."""
@@ -708,34 +634,13 @@ def paging(request, default, maximum):
     return limit, offset, None
 
 
-def import_rows(body):
-    """([{"email", "attributes"}], None) or (None, the error) from jsonBody or fileBody."""
-    sources = [key for key in ("fileUrl", "fileBody", "jsonBody") if body.get(key)]
-    if len(sources) != 1:
-        return None, error(400, "missing_parameter", "Provide exactly one of fileUrl, fileBody or jsonBody")
-    if sources == ["fileUrl"]:
-        # The sandbox has no network to fetch from; fileBody or jsonBody carry the same rows.
-        message = "fileUrl cannot be fetched by the sandbox; send fileBody or jsonBody"
-        return None, error(400, "invalid_parameter", message)
-    if sources == ["fileBody"]:
-        return csv_rows(str(body["fileBody"])), None
-    rows = body["jsonBody"]
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        return None, error(400, "invalid_parameter", "jsonBody should be an array of objects")
-    return rows, None
-
-
-def csv_rows(text):
-    """fileBody rows: CSV with ";" between fields and a header line naming the attributes."""
-    reader = csv.DictReader(io.StringIO(text), delimiter=";")
-    rows = []
-    for record in reader:
-        values = {str(k).strip().upper(): (v or "").strip() for k, v in record.items() if k}
-        rows.append({"email": values.pop("EMAIL", ""), "attributes": values})
-    return rows
-
-
-def later(seconds, function, *args):
-    timer = threading.Timer(seconds, function, args)
-    timer.daemon = True
-    timer.start()
+def moment(text):
+    """(a UTC datetime, None) from modifiedSince (YYYY-MM-DDTHH:mm:ss.SSSZ, or with an
+    offset), (None, None) without one, or (None, the 400)."""
+    if not text:
+        return None, None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None, error(400, "invalid_parameter", "modifiedSince must be a date-time as YYYY-MM-DDTHH:mm:ss.SSSZ")
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)), None

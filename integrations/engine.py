@@ -53,6 +53,7 @@ from .exceptions import (
     RateLimited,
     RetryableError,
 )
+from .imports import lend_import_ledger
 from .leases import LeaseRenewal
 from .mappings import use_mapping
 from .models import PAUSE_LOG_MARK, CRMState, Pause, clip
@@ -166,7 +167,7 @@ class SyncEngine:
                 if pause:
                     result.paused_until, result.pause_reason, result.paused_by = pause
                     break
-                limit = batch_size or self.policy.batch_size
+                limit = batch_size or self.claim_size()
                 if max_contacts is not None:
                     limit = min(limit, max_contacts - result.claimed)
                 if limit <= 0:
@@ -196,7 +197,7 @@ class SyncEngine:
             if probe:
                 self.breaker.probe_found_nothing()
             return result
-        with LeaseRenewal(self, batch):
+        with LeaseRenewal(self, batch), lend_import_ledger(self.backend, batch):
             self.push(batch)
             self.record(batch, result)
         result.claimed, result.batches = len(batch.rows), 1
@@ -213,6 +214,24 @@ class SyncEngine:
             " probe=1" if probe else "",
         )
         return result
+
+    # Bulk: a backend with a bulk path asks for bigger batches when enough is due
+
+    def claim_size(self):
+        """The batch to claim: the CRM's batch size, or the backend's bulk batch size
+        when at least its threshold is due (`backend.bulk_claim()` gives (threshold,
+        size), or None; Brevo's import). Below the threshold nothing changes."""
+        bulk_claim = getattr(self.backend, "bulk_claim", None)
+        plan = bulk_claim() if bulk_claim else None
+        if not plan or plan[1] <= self.policy.batch_size:
+            return self.policy.batch_size
+        threshold, size = plan
+        now, rows = self.clock(), self._rows()
+        # Counted through the claim's own indexes, and never past the threshold.
+        due = rows.queued_due(now).values("pk")[:threshold].count()
+        if due < threshold:
+            due += rows.expired_leases(now).values("pk")[: threshold - due].count()
+        return size if due >= threshold else self.policy.batch_size
 
     # Claim
 
@@ -768,7 +787,8 @@ def _write_claimed(token, rows, *, per_row, fixed):
         ContactSync,
         rows,
         per_row=per_row,
-        fixed={**fixed, "lease_expires_at": None, "claim_token": None},
+        # A recorded row is done with any bulk import that carried it.
+        fixed={**fixed, "lease_expires_at": None, "claim_token": None, "crm_process_id": ""},
         matching={"claim_token": token, "processing_status": ProcessingStatus.PROCESSING},
         using=ContactSync.objects.db,
     )

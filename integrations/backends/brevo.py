@@ -20,8 +20,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from ..exceptions import CRMUnavailable, RetryableError
-from .base import CREATE_ONLY, UPDATE_ONLY, CRMBackend, Outcome, OutcomeKind
+from ..exceptions import CRMConfigurationError, CRMUnavailable, RetryableError
+from .base import CREATE_ONLY, UPDATE_ONLY, UPSERT, CRMBackend, Outcome, OutcomeKind
+from .brevo_import import BrevoImport
 from .http import json_or_empty
 from .inbound import CRMNotice, WebhookRejected, same_secret
 
@@ -61,8 +62,24 @@ class BrevoBackend(CRMBackend):
         "MIRROR_DELETES",
         "WEBHOOK_SECRET",
         "WEBHOOK_URL",
+        "IMPORT_THRESHOLD",
+        "IMPORT_BATCH_SIZE",
+        "IMPORT_MAX_BYTES",
+        "IMPORT_POLL_SECONDS",
+        "IMPORT_MAX_WAIT_SECONDS",
     )
     default_batch_size = 50
+    # Bulk import (brevo_import.py; README, "Brevo in bulk"): from this many new
+    # contacts due, a batch this big goes through POST /contacts/import, in bodies
+    # of at most 8 MB (Brevo's advice; its limit is 10 MB).
+    default_import_threshold = 1000
+    default_import_batch_size = 10_000
+    default_import_max_bytes = 8_000_000
+    default_import_poll_seconds = 2.0
+    default_import_max_wait_seconds = 3600.0
+    # Set by the engine for the batch in flight (integrations.imports.ImportLedger):
+    # the imports a dead worker started on its rows, and where a new one is recorded.
+    import_ledger = None
     default_api_url = "https://api.brevo.com/v3"
     # Brevo answers 400 to an address with a Unicode domain and takes its punycode
     # form (docs/crm-api.md, section 1, "Email addresses").
@@ -108,11 +125,55 @@ class BrevoBackend(CRMBackend):
             payload["listIds"] = list_ids
         return payload
 
-    # Push: Brevo has no batch create, so one contact per request (the default),
-    # which also keeps each request homogeneous: an update by id, an update of a
-    # contact looked up by email, or a create.
+    # Push: many new contacts go through Brevo's import (brevo_import.py); the rest
+    # one contact per request (Brevo has no batch create), which also keeps each
+    # request homogeneous: an update by id, an update of a contact looked up by
+    # email, or a create.
 
     def push(self, items):
+        known = self.import_ledger.known if self.import_ledger is not None else {}
+        if self.import_batch_size() or any(item.key in known for item in items):
+            return BrevoImport(self).push(items)
+        return self.push_one_by_one(items)
+
+    def bulk_claim(self):
+        """(threshold, batch size) for the engine: from `threshold` contacts due, it
+        claims batches of `batch size` for the import; None when imports are off."""
+        try:
+            size = self.import_batch_size()
+        except (CRMUnavailable, CRMConfigurationError):
+            return None  # the push says what is wrong, where staff see it
+        return (self.import_threshold(), size) if size else None
+
+    def import_threshold(self):
+        """BREVO_IMPORT_THRESHOLD: new contacts in a batch from which it is imported; 0 turns imports off."""
+        return self._import_setting("IMPORT_THRESHOLD", self.default_import_threshold, int, 0)
+
+    def import_batch_size(self):
+        """Contacts per batch when importing, or None when imports cannot be used:
+        off, a sync mode other than upsert, or no list (an import needs listIds)."""
+        if not self.import_threshold() or self.sync_mode() != UPSERT or not self.list_ids():
+            return None
+        size = self._import_setting("IMPORT_BATCH_SIZE", self.default_import_batch_size, int, 1)
+        return max(size, self.import_threshold())
+
+    def import_max_bytes(self):
+        return self._import_setting("IMPORT_MAX_BYTES", self.default_import_max_bytes, int, 10_000)
+
+    def import_poll_seconds(self):
+        return self._import_setting("IMPORT_POLL_SECONDS", self.default_import_poll_seconds, float, 0)
+
+    def import_max_wait_seconds(self):
+        return self._import_setting("IMPORT_MAX_WAIT_SECONDS", self.default_import_max_wait_seconds, float, 1)
+
+    def _import_setting(self, name, default, cast, minimum):
+        value = self.setting(name, default, cast=cast)
+        if value < minimum:
+            raise CRMConfigurationError("BREVO_%s must be at least %s; it is %s." % (name, minimum, value))
+        return value
+
+    def push_one_by_one(self, items):
+        """The single-contact path: one request per contact."""
         if self.sync_mode() != CREATE_ONLY:
             return super().push(items)
         # create_only never overwrites: a contact Brevo gave an id is not sent.
