@@ -158,7 +158,7 @@ class BrevoBackend(CRMBackend):
         return max(size, self.import_threshold())
 
     def import_max_bytes(self):
-        return self._import_setting("IMPORT_MAX_BYTES", self.default_import_max_bytes, int, 10_000)
+        return self._import_setting("IMPORT_MAX_BYTES", self.default_import_max_bytes, int, 256)
 
     def import_poll_seconds(self):
         return self._import_setting("IMPORT_POLL_SECONDS", self.default_import_poll_seconds, float, 0)
@@ -328,6 +328,17 @@ class BrevoBackend(CRMBackend):
 
     def rate_limit_wait(self, response):
         return reset_seconds(response)
+
+    def quota_spent_for(self, response):
+        # x-sib-ratelimit-remaining reaches 0 at Brevo's per-second window with
+        # each request at the limit, and the reset comes in whole seconds: holding
+        # then would halve the rate, and the pace already spaces requests. Only a
+        # window that stays spent for longer (another app on the account, a longer
+        # window) holds every worker until it resets (docs/crm-api.md section 1).
+        if response.status_code == 429 or response.headers.get("x-sib-ratelimit-remaining") != "0":
+            return None
+        seconds = reset_seconds(response)
+        return seconds if seconds and seconds > 1 else None
 
     def credentials_rejected_message(self, response):
         return (
