@@ -1,60 +1,79 @@
 """Pacing requests to a CRM within its rate limit, across every worker and machine.
 
-Each CRM's next free request slot is kept in its CRMState row. Reserving n slots
-moves that time on by n intervals in one short transaction; the caller then waits
-for its own slots. This spreads requests evenly at the allowed rate, whatever the
-number of workers, at the cost of one small write per reservation.
+Each CRM's next free request slot is kept in its CRMState row. A request reserves
+its own slot just before it is sent, which moves that time on by one interval;
+the caller then sleeps until its slot. So requests are spread evenly a little
+below the allowed rate (backends.pacing.PACE_SHARE), whatever the number of
+workers, and a hold (the CRM said its quota is spent) moves every later request
+back, with nothing reserved ahead to waste. On PostgreSQL a reservation is one
+UPDATE ... RETURNING in autocommit: the row is locked for that statement only.
 """
 
-import threading
 import time
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from .backends.pacing import HeldUntil, pace_interval, wait_for_slot
 from .models import CRMState
+
+RESERVE_SQL = (
+    "UPDATE {table} SET next_request_at = GREATEST(COALESCE(next_request_at, %s), %s) + %s "
+    "WHERE crm = %s RETURNING next_request_at"
+)
 
 
 class SharedPacer:
     def __init__(self, crm, requests_per_second):
         self.crm = crm
-        self.interval = 1.0 / requests_per_second
-        self.lock = threading.Lock()
+        self.interval = pace_interval(requests_per_second)
+        self.held = HeldUntil()
 
     def reserve(self, count):
         """Reserve `count` consecutive request slots; return their start times as
         time.monotonic() values, in order."""
-        interval = timedelta(seconds=self.interval)
-        with self.lock, transaction.atomic():
-            CRMState.objects.bulk_create([CRMState(crm=self.crm)], ignore_conflicts=True)
-            state = CRMState.objects.select_for_update().only("next_request_at").get(crm=self.crm)
-            now = timezone.now()
-            first = max(state.next_request_at or now, now)
-            CRMState.objects.filter(pk=state.pk).update(next_request_at=first + interval * count)
+        now = timezone.now()
+        end = self._move_next_slot(now, timedelta(seconds=self.interval * count))
+        first = end - timedelta(seconds=self.interval * count)
         start = time.monotonic() + (first - now).total_seconds()
         return [start + i * self.interval for i in range(count)]
 
+    def _move_next_slot(self, now, span):
+        """Move the CRM's next free slot on by `span` from itself or `now`,
+        whichever is later; return where it now stands."""
+        if connection.vendor == "postgresql":
+            sql = RESERVE_SQL.format(table=CRMState._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [now, now, span, self.crm])
+                row = cursor.fetchone()
+                if row is None:  # the CRM's first request ever: its row is made once
+                    CRMState.objects.ensure(self.crm)
+                    cursor.execute(sql, [now, now, span, self.crm])
+                    row = cursor.fetchone()
+            return row[0]
+        # SQLite, the embedded single-worker database: the same in a transaction.
+        with transaction.atomic():
+            CRMState.objects.ensure(self.crm)
+            state = CRMState.objects.select_for_update().only("next_request_at").get(crm=self.crm)
+            first = max(state.next_request_at or now, now)
+            CRMState.objects.filter(pk=state.pk).update(next_request_at=first + span)
+        return first + span
+
     def wait(self):
-        """Reserve one slot and sleep until it."""
-        wait_until(self.reserve(1)[0])
+        """Reserve one slot and sleep until it (again after a hold that covers it)."""
+        wait_for_slot(self)
 
     def hold(self, seconds):
         """Start no new request for `seconds`, in any worker: the CRM said its
-        quota is spent. Slots already handed out are kept."""
+        quota is spent."""
+        self.held.extend(seconds)
         until = timezone.now() + timedelta(seconds=seconds)
-        with self.lock, transaction.atomic():
-            CRMState.objects.bulk_create([CRMState(crm=self.crm)], ignore_conflicts=True)
-            CRMState.objects.filter(crm=self.crm).filter(
-                Q(next_request_at__isnull=True) | Q(next_request_at__lt=until)
-            ).update(next_request_at=until)
-
-
-def wait_until(moment):
-    delay = moment - time.monotonic()
-    if delay > 0:
-        time.sleep(delay)
+        CRMState.objects.ensure(self.crm)
+        CRMState.objects.filter(crm=self.crm).filter(
+            Q(next_request_at__isnull=True) | Q(next_request_at__lt=until)
+        ).update(next_request_at=until)
 
 
 def share_pace(backend):

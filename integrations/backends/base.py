@@ -31,12 +31,20 @@ from ..exceptions import (
 )
 from .deadline import Deadline, DeadlineAdapter
 from .http import USER_AGENT, credentials_in_headers, retry_after_seconds, scrub_credentials, server_error_message
-from .pacing import LocalPacer, wait_until
+from .pacing import LocalPacer
 
 logger = logging.getLogger(__name__)
 
 # How long a CRM that rejected our credentials is paused: someone must fix them.
 AUTH_PAUSE_SECONDS = 900
+# A request refused with 429 is sent again this many times within its batch, each
+# after a hold of every worker (CRMBackend.request)...
+RATE_LIMIT_RETRIES = 3
+# ...for the wait the CRM asks, or this long when it names none...
+DEFAULT_RATE_LIMIT_HOLD_SECONDS = 1.0
+# ...as long as the wait is no longer than this: a longer one (an hourly or daily
+# quota) is not slept out inside a batch, whose lease would run out meanwhile.
+MAX_HELD_RETRY_SECONDS = 30.0
 # Contact fields under the lower-case names HubSpot's and Mautic's built-in
 # properties share.
 LOWER_CASE_FIELD_MAP = {
@@ -360,20 +368,22 @@ class CRMBackend:
 
     def push(self, items):
         """Push `items`, `contacts_per_request()` per request, `concurrency()`
-        requests at a time, each in its paced slot; return one Outcome per item.
+        requests at a time, each in a paced slot reserved just before it is sent;
+        return one Outcome per item.
 
-        A rate limit stops the requests not yet sent (their contacts wait); a
-        CRMUnavailable stops them too and is raised for the whole batch."""
+        A 429 costs one request: it is held and sent again (see request()). Only a
+        request whose rate-limit retries are spent makes its contacts wait, and
+        with them the requests not yet sent; a CRMUnavailable stops them too and
+        is raised for the whole batch."""
         upserts = [item for item in items if not item.is_removal]
         # A removal or erasure is one request per contact, in every CRM.
         chunks = self.chunks(upserts) + [[item] for item in items if item.is_removal]
-        slots = self.pacer.reserve(len(chunks))
         halt = _Halt()
         if self.concurrency() <= 1 or len(chunks) <= 1:
-            results = [self._push_chunk(chunk, slot, halt) for chunk, slot in zip(chunks, slots)]
+            results = [self._push_chunk(chunk, halt) for chunk in chunks]
         else:
             with ThreadPoolExecutor(max_workers=self.concurrency(), thread_name_prefix=self.name) as pool:
-                results = list(pool.map(self._push_chunk, chunks, slots, [halt] * len(chunks)))
+                results = list(pool.map(self._push_chunk, chunks, [halt] * len(chunks)))
         if halt.error:
             raise halt.error
         outcomes = [outcome for outcomes in results for outcome in outcomes]
@@ -389,15 +399,13 @@ class CRMBackend:
         size = self.contacts_per_request() or len(items)
         return [items[start : start + size] for start in range(0, len(items), size)]
 
-    def _push_chunk(self, chunk, slot, halt):
-        if not halt.waiting and not halt.error:
-            wait_until(slot)
+    def _push_chunk(self, chunk, halt):
         if halt.waiting:
             return waiting_outcomes(chunk, halt.waiting)
         if halt.error:
             return []
         try:
-            outcomes = self.send_and_judge(chunk)
+            outcomes = self.send_in_slot(chunk)
         except CRMUnavailable as exc:
             halt.error = exc
             return []
@@ -472,7 +480,7 @@ class CRMBackend:
         return first + self.send_in_slot(chunk[middle:])
 
     def send_in_slot(self, chunk):
-        """send_and_judge in a new paced slot: a request the flow had not planned."""
+        """send_and_judge in a paced slot of its own."""
         self.pacer.wait()
         return self.send_and_judge(chunk)
 
@@ -553,7 +561,24 @@ class CRMBackend:
     def request(self, method, path, **kwargs):
         """Send one request within the total deadline `timeout`; transport failures
         become RetryableError. The message names the CRM and the failure, never a URL
-        with credentials or a header."""
+        with credentials or a header.
+
+        The caller has waited for the request's slot. A 429 costs that one
+        request: every worker is held for the wait the CRM asks, and it is sent
+        again in a new slot, up to RATE_LIMIT_RETRIES times while that wait is
+        short enough to spend inside a batch (rate_limit_hold). The last answer
+        is returned either way; classify() turns a 429 into RateLimited."""
+        response = self._send_once(method, path, kwargs)
+        for _ in range(RATE_LIMIT_RETRIES):
+            seconds = self.rate_limit_hold(response)
+            if seconds is None:
+                break
+            self.pacer.hold(seconds)
+            self.pacer.wait()
+            response = self._send_once(method, path, kwargs)
+        return response
+
+    def _send_once(self, method, path, kwargs):
         if self.stop_sending.is_set():
             raise RetryableError(
                 "Not sent to %s: this worker lost its hold on the batch; another worker will push it."
@@ -564,7 +589,8 @@ class CRMBackend:
         response = self._send_within_deadline(method, path, kwargs)
         scrub_credentials(response, self.credentials_sent(response.request))
         quota_wait = self.quota_spent_for(response)
-        if quota_wait:
+        # A longer one is not slept out in a batch: the next request's 429 pauses the CRM.
+        if quota_wait and quota_wait <= MAX_HELD_RETRY_SECONDS:
             self.pacer.hold(quota_wait)
         logger.debug(
             "crm=%s %s %s -> %s in %.0f ms",
@@ -575,6 +601,17 @@ class CRMBackend:
             (time.monotonic() - started) * 1000,
         )
         return response
+
+    def rate_limit_hold(self, response):
+        """Seconds to hold every worker before a refused request is sent again, or
+        None when it is not sent again: not a 429, or a wait longer than
+        MAX_HELD_RETRY_SECONDS (an hourly or daily quota: its contacts wait and
+        the engine pauses the CRM)."""
+        if response.status_code != 429:
+            return None
+        seconds = self.rate_limit_wait(response)
+        seconds = DEFAULT_RATE_LIMIT_HOLD_SECONDS if seconds is None else seconds
+        return seconds if seconds <= MAX_HELD_RETRY_SECONDS else None
 
     def _send_within_deadline(self, method, path, kwargs):
         deadline = Deadline(self.timeout)

@@ -89,6 +89,15 @@ def crm_api():
         yield mock
 
 
+@pytest.fixture
+def no_pacing_sleep(monkeypatch):
+    """The pacers' sleeps are skipped, and the moments they would sleep until
+    (time.monotonic() values) listed, so that a hold of seconds costs a test none."""
+    slept_until = []
+    monkeypatch.setattr("integrations.backends.pacing.wait_until", slept_until.append)
+    return slept_until
+
+
 def sent_json(call):
     import json
 

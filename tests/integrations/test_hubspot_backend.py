@@ -9,7 +9,7 @@ import pytest
 import responses
 
 from contacts.models import Contact
-from integrations.backends.base import OutcomeKind
+from integrations.backends.base import RATE_LIMIT_RETRIES, OutcomeKind
 from integrations.backends.hubspot import HubSpotBackend
 from integrations.exceptions import CRMUnavailable, InvalidContact
 from integrations.ratelimit import share_pace
@@ -189,7 +189,7 @@ class TestPush:
         ]
         assert outcomes[1].message == "HubSpot refused it: Property value too long"
 
-    def test_ten_secondly_rate_limit_waits_the_window(self, hubspot, crm_api):
+    def test_ten_secondly_rate_limit_waits_the_window(self, hubspot, crm_api, no_pacing_sleep):
         crm_api.post(
             UPSERT,
             status=429,
@@ -205,7 +205,7 @@ class TestPush:
         assert {(o.kind, o.retry_after) for o in outcomes} == {(OutcomeKind.WAIT, 10.0)}
         assert "ten_secondly_rolling" in outcomes[0].message
 
-    def test_retry_after_wins_and_daily_limit_waits_for_the_next_day(self, hubspot, crm_api):
+    def test_retry_after_wins_and_daily_limit_waits_for_the_next_day(self, hubspot, crm_api, no_pacing_sleep):
         crm_api.post(UPSERT, status=429, headers={"Retry-After": "3"}, json={"policyName": "TEN_SECONDLY_ROLLING"})
         person = contacts(1)
         assert push(hubspot, person)[0].retry_after == 3.0
@@ -218,10 +218,11 @@ class TestPush:
         wait = HubSpotBackend().push([make_item(person[0], HubSpotBackend())])[0].retry_after
         assert 0 < wait <= 24 * 3600
 
-    def test_rate_limit_holds_back_the_later_chunks(self, hubspot, crm_api):
+    def test_rate_limit_holds_back_the_later_chunks(self, hubspot, crm_api, no_pacing_sleep):
         crm_api.post(UPSERT, status=429, json={"policyName": "TEN_SECONDLY_ROLLING"})
         outcomes = push(hubspot, contacts(150))
-        assert len(crm_api.calls) == 1
+        # The first chunk's request is sent again after each hold; the second is not sent.
+        assert len(crm_api.calls) == 1 + RATE_LIMIT_RETRIES
         assert {o.kind for o in outcomes} == {OutcomeKind.WAIT}
 
     @pytest.mark.parametrize("status", [500, 502, 504])
