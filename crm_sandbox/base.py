@@ -103,52 +103,106 @@ def route(method, pattern):
     return mark
 
 
-class Limit:
-    """At most `requests` per `seconds`: a token bucket refilled continuously (Brevo),
-    or with rolling=True a rolling window (HubSpot's TEN_SECONDLY_ROLLING)."""
+# The limiter models a Limit can follow (what "N requests per T seconds" means):
+FIXED_WINDOW = "fixed"  # N per window of T s, the windows back to back (counts reset at each boundary)
+SLIDING_WINDOW = "sliding"  # at most N in ANY T s (HubSpot's TEN_SECONDLY_ROLLING)
+TOKEN_BUCKET = "bucket"  # a bucket of N tokens refilled continuously at N / T a second
+LIMITER_MODELS = (FIXED_WINDOW, SLIDING_WINDOW, TOKEN_BUCKET)
 
-    def __init__(self, requests, seconds, rolling=False):
-        self.requests, self.seconds, self.rolling = requests, seconds, rolling
-        self.tokens, self.updated = float(requests), time.monotonic()
-        self.stamps = deque()
+
+class Limit:
+    """At most `requests` per `seconds` under one of LIMITER_MODELS: a token
+    bucket by default (Brevo), a sliding window with rolling=True (HubSpot).
+    Every method takes `now` (time.monotonic() when None), so tests can drive it
+    with a clock of their own."""
+
+    def __init__(self, requests, seconds, rolling=False, model=None):
+        self.requests, self.seconds = requests, seconds
+        self.model = model or (SLIDING_WINDOW if rolling else TOKEN_BUCKET)
+        if self.model not in LIMITER_MODELS:
+            raise ValueError("model must be one of %s" % ", ".join(LIMITER_MODELS))
+        self.tokens, self.updated = float(requests), None
+        self.stamps = deque()  # sliding window: when each request in it was let through
+        self.window, self.count = None, 0  # fixed window: which window, and its count
+
+    @property
+    def rolling(self):
+        return self.model == SLIDING_WINDOW
 
     def _catch_up(self, now):
-        if self.rolling:
+        if self.model == SLIDING_WINDOW:
             while self.stamps and self.stamps[0] <= now - self.seconds:
                 self.stamps.popleft()
+        elif self.model == FIXED_WINDOW:
+            window = math.floor(now / self.seconds)
+            if window != self.window:
+                self.window, self.count = window, 0
         else:
-            self.tokens = min(self.requests, self.tokens + (now - self.updated) * self.requests / self.seconds)
+            elapsed = 0.0 if self.updated is None else now - self.updated
+            self.tokens = min(self.requests, self.tokens + elapsed * self.requests / self.seconds)
             self.updated = now
 
     def wait(self, now=None):
         """Seconds until one more request is allowed; 0 when it is now."""
-        now = time.monotonic() if now is None else now
+        now = _now(now)
         self._catch_up(now)
-        if self.rolling:
+        if self.model == SLIDING_WINDOW:
             over = len(self.stamps) - self.requests
             return 0.0 if over < 0 else self.stamps[over] + self.seconds - now
+        if self.model == FIXED_WINDOW:
+            return 0.0 if self.count < self.requests else self._window_end() - now
         return 0.0 if self.tokens >= 1 else (1 - self.tokens) * self.seconds / self.requests
 
     def take(self, now=None):
-        now = time.monotonic() if now is None else now
+        now = _now(now)
         self._catch_up(now)
-        if self.rolling:
+        if self.model == SLIDING_WINDOW:
             self.stamps.append(now)
+        elif self.model == FIXED_WINDOW:
+            self.count += 1
         else:
             self.tokens -= 1
 
     def remaining(self, now=None):
-        now = time.monotonic() if now is None else now
+        now = _now(now)
         self._catch_up(now)
-        return max(0, self.requests - len(self.stamps)) if self.rolling else max(0, int(self.tokens))
+        if self.model == SLIDING_WINDOW:
+            return max(0, self.requests - len(self.stamps))
+        if self.model == FIXED_WINDOW:
+            return max(0, self.requests - self.count)
+        return max(0, int(self.tokens))
+
+    def reset_in(self, now=None):
+        """Seconds until the limit "resets", as a rate-limit header says it: the
+        end of the current window (fixed), until the oldest request in the window
+        leaves it (sliding), until the bucket is full again (bucket)."""
+        now = _now(now)
+        self._catch_up(now)
+        if self.model == SLIDING_WINDOW:
+            return self.stamps[0] + self.seconds - now if self.stamps else 0.0
+        if self.model == FIXED_WINDOW:
+            return self._window_end() - now
+        return (self.requests - self.tokens) * self.seconds / self.requests
 
     def until_full(self, now=None):
         """Seconds until the whole allowance is back."""
-        now = time.monotonic() if now is None else now
+        now = _now(now)
         self._catch_up(now)
-        if self.rolling:
+        if self.model == SLIDING_WINDOW:
             return self.stamps[-1] + self.seconds - now if self.stamps else 0.0
+        if self.model == FIXED_WINDOW:
+            return 0.0 if self.count == 0 else self._window_end() - now
         return (self.requests - self.tokens) * self.seconds / self.requests
+
+    def _window_end(self):
+        return (self.window + 1) * self.seconds
+
+    def view(self):
+        return {"requests": self.requests, "seconds": self.seconds, "model": self.model}
+
+
+def _now(now):
+    return time.monotonic() if now is None else now
 
 
 class DailyQuota:
@@ -175,6 +229,9 @@ class DailyQuota:
     def remaining(self, now=None):
         self._catch_up()
         return max(0, self.requests - self.used)
+
+    def reset_in(self, now=None):
+        return self.until_full(now)
 
     def until_full(self, now=None):
         current = datetime.now(UTC)
@@ -262,6 +319,16 @@ class Emulator:
 
     def make_primary_limit(self, requests, seconds):
         return Limit(requests, seconds)
+
+    def set_limiter_model(self, model):
+        """Enforce the main limit, its numbers unchanged, under another of
+        LIMITER_MODELS; False when this CRM has no main limit in force."""
+        with self.lock:
+            current = self.limits.get(self.primary_limit) if self.primary_limit else None
+            if current is None:
+                return False
+            self.limits[self.primary_limit] = Limit(current.requests, current.seconds, model=model)
+            return True
 
     def check_settings(self, settings):
         """None when these new setting values make sense, else why not."""

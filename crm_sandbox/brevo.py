@@ -170,7 +170,7 @@ class BrevoEmulator(BrevoImports, Emulator):
         return {
             "x-sib-ratelimit-limit": str(limit.requests),
             "x-sib-ratelimit-remaining": str(remaining),
-            "x-sib-ratelimit-reset": str(whole_seconds(wait or limit.until_full())),
+            "x-sib-ratelimit-reset": str(whole_seconds(wait or limit.reset_in())),
         }
 
     def rate_limited(self, request, name, limit, wait):

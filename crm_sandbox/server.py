@@ -9,11 +9,15 @@ Each emulator answers under its name, where the CRM's API root would be:
     GET  /_sandbox/<crm>/contacts   what the CRM holds, as its own GET shows it
     GET  /_sandbox/<crm>/requests   every API request it received, with its status
     GET  /_sandbox/<crm>/faults     the faults in force
-    POST /_sandbox/<crm>/faults     {latency_ms, error_rate, timeout_rate, timeout_seconds,
+    POST /_sandbox/<crm>/faults     {latency_ms, jitter_ms (0 to this much more latency, at random),
+                                     error_rate, timeout_rate, timeout_seconds,
                                      slow_body, slow_headers (seconds per byte; 0: off),
                                      down (true: close every connection unanswered),
-                                     rate_limit: {"requests": N, "seconds": S} | null,
+                                     rate_limit: {"requests": N, "seconds": S, "model": M} | null,
+                                     limiter: M (the main limit's model, its numbers kept),
                                      rate_limit_burst: {"seconds": T, "after": A, "every": E} | null}
+                                    M is one of crm_sandbox.base.LIMITER_MODELS: "fixed" (window),
+                                    "sliding" (window) or "bucket" (token bucket).
     GET  /_sandbox/<crm>/settings   the emulator's settings (each emulator's SETTINGS)
     POST /_sandbox/<crm>/settings   change some of them
     POST /_sandbox/reset            forget everything, back to the start-up options
@@ -30,13 +34,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 from . import EMULATOR_CLASSES
-from .base import Limit, Request, Response, json_response
+from .base import LIMITER_MODELS, Limit, Request, Response, json_response
 
 logger = logging.getLogger(__name__)
 
 REQUEST_LOG_LIMIT = 500_000
 FAULT_FIELDS = {
     "latency_ms": float,
+    "jitter_ms": float,
     "error_rate": float,
     "timeout_rate": float,
     "timeout_seconds": float,
@@ -50,6 +55,7 @@ BURST_SHAPE = 'rate_limit_burst must be {"seconds": T, "after": A, "every": E} (
 @dataclass
 class SandboxOptions:
     latency_ms: float = 0
+    jitter_ms: float = 0
     error_rate: float = 0.0
     timeout_rate: float = 0.0
     timeout_seconds: float = 30.0
@@ -59,12 +65,18 @@ class SandboxOptions:
     rate_limits: dict = field(default_factory=dict)
     # False: no rate limit at all unless rate_limits sets one.
     real_rate_limits: bool = True
+    # crm name -> one of LIMITER_MODELS: how that CRM's main limit is enforced
+    # (default: what the vendor documents, the emulator's own choice).
+    limiters: dict = field(default_factory=dict)
     seed: int = None
 
 
 @dataclass
 class Faults:
     latency_ms: float = 0
+    # Up to this much more latency, drawn at random for each request, before the
+    # CRM counts it against its rate limit: the jitter a real network adds.
+    jitter_ms: float = 0
     error_rate: float = 0.0
     timeout_rate: float = 0.0
     timeout_seconds: float = 30.0
@@ -82,7 +94,7 @@ class FaultError(ValueError):
 
 def checked_faults(body):
     """The fault fields of a /faults body, converted and range-checked."""
-    unknown = sorted(set(body) - set(FAULT_FIELDS) - set(SWITCHES) - {"rate_limit", "rate_limit_burst"})
+    unknown = sorted(set(body) - set(FAULT_FIELDS) - set(SWITCHES) - {"rate_limit", "rate_limit_burst", "limiter"})
     if unknown:
         raise FaultError("Unknown fault fields: %s" % ", ".join(unknown))
     values = {}
@@ -167,16 +179,24 @@ def burst_response(emulator, request, wait):
 
 
 def checked_rate_limit(limit):
-    """(requests, seconds) from {"requests": N, "seconds": S}, or (None, None) for null."""
+    """(requests, seconds, model or None) from {"requests": N, "seconds": S, "model": M},
+    or (None, None, None) for null."""
     if limit is None:
-        return None, None
+        return None, None, None
     try:
         requests, seconds = int(limit["requests"]), float(limit["seconds"])
     except (TypeError, KeyError, ValueError):
         raise FaultError('rate_limit must be {"requests": N, "seconds": S} or null.') from None
     if requests < 1 or seconds <= 0:
         raise FaultError("rate_limit needs requests of 1 or more and seconds above 0.")
-    return requests, seconds
+    return requests, seconds, checked_model(limit.get("model"))
+
+
+def checked_model(model):
+    """A limiter model name, or None for none given."""
+    if model is not None and model not in LIMITER_MODELS:
+        raise FaultError("The limiter model must be one of %s." % ", ".join(LIMITER_MODELS))
+    return model
 
 
 class Sandbox:
@@ -186,9 +206,12 @@ class Sandbox:
         self.options = options
         self.rng, self.rng_lock = random.Random(options.seed), threading.Lock()
         self.emulators = {cls.name: cls(self.rng, self.rng_lock) for cls in EMULATOR_CLASSES}
-        unknown = sorted(set(options.rate_limits) - set(self.emulators))
-        if unknown:
-            raise ValueError("rate_limits names CRMs the sandbox does not emulate: %s" % ", ".join(unknown))
+        for name in ("rate_limits", "limiters"):
+            unknown = sorted(set(getattr(options, name)) - set(self.emulators))
+            if unknown:
+                raise ValueError("%s names CRMs the sandbox does not emulate: %s" % (name, ", ".join(unknown)))
+        # Its own dice, so that jitter leaves the seeded fault draws as they were.
+        self.jitter_rng = random.Random(options.seed)
         self.log_lock = threading.Lock()
         self.faults, self.bursts, self.logs = {}, {}, {}
         self.reset()
@@ -201,8 +224,11 @@ class Sandbox:
                 emulator.set_primary_limit(None, None)
             if name in options.rate_limits:
                 emulator.set_primary_limit(*options.rate_limits[name])
+            if name in options.limiters:
+                emulator.set_limiter_model(options.limiters[name])
             self.faults[name] = Faults(
                 options.latency_ms,
+                options.jitter_ms,
                 options.error_rate,
                 options.timeout_rate,
                 options.timeout_seconds,
@@ -225,8 +251,10 @@ class Sandbox:
         return response
 
     def _with_faults(self, emulator, faults, burst, request):
-        if faults.latency_ms:
-            time.sleep(faults.latency_ms / 1000)
+        if faults.latency_ms or faults.jitter_ms:
+            with self.rng_lock:
+                jitter = self.jitter_rng.uniform(0, faults.jitter_ms)
+            time.sleep((faults.latency_ms + jitter) / 1000)
         wait = burst.wait() if burst else 0.0
         if wait:
             return burst_response(emulator, request, wait)
@@ -290,16 +318,30 @@ class Sandbox:
         try:
             values = checked_faults(body)
             limit = checked_rate_limit(body["rate_limit"]) if "rate_limit" in body else None
+            model = checked_model(body.get("limiter")) or (limit[2] if limit else None)
             burst = checked_burst(body["rate_limit_burst"]) if "rate_limit_burst" in body else None
+            if model and not self._has_main_limit(crm, limit):
+                raise FaultError("%s has no rate limit in force to enforce as %r." % (crm, model))
         except FaultError as exc:
             return json_response(400, {"message": str(exc)})
+        emulator = self.emulators[crm]
         for name, value in values.items():
             setattr(self.faults[crm], name, value)
         if "rate_limit_burst" in body:
             self.bursts[crm] = burst
         if limit is not None:
-            self.emulators[crm].set_primary_limit(*limit)
+            emulator.set_primary_limit(*limit[:2])
+        if model:
+            emulator.set_limiter_model(model)
         return json_response(200, self._faults_view(crm))
+
+    def _has_main_limit(self, crm, new_limit):
+        """Whether the CRM's main limit is in force, or `new_limit` (from
+        checked_rate_limit) puts one in force."""
+        emulator = self.emulators[crm]
+        if not emulator.primary_limit:
+            return False
+        return bool(new_limit and new_limit[0]) or emulator.limits.get(emulator.primary_limit) is not None
 
     def _faults_view(self, crm):
         emulator = self.emulators[crm]
@@ -307,8 +349,14 @@ class Sandbox:
             limits = {
                 name: {"requests": limit.requests, "seconds": limit.seconds} for name, limit in emulator.limits.items()
             }
+            main = emulator.limits.get(emulator.primary_limit) if emulator.primary_limit else None
         burst = self.bursts[crm]
-        return {**asdict(self.faults[crm]), "rate_limits": limits, "rate_limit_burst": burst and burst.view()}
+        return {
+            **asdict(self.faults[crm]),
+            "rate_limits": limits,
+            "limiter": getattr(main, "model", None),
+            "rate_limit_burst": burst and burst.view(),
+        }
 
     def _send_event(self, crm, body):
         """POST /_sandbox/<crm>/events {"kind": ..., "id"/"email": ..., ...}: the CRM

@@ -5,6 +5,7 @@ import threading
 from django.core.management.base import BaseCommand, CommandError
 
 from crm_sandbox import EMULATOR_CLASSES
+from crm_sandbox.base import LIMITER_MODELS
 from crm_sandbox.server import SandboxOptions, SandboxServer
 
 RATE_LIMIT = re.compile(r"^(?P<crm>[\w-]+)=(?P<requests>\d+)/(?P<seconds>\d+(?:\.\d+)?)$")
@@ -22,6 +23,18 @@ def parse_rate_limit(spec):
     return match["crm"], (int(match["requests"]), float(match["seconds"]))
 
 
+def parse_limiter(spec):
+    """ "brevo=sliding" -> ("brevo", "sliding"); CommandError when it is not that."""
+    known = sorted(cls.name for cls in EMULATOR_CLASSES if cls.primary_limit)
+    crm, _, model = spec.partition("=")
+    if crm not in known or model not in LIMITER_MODELS:
+        raise CommandError(
+            "--limiter %r: expected CRM=MODEL with CRM one of %s and MODEL one of %s, e.g. brevo=sliding."
+            % (spec, ", ".join(known), ", ".join(LIMITER_MODELS))
+        )
+    return crm, model
+
+
 class Command(BaseCommand):
     help = (
         "Serve a local emulator of every CRM's API on one port (/brevo/v3/..., /hubspot/crm/..., and "
@@ -37,6 +50,12 @@ class Command(BaseCommand):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8025, help="0 picks a free port.")
         parser.add_argument("--latency-ms", type=float, default=0, help="Added to every CRM API request.")
+        parser.add_argument(
+            "--jitter-ms",
+            type=float,
+            default=0,
+            help="Up to this much more latency per request, at random, before the rate limit counts it.",
+        )
         parser.add_argument(
             "--error-rate", type=float, default=0.0, help="Share of requests answered with a 5xx (0 to 1)."
         )
@@ -69,6 +88,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--no-rate-limits", action="store_true", help="No rate limit, except those --rate-limit sets."
         )
+        parser.add_argument(
+            "--limiter",
+            action="append",
+            default=[],
+            metavar="CRM=MODEL",
+            help="How a CRM's main rate limit is enforced: fixed (window), sliding (at most N in any window) or "
+            "bucket (token bucket), e.g. brevo=sliding; repeat for several CRMs. Default: what the vendor documents "
+            "(Brevo bucket, HubSpot sliding).",
+        )
         parser.add_argument("--seed", type=int, help="Seed the fault dice, for repeatable runs.")
 
     def handle(self, *args, **options):
@@ -99,11 +127,12 @@ class Command(BaseCommand):
         for name in ("error_rate", "timeout_rate"):
             if not 0 <= options[name] <= 1:
                 raise CommandError("--%s must be between 0 and 1." % name.replace("_", "-"))
-        for name in ("latency_ms", "timeout_seconds", "slow_body", "slow_headers"):
+        for name in ("latency_ms", "jitter_ms", "timeout_seconds", "slow_body", "slow_headers"):
             if options[name] < 0:
                 raise CommandError("--%s must be 0 or more." % name.replace("_", "-"))
         return SandboxOptions(
             latency_ms=options["latency_ms"],
+            jitter_ms=options["jitter_ms"],
             error_rate=options["error_rate"],
             timeout_rate=options["timeout_rate"],
             timeout_seconds=options["timeout_seconds"],
@@ -111,6 +140,7 @@ class Command(BaseCommand):
             slow_headers=options["slow_headers"],
             rate_limits=dict(parse_rate_limit(spec) for spec in options["rate_limit"]),
             real_rate_limits=not options["no_rate_limits"],
+            limiters=dict(parse_limiter(spec) for spec in options["limiter"]),
             seed=options["seed"],
         )
 
