@@ -78,7 +78,8 @@ class BrevoImport:
         importable = [item for item in fresh if suits_import(item)]
         if not self.backend.import_batch_size() or len(importable) < self.backend.import_threshold():
             importable = []
-        single = [item for item in fresh if item not in importable]
+        chosen = {item.key for item in importable}
+        single = [item for item in fresh if item.key not in chosen]
         outcomes = []
         processes = list(followed)
         for chunk in self.chunks(importable):
