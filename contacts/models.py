@@ -61,6 +61,13 @@ class Contact(models.Model):
             # whatever path (ORM, bulk insert, raw SQL) wrote the row.
             models.CheckConstraint(condition=models.Q(email=Lower("email")), name="contact_email_lowercase"),
         ]
+        indexes = [
+            # The drift sweep reads the contacts changed since its last run
+            # (integrations.resync), in this order. updated_at moves on every change,
+            # QuerySet.update and raw SQL included: a database trigger (migration
+            # 0014) sets it when the statement did not.
+            models.Index(fields=["updated_at", "id"], name="contact_changed"),
+        ]
         permissions = [("erase_contact", _("Can erase contacts from every CRM (GDPR)"))]
 
     def __str__(self):
@@ -396,6 +403,25 @@ class SyncAttempt(models.Model):
             self.attempted_at,
             self.outcome,
         )
+
+
+class DriftSweep(models.Model):
+    """How far the drift sweep of one CRM has read (integrations.resync): the next
+    sweep compares only the contacts changed since `changed_since`, unless what
+    shapes the CRM's payloads besides the contact (`payload_fingerprint`: field map,
+    lists, defaults) changed, in which case it compares every Complete row."""
+
+    crm = models.CharField(_("CRM"), max_length=32, unique=True, validators=[validate_crm_name])
+    changed_since = models.DateTimeField(_("contacts changed since"))
+    payload_fingerprint = models.CharField(_("payload fingerprint"), max_length=64)
+    swept_at = models.DateTimeField(_("swept at"))
+
+    class Meta:
+        verbose_name = _("drift sweep")
+        verbose_name_plural = _("drift sweeps")
+
+    def __str__(self):
+        return "%s: contacts changed since %s" % (verbose_crm_name(self.crm), self.changed_since)
 
 
 class ErasureStatus(models.TextChoices):
