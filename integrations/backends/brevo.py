@@ -1,8 +1,9 @@
-"""Brevo (formerly Sendinblue): one contact per request.
+"""Brevo (formerly Sendinblue): one contact per request, or many through its import.
 
 Brevo has no batch create: /contacts/batch only updates existing contacts and
-/contacts/import answers with no per-contact result (docs/crm-api.md, section 1,
-"Other contact endpoints the emulator serves"). So each contact is one request,
+/contacts/import answers with no per-contact result; from BREVO_IMPORT_THRESHOLD new
+contacts due the import is used anyway, and each outcome established afterwards
+(brevo_import.py; docs/crm-api.md, section 1, "Bulk import"). Otherwise each contact is one request,
 sent concurrently and paced within the contacts endpoints' rate limit shared by
 every worker: a contact Brevo gave an id is updated by that id (PUT, so an email
 change updates the same record), one without is created or updated by email (POST
