@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('contacts', '0012_import_job'),
+        ("contacts", "0012_import_job"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='contactsync',
-            name='crm_process_id',
-            field=models.CharField(blank=True, max_length=100, verbose_name='CRM import process'),
+            model_name="contactsync",
+            name="crm_process_id",
+            field=models.CharField(blank=True, max_length=100, verbose_name="CRM import process"),
         ),
     ]
