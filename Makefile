@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # Development defaults; the environment or .env wins.
 export DEBUG ?= true
 
-.PHONY: run test test-fast lint format install migrate superuser bench-select clean
+.PHONY: run test test-fast lint format install migrate superuser bench-select clean container-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The Dockerfile and docker-compose.yml built and run with podman (web, three workers,
+# the sandbox), checked, and taken down again; see bin/container-test. Needs root and
+# ../shared/tools/container beside the repository. About 3 minutes once the base images exist.
+container-test:
+	bin/container-test
 
 bench-select: migrate
 	$(BIN)/python bench/select_100k.py
