@@ -34,10 +34,11 @@ class SharedPacer:
     def reserve(self, count):
         """Reserve `count` consecutive request slots; return their start times as
         time.monotonic() values, in order."""
-        now = timezone.now()
+        # Both clocks read together: the slot is `now` plus what the database says.
+        moment, now = time.monotonic(), timezone.now()
         end = self._move_next_slot(now, timedelta(seconds=self.interval * count))
         first = end - timedelta(seconds=self.interval * count)
-        start = time.monotonic() + (first - now).total_seconds()
+        start = moment + (first - now).total_seconds()
         return [start + i * self.interval for i in range(count)]
 
     def _move_next_slot(self, now, span):
