@@ -77,6 +77,10 @@ class Command(BaseCommand):
             metavar="SECONDS",
             help="Send each answer's status line, then its headers one byte per SECONDS.",
         )
+        self.add_rate_limit_arguments(parser)
+        parser.add_argument("--seed", type=int, help="Seed the fault dice, for repeatable runs.")
+
+    def add_rate_limit_arguments(self, parser):
         parser.add_argument(
             "--rate-limit",
             action="append",
@@ -97,7 +101,6 @@ class Command(BaseCommand):
             "bucket (token bucket), e.g. brevo=sliding; repeat for several CRMs. Default: what the vendor documents "
             "(Brevo bucket, HubSpot sliding).",
         )
-        parser.add_argument("--seed", type=int, help="Seed the fault dice, for repeatable runs.")
 
     def handle(self, *args, **options):
         sandbox_options = self.sandbox_options(options)
