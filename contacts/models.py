@@ -253,7 +253,15 @@ class ContactSync(models.Model):
     # an erasure for it is still to be delivered: the row keeps what the engine
     # needs (the CRM's id) and goes when the CRM confirms. See selection.detach_removals.
     contact = models.ForeignKey(
-        Contact, on_delete=models.CASCADE, null=True, blank=True, related_name="syncs", verbose_name=_("contact")
+        Contact,
+        on_delete=models.CASCADE,
+        null=True,
+        blank=True,
+        related_name="syncs",
+        verbose_name=_("contact"),
+        # Found through contactsync_unique_contact_crm (contact first): an index of
+        # its own would be one more to write on every status change (see Meta).
+        db_index=False,
     )
     crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
     operation = models.CharField(
@@ -296,7 +304,13 @@ class ContactSync(models.Model):
     opted_out_at = models.DateTimeField(_("opted out at"), null=True, blank=True)
     # The erasure this row delivers (operation erase), whose proof it writes to.
     erasure = models.ForeignKey(
-        "Erasure", on_delete=models.SET_NULL, null=True, blank=True, related_name="syncs", verbose_name=_("erasure")
+        "Erasure",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="syncs",
+        verbose_name=_("erasure"),
+        db_index=False,  # contactsync_erasure holds only the rows that have one
     )
     # Set while Processing by a staff decision or a change to the contact; the
     # record step applies it, so nothing decided mid-push is lost.
@@ -321,6 +335,10 @@ class ContactSync(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["contact", "crm"], name="contactsync_unique_contact_crm"),
         ]
+        # Every status change (claim, record, selection) writes a new version of the
+        # row into every index below, because the status columns are indexed (no
+        # HOT update): at a million rows each index is a cold page per row, so
+        # there are no more of them than the questions asked need (bench/claim.py).
         indexes = [
             # The claim query reads due rows for one CRM; only queued rows are due,
             # so the index stays small however many rows are complete.
@@ -345,6 +363,8 @@ class ContactSync(models.Model):
                 condition=~models.Q(external_id=""),
                 name="contactsync_external_id",
             ),
+            # The rows delivering an erasure, among the few that have one.
+            models.Index(fields=["erasure"], condition=models.Q(erasure__isnull=False), name="contactsync_erasure"),
             # The dashboard's top errors: rows with an error are few.
             models.Index(
                 fields=["crm", "updated_at"],

@@ -1,4 +1,10 @@
-"""The drift sweep reads only the contacts changed since its last run.
+"""The drift sweep reads only the contacts changed since its last run, and every
+status change of a ContactSync writes two index entries fewer.
+
+ContactSync: the index Django gives the contact foreign key goes (the unique
+constraint on (contact, crm) finds rows by contact), and the erasure foreign key's
+index holds only the rows that have one. Each status change is a non-HOT update
+that writes every index of the row; at a million rows each is a cold page.
 
 Contact.updated_at is auto_now, which only Model.save() honours: QuerySet.update,
 raw SQL and other programs leave it as it was, and those are the changes the sweep
@@ -7,6 +13,9 @@ moves on every change whatever wrote it. A statement that sets updated_at itself
 (save(), bulk_update with it) keeps the value it wrote.
 """
 
+import importlib
+
+import django.db.models.deletion
 from django.db import migrations, models
 
 import integrations.registry
@@ -46,6 +55,11 @@ def _run(schema_editor, statements):
     sql = statements.get(schema_editor.connection.vendor)
     if sql:
         schema_editor.execute(sql.strip(), params=None)
+
+
+# 0007 says it: an AlterField of the contact foreign key may recreate its
+# constraint without ON DELETE CASCADE; set it again (it is idempotent).
+_on_delete = importlib.import_module("contacts.migrations.0007_contact_delete_cascades_in_database")
 
 
 def create_trigger(apps, schema_editor):
@@ -89,4 +103,37 @@ class Migration(migrations.Migration):
             index=models.Index(fields=["updated_at", "id"], name="contact_changed"),
         ),
         migrations.RunPython(create_trigger, drop_trigger, elidable=False),
+        migrations.AlterField(
+            model_name="contactsync",
+            name="contact",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="syncs",
+                to="contacts.contact",
+                verbose_name="contact",
+            ),
+        ),
+        migrations.AlterField(
+            model_name="contactsync",
+            name="erasure",
+            field=models.ForeignKey(
+                blank=True,
+                db_index=False,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="syncs",
+                to="contacts.erasure",
+                verbose_name="erasure",
+            ),
+        ),
+        migrations.RunPython(_on_delete.cascade, _on_delete.cascade, elidable=False),
+        migrations.AddIndex(
+            model_name="contactsync",
+            index=models.Index(
+                condition=models.Q(("erasure__isnull", False)), fields=["erasure"], name="contactsync_erasure"
+            ),
+        ),
     ]
