@@ -119,9 +119,7 @@ class TestTheSweepReadsWhatChanged:
         assert resync.requeue_drifted("scripted") == {"scripted": 0}
         assert read == [contact.pk]
 
-    def test_a_change_within_the_overlap_is_read_again_by_the_next_sweep_and_queued_once(
-        self, synced_long_ago, read
-    ):
+    def test_a_change_within_the_overlap_is_read_again_by_the_next_sweep_and_queued_once(self, synced_long_ago, read):
         contact = synced_long_ago[0]
         Contact.objects.filter(pk=contact.pk).update(first_name="Bulk")
         assert resync.requeue_drifted("scripted") == {"scripted": 1}
