@@ -6,13 +6,15 @@ the caller then sleeps until its slot. So requests are spread evenly a little
 below the allowed rate (backends.pacing.PACE_SHARE), whatever the number of
 workers, and a hold (the CRM said its quota is spent) moves every later request
 back, with nothing reserved ahead to waste. On PostgreSQL a reservation is one
-UPDATE ... RETURNING in autocommit: the row is locked for that statement only.
+UPDATE ... RETURNING in autocommit: the row is locked for that statement only. On
+SQLite (one worker process, DESIGN.md) the pace is kept in the process instead.
 """
 
+import threading
 import time
 from datetime import timedelta
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -23,6 +25,10 @@ RESERVE_SQL = (
     "UPDATE {table} SET next_request_at = GREATEST(COALESCE(next_request_at, %s), %s) + %s "
     "WHERE crm = %s RETURNING next_request_at"
 )
+
+
+# Off PostgreSQL: {crm: the next free slot} of this process (see _move_next_slot).
+_PROCESS_SLOTS, _PROCESS_LOCK = {}, threading.Lock()
 
 
 class SharedPacer:
@@ -54,12 +60,12 @@ class SharedPacer:
                     cursor.execute(sql, [now, now, span, self.crm])
                     row = cursor.fetchone()
             return row[0]
-        # SQLite, the embedded single-worker database: the same in a transaction.
-        with transaction.atomic():
-            CRMState.objects.ensure(self.crm)
-            state = CRMState.objects.select_for_update().only("next_request_at").get(crm=self.crm)
-            first = max(state.next_request_at or now, now)
-            CRMState.objects.filter(pk=state.pk).update(next_request_at=first + span)
+        # SQLite, the embedded single-worker database: a backend's request threads
+        # must not each open a connection to it (they would lock each other out),
+        # so the pace is this process's, kept under a lock.
+        with _PROCESS_LOCK:
+            first = max(_PROCESS_SLOTS.get(self.crm) or now, now)
+            _PROCESS_SLOTS[self.crm] = first + span
         return first + span
 
     def wait(self):
@@ -71,6 +77,10 @@ class SharedPacer:
         quota is spent."""
         self.held.extend(seconds)
         until = timezone.now() + timedelta(seconds=seconds)
+        if connection.vendor != "postgresql":
+            with _PROCESS_LOCK:
+                _PROCESS_SLOTS[self.crm] = max(_PROCESS_SLOTS.get(self.crm) or until, until)
+            return
         CRMState.objects.ensure(self.crm)
         CRMState.objects.filter(crm=self.crm).filter(
             Q(next_request_at__isnull=True) | Q(next_request_at__lt=until)

@@ -196,7 +196,9 @@ def test_5xx_timeouts_and_429_bursts_end_complete_without_spending_attempts_on_r
     assert server_errors == failed_requests
     assert len(failed_attempts) <= crm.per_request * server_errors
     assert server_errors >= 1 and rate_limited >= 1 and bursts >= 1, statuses
-    assert sum(map(released, all_attempts)) >= rate_limited, "every 429 put its contacts back in the queue"
+    # A 429 is sent again within its batch (integrations.backends.base.request); a
+    # contact whose retries ran out goes back to the queue: never an attempt spent.
+    assert all(released(a) for a in all_attempts if a["http_status"] == 429), "a 429 spent no attempt"
     assert set(statuses) <= {200, 201, 429, 500, 502, 503, 504}, statuses
 
     # The bound on requests. R requests carry every contact once when nothing fails;
