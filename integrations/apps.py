@@ -14,6 +14,7 @@ class IntegrationsConfig(AppConfig):
         checks.register(check_crm_configuration)
         checks.register(check_error_reporting)
         post_migrate.connect(_ensure_schedules_after_migrate, sender=self)
+        post_migrate.connect(_ensure_rollups_after_migrate, sender=self)
         # Wired here, on the side that reacts, so that contacts never imports integrations.
         post_save.connect(
             _requeue_if_changed,
@@ -26,6 +27,12 @@ def _ensure_schedules_after_migrate(using="default", **kwargs):
     from .schedules import ensure_schedules
 
     ensure_schedules(using=using)
+
+
+def _ensure_rollups_after_migrate(using="default", plan=None, **kwargs):
+    from .rollups import after_migrate
+
+    after_migrate(using=using, plan=plan)
 
 
 def _requeue_if_changed(sender, instance, created, raw=False, using="default", **kwargs):

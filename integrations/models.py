@@ -264,3 +264,72 @@ class FieldMapping(models.Model):
 
     def __str__(self):
         return "%s %s" % (verbose_crm_name(self.crm), self.target)
+
+
+class SyncStatusCount(models.Model):
+    """Part of the count of ContactSync rows per CRM, sync status, processing
+    status and whether the contact is deleted locally (detached). Database
+    triggers write it as rows change (integrations.rollups, migration 0008): a
+    key's count is the sum of its rows, a compacted one plus the deltas written
+    since (`delta`). Nothing in Python writes it but the rebuild."""
+
+    crm = models.CharField(_("CRM"), max_length=32)
+    sync_status = models.CharField(_("sync status"), max_length=16)
+    processing_status = models.CharField(_("processing status"), max_length=16, blank=True)
+    detached = models.BooleanField(_("contact deleted locally"))
+    number = models.BigIntegerField(_("rows"))
+    delta = models.BooleanField(_("not yet compacted"))
+
+    class Meta:
+        verbose_name = _("sync status count")
+        verbose_name_plural = _("sync status counts")
+        default_permissions = ()
+        indexes = [
+            # What the compaction looks for: the few rows written since the last one.
+            models.Index(fields=["id"], condition=Q(delta=True), name="syncstatuscount_deltas"),
+        ]
+
+    def __str__(self):
+        return "%s %s/%s: %d" % (self.crm, self.sync_status, self.processing_status, self.number)
+
+
+class AttemptCount(models.Model):
+    """Part of the count of SyncAttempt rows per CRM, outcome and quarter of an
+    hour (UTC; every time zone's hours start on one), kept by database triggers
+    like SyncStatusCount."""
+
+    crm = models.CharField(_("CRM"), max_length=32)
+    outcome = models.CharField(_("outcome"), max_length=16)
+    period_start = models.DateTimeField(_("quarter hour from"))
+    number = models.BigIntegerField(_("attempts"))
+    delta = models.BooleanField(_("not yet compacted"))
+
+    class Meta:
+        verbose_name = _("attempt count")
+        verbose_name_plural = _("attempt counts")
+        default_permissions = ()
+        indexes = [
+            # The dashboard reads the last 24 hours; SQLite's triggers find a key's row.
+            models.Index(fields=["period_start", "crm", "outcome"], name="attemptcount_period"),
+            models.Index(fields=["id"], condition=Q(delta=True), name="attemptcount_deltas"),
+        ]
+
+    def __str__(self):
+        return "%s %s at %s: %d" % (self.crm, self.outcome, self.period_start, self.number)
+
+
+class ContactCount(models.Model):
+    """Part of the count of Contact rows, kept by database triggers like
+    SyncStatusCount."""
+
+    number = models.BigIntegerField(_("contacts"))
+    delta = models.BooleanField(_("not yet compacted"))
+
+    class Meta:
+        verbose_name = _("contact count")
+        verbose_name_plural = _("contact counts")
+        default_permissions = ()
+        indexes = [models.Index(fields=["id"], condition=Q(delta=True), name="contactcount_deltas")]
+
+    def __str__(self):
+        return "%d contacts" % self.number
