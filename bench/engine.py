@@ -10,8 +10,10 @@ rows within 1.5x of 10,000.
 """
 
 import argparse
+import logging
 import multiprocessing
 import os
+import secrets
 import statistics
 import sys
 import time
@@ -19,7 +21,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crmsync_project.settings")
-os.environ.setdefault("DEBUG", "true")
+# As in production: with DEBUG on, Django keeps every query in memory and wraps each
+# cursor call, a cost no worker pays.
+os.environ.setdefault("DEBUG", "false")
+os.environ.setdefault("SECRET_KEY", "bench-engine-" + secrets.token_hex(24))
 
 import django
 
@@ -28,7 +33,7 @@ django.setup()
 from django.db import connection, connections  # noqa: E402
 from django.test.utils import setup_databases, setup_test_environment, teardown_databases  # noqa: E402
 
-from contacts.models import ContactSync  # noqa: E402
+from contacts.models import Contact, ContactSync  # noqa: E402
 from integrations.backends.base import CRMBackend, Outcome  # noqa: E402
 from integrations.conf import SyncPolicy  # noqa: E402
 from integrations.engine import RunResult, SyncEngine, _Batch  # noqa: E402
@@ -60,6 +65,11 @@ POLICY = SyncPolicy(
 )
 
 
+def quiet_engine_log():
+    """The engine logs a line per batch; thousands of them would bury the figures."""
+    logging.getLogger("integrations").setLevel(logging.WARNING)
+
+
 def fill(total, queued, scattered=True):
     """`total` contacts with a Brevo row each, `queued` of them due now, the rest
     Complete. Scattered: the due rows are spread evenly through the table (staff
@@ -70,22 +80,47 @@ def fill(total, queued, scattered=True):
         cursor.execute(
             "TRUNCATE contacts_syncattempt, contacts_contactsync, contacts_contact, integrations_crmstate CASCADE"
         )
-        cursor.execute(
-            "INSERT INTO contacts_contact (email, first_name, last_name, phone, company, website, source_url,"
-            " attributes, enrichment, created_at, updated_at) SELECT 'c' || i || '@example.com', 'F', 'L', '', '', '', '',"  # noqa: E501
-            " '{}', '{}', now(), now() FROM generate_series(1, %s) i",
-            [total],
+        insert_select(
+            cursor,
+            Contact,
+            "generate_series(1, %d) i" % total,
+            {"email": "'c' || i || '@example.com'", "first_name": "'F'", "last_name": "'L'"},
         )
-        cursor.execute(
-            "INSERT INTO contacts_contactsync (contact_id, crm, sync_status, processing_status, attempts,"
-            " next_attempt_at, last_error, external_id, synced_hash, pending_decision, created_at, updated_at)"
-            " SELECT id, %s, CASE WHEN {due} THEN 'selected' ELSE 'complete' END,"
-            " CASE WHEN {due} THEN 'queued' ELSE 'complete' END, 0,"
-            " CASE WHEN {due} THEN now() - interval '1 minute' ELSE NULL END, '', '', '', '', now(), now()"
-            " FROM contacts_contact".format(due=due),
-            [CRM],
+        insert_select(
+            cursor,
+            ContactSync,
+            "contacts_contact",
+            {
+                "contact": "id",
+                "crm": "'%s'" % CRM,
+                "sync_status": "CASE WHEN {due} THEN 'selected' ELSE 'complete' END".format(due=due),
+                "processing_status": "CASE WHEN {due} THEN 'queued' ELSE 'complete' END".format(due=due),
+                "next_attempt_at": "CASE WHEN {due} THEN now() - interval '1 minute' END".format(due=due),
+            },
         )
         cursor.execute("ANALYZE")
+
+
+def insert_select(cursor, model, source, expressions):
+    """INSERT INTO model's table SELECT ... FROM source: `expressions` ({field name:
+    SQL}) for some columns, now() for timestamps, each other field's default (so
+    that a column added later needs no change here)."""
+    columns, values, params = [], [], []
+    for field in model._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        columns.append(connection.ops.quote_name(field.column))
+        if field.name in expressions:
+            values.append(expressions[field.name])
+        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            values.append("now()")
+        else:
+            values.append("%s")
+            params.append(field.get_db_prep_save(field.get_default(), connection))
+    cursor.execute(
+        "INSERT INTO %s (%s) SELECT %s FROM %s" % (model._meta.db_table, ", ".join(columns), ", ".join(values), source),
+        params,
+    )
 
 
 def worker_process(args):

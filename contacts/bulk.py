@@ -1,4 +1,5 @@
-"""One UPDATE that gives many rows each their own values.
+"""One UPDATE that gives many rows each their own values, and one INSERT of many
+rows that keeps only those whose foreign key still has a target.
 
 UPDATE ... FROM (VALUES ...) reads the same on PostgreSQL and SQLite (whose VALUES
 columns are both named column1, column2, ...), and costs far less to build than a
@@ -37,9 +38,13 @@ def set_clauses(model, connection, values):
     return sets, params
 
 
-def update_from_values(model, rows, *, per_row, fixed, matching=None, where="", where_params=(), using="default"):
+def update_from_values(
+    model, rows, *, per_row, fixed, matching=None, where="", where_params=(), returning=(), using="default"
+):
     """UPDATE the rows of `model` whose pk is a key of `rows` in one statement;
-    return the pks of the rows written.
+    return the pks of the rows written, or with `returning` (field names) a
+    (pk, value, ...) tuple per row written, each value as the row holds it once
+    written (what a later statement would read, without that statement).
 
     - `rows` is {pk: (value, ...)}, one value per entry of `per_row`, each prepared
       like that field's values.
@@ -63,17 +68,20 @@ def update_from_values(model, rows, *, per_row, fixed, matching=None, where="", 
     conditions, condition_params = _matching(model, connection, matching or {})
     if where:
         conditions.append("(%s)" % where.format(table=table, v=value_columns))
-    sql = "UPDATE {table} SET {sets} FROM (VALUES {rows}) AS v WHERE {conditions} RETURNING {pk}".format(
+    returned = [model._meta.pk, *(model._meta.get_field(name) for name in returning)]
+    sql = "UPDATE {table} SET {sets} FROM (VALUES {rows}) AS v WHERE {conditions} RETURNING {returned}".format(
         table=table,
         sets=", ".join(sets + fixed_sets),
         rows=", ".join(["(%s)" % ", ".join(["%s"] * (len(per_row) + 1))] * len(rows)),
         conditions=" AND ".join(["%s.%s = v.column1" % (table, quote(model._meta.pk.column)), *conditions]),
-        pk=quote(model._meta.pk.column),
+        returned=", ".join("%s.%s" % (table, quote(field.column)) for field in returned),
     )
     params = [*set_params, *_row_params(model, connection, rows, per_row), *condition_params, *where_params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return [pk for (pk,) in cursor.fetchall()]
+        if not returning:
+            return [pk for (pk, *_rest) in cursor.fetchall()]
+        return cursor.fetchall()
 
 
 def _per_row_sets(model, connection, per_row, value_columns):
@@ -105,3 +113,48 @@ def _matching(model, connection, matching):
         conditions.append("%s.%s = %%s" % (table, quote(field.column)))
         params.append(field.get_db_prep_value(value, connection))
     return conditions, params
+
+
+def insert_from_values(model, rows, *, per_row, fixed, existing=None, using="default"):
+    """INSERT one row of `model` per tuple of `rows` in one statement; return how
+    many were inserted.
+
+    - `rows` is [(value, ...)], one value per field named in `per_row`;
+    - `fixed` is {field name: value}, the same for every row;
+    - `existing` names a foreign key among `per_row`: only the rows whose target
+      still exists are inserted, and on PostgreSQL each target is locked against
+      deletion (FOR KEY SHARE, which an edit does not wait for) until the
+      transaction ends. SQLite has one writer at a time: nothing can delete it
+      in between.
+    """
+    if not rows:
+        return 0
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    fields = [model._meta.get_field(name) for name in per_row]
+    fixed_fields = [model._meta.get_field(name) for name in fixed]
+    # VALUES guesses each column's type from its values (text when all are NULL):
+    # a cast to the field's own type keeps the INSERT valid whatever they are.
+    selected = ["CAST(v.column%d AS %s)" % (i, f.cast_db_type(connection)) for i, f in enumerate(fields, start=1)]
+    source, lock = "(VALUES {rows}) AS v", ""
+    if existing:
+        target = model._meta.get_field(existing).target_field
+        position = per_row.index(existing)
+        source += " JOIN {target} AS t ON t.{key} = {value}".format(
+            target=quote(target.model._meta.db_table), key=quote(target.column), value=selected[position]
+        )
+        lock = " FOR KEY SHARE OF t" if connection.features.has_select_for_update else ""
+    sql = ("INSERT INTO {table} ({columns}) SELECT {selected} FROM " + source + "{lock}").format(
+        table=quote(model._meta.db_table),
+        columns=", ".join(quote(f.column) for f in fields + fixed_fields),
+        selected=", ".join(selected + ["%s"] * len(fixed_fields)),
+        rows=", ".join(["(%s)" % ", ".join(["%s"] * len(fields))] * len(rows)),
+        lock=lock,
+    )
+    # In the order of the text: the fixed values in the SELECT list, then VALUES.
+    params = [f.get_db_prep_save(value, connection) for f, value in zip(fixed_fields, fixed.values())]
+    for values in rows:
+        params += [f.get_db_prep_save(value, connection) for f, value in zip(fields, values)]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

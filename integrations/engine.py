@@ -21,15 +21,17 @@ import random
 import threading
 import time
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import NamedTuple
 
 from django.db import connections, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from contacts import erasure
-from contacts.bulk import Sql, update_from_values
+from contacts.bulk import Sql, insert_from_values, update_from_values
 from contacts.emails import canonical_email
 from contacts.models import (
     AttemptOutcome,
@@ -66,6 +68,8 @@ DEFAULT_RATE_LIMIT_WAIT = 60
 DEFAULT_UNAVAILABLE_PAUSE = 600
 # A batch says the CRM as a whole fails only when it failed for several contacts.
 MIN_CONTACTS_FOR_FAILING_VERDICT = 2
+# A contact's row as values, its primary key first: what a payload is built from.
+CONTACT_ATTNAMES = tuple(f.attname for f in Contact._meta.concrete_fields)
 
 
 @dataclass
@@ -124,6 +128,15 @@ class _Batch:
     # not the CRM's failure, so the circuit breaker ignores them.
     unexplained: set = field(default_factory=set)
     probe: bool = False
+
+
+class Written(NamedTuple):
+    """A row as a record's write left it: what the steps after the write act on,
+    read without another query (the row stays locked until the record commits)."""
+
+    pending_decision: str
+    contact_id: int | None
+    erasure_id: int | None
 
 
 def payload_hash(payload):
@@ -406,17 +419,18 @@ class SyncEngine:
         removed = [o for o in accepted if rows_by_key[o.key].operation]
         not_in_crm = [o for o in accepted if o.kind is OutcomeKind.NOT_IN_CRM]
         accepted = [o for o in accepted if o not in removed and o not in not_in_crm]
-        changed = self._changed_during_push(accepted, payloads)
+        changed = self._changed_during_push(accepted, payloads, rows_by_key)
         with transaction.atomic():
-            written = self._record_accepted(batch.token, accepted, payloads, rows_by_key, now)
-            written += self._record_removed(batch.token, removed, now)
-            written += self._record_not_in_crm(batch.token, not_in_crm, now)
-            written += self._record_retry(batch.token, retry, rows_by_key, now)
-            written += self._record_failed(batch.token, failed, rows_by_key, now)
-            written += self._record_waiting(batch.token, {o.key: now + _wait(o) for o in asked_to_wait}, now)
-            written += self._record_waiting(batch.token, {o.key: until_probe for o in held_by_breaker}, now)
+            written = {}
+            written.update(self._record_accepted(batch.token, accepted, payloads, rows_by_key, now))
+            written.update(self._record_removed(batch.token, removed, now))
+            written.update(self._record_not_in_crm(batch.token, not_in_crm, now))
+            written.update(self._record_retry(batch.token, retry, rows_by_key, now))
+            written.update(self._record_failed(batch.token, failed, rows_by_key, now))
+            written.update(self._record_waiting(batch.token, {o.key: now + _wait(o) for o in asked_to_wait}, now))
+            written.update(self._record_waiting(batch.token, {o.key: until_probe for o in held_by_breaker}, now))
             self._apply_pending_decisions(written, changed, now)
-            self._settle_removals(written, rows_by_key, now)
+            self._settle_removals(written, now)
             erasure.record_answers(
                 [(rows_by_key[o.key], o) for o in batch.outcomes if o.key in written and rows_by_key[o.key].erasure_id],
                 now,
@@ -428,12 +442,7 @@ class SyncEngine:
                 **{o.key: AttemptOutcome.WAITED for o in asked_to_wait + held_by_breaker},
                 **{o.key: AttemptOutcome.FAILED for o in failed},
             }
-            contacts = _lock_existing_contacts({rows_by_key[key].contact_id for key in written} - {None})
-            SyncAttempt.objects.bulk_create(
-                self._attempt_rows(
-                    batch, decided, now, {key for key in written if rows_by_key[key].contact_id in contacts}
-                )
-            )
+            self._record_attempts(batch, decided, written, now)
         result.accepted, result.retry_scheduled = len(accepted) + len(removed), len(retry)
         result.not_in_crm = len(not_in_crm)
         result.failed, result.waited = len(failed), len(asked_to_wait) + len(held_by_breaker)
@@ -487,20 +496,31 @@ class SyncEngine:
             return Verdict.FAILING
         return None
 
-    def _changed_during_push(self, accepted, payloads):
+    def _changed_during_push(self, accepted, payloads, rows_by_key):
         """Keys of accepted rows whose contact no longer builds the payload that was
-        pushed (edited mid-push, by any means): they are queued again at once."""
+        pushed (edited mid-push, by any means): they are queued again at once.
+
+        A payload is built from the contact's row alone (build_payload's contract),
+        so only a contact whose row now differs from the one pushed is built again;
+        the rows are read as plain values, one query for the batch."""
         if not accepted or not self.policy.sync_on_change:
             return set()
-        pushed = {o.key: payload_hash(payloads[o.key]) for o in accepted}
+        pushed = {rows_by_key[o.key].contact_id: rows_by_key[o.key].contact for o in accepted}
         # A contact deleted during the push has no payload now; its removal follows.
-        rows = ContactSync.objects.filter(pk__in=pushed).exclude(contact=None).select_related("contact")
-        now_hashes = {row.pk: (row.contact, self._hash_now(row.contact)) for row in rows}
-        changed = {key for key, (_contact, now_hash) in now_hashes.items() if now_hash != pushed[key]}
+        now_hashes = {}
+        for values in Contact.objects.filter(pk__in=pushed).values_list(*CONTACT_ATTNAMES):
+            contact = pushed[values[0]]
+            if values != tuple(getattr(contact, name) for name in CONTACT_ATTNAMES):
+                contact = Contact.from_db(Contact.objects.db, CONTACT_ATTNAMES, values)
+                now_hashes[contact.pk] = (contact, self._hash_now(contact))
+        keys = {rows_by_key[o.key].contact_id: o.key for o in accepted}
+        changed = {
+            keys[pk] for pk, (_contact, now_hash) in now_hashes.items() if now_hash != payload_hash(payloads[keys[pk]])
+        }
         if changed:
             # A payload that differs every time it is built (one carrying the time)
             # would look changed after every push and be pushed for ever.
-            contact, first = now_hashes[next(iter(changed))]
+            contact, first = now_hashes[rows_by_key[next(iter(changed))].contact_id]
             if self._hash_now(contact) != first:
                 logger.warning(
                     "crm=%s builds a different payload each time, so edits made during a push cannot be "
@@ -608,25 +628,29 @@ class SyncEngine:
             },
         )
 
-    def _settle_removals(self, written, rows_by_key, now):
+    def _settle_removals(self, written, now):
         """After the record: a row skipped with a CRM id, for a CRM that mirrors
         deletes, is queued for removal; a row whose contact is gone locally and that
-        has nothing left to deliver goes."""
-        if not written:
-            return
-        rows = ContactSync.objects.filter(pk__in=written)
-        if self.backend.mirrors_deletes():
-            rows.filter(sync_status=SyncStatus.SKIPPED, processing_status=ProcessingStatus.NONE).exclude(
-                synced_email=""
-            ).update(
+        has nothing left to deliver goes. Only a Skip just applied leaves a row
+        Skipped, and the writes returned which rows have neither contact nor
+        erasure: most batches need no statement here."""
+        skipped = {key for key, row in written.items() if row.pending_decision == PendingDecision.SKIP}
+        if skipped and self.backend.mirrors_deletes():
+            ContactSync.objects.filter(
+                pk__in=skipped, sync_status=SyncStatus.SKIPPED, processing_status=ProcessingStatus.NONE
+            ).exclude(synced_email="").update(
                 operation=Operation.REMOVE,
                 processing_status=ProcessingStatus.QUEUED,
                 next_attempt_at=now,
                 attempts=0,
                 updated_at=now,
             )
-        settled = [ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]
-        rows.filter(contact=None, erasure=None).exclude(processing_status__in=settled).delete()
+        orphans = {key for key, row in written.items() if row.contact_id is None and row.erasure_id is None}
+        if orphans:
+            settled = [ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]
+            ContactSync.objects.filter(pk__in=orphans, contact=None, erasure=None).exclude(
+                processing_status__in=settled
+            ).delete()
 
     def _record_retry(self, token, outcomes, rows_by_key, now):
         rows = {
@@ -681,18 +705,34 @@ class SyncEngine:
         outcome just written: a Skip leaves the row Skipped whatever the push did; an
         Unselect leaves it New; a Select, or an edit of the contact, queues it again
         for a new push."""
-        if not written:
-            return
-        rows = ContactSync.objects.filter(pk__in=written)
-        rows.filter(pending_decision=PendingDecision.SKIP).update(
+        # Each write returned the row's pending decision as it left it: only a
+        # decision or an edit costs a statement, and each sees the decision as it
+        # was before any of them ran (a Skip is not undone by an edit of the contact).
+        decided = defaultdict(set)
+        for key, row in written.items():
+            decided[row.pending_decision].add(key)
+        decided[PendingDecision.SELECT] |= decided[PendingDecision.ERASE] | (changed & decided[PendingDecision.NONE])
+        if decided[PendingDecision.SKIP]:
+            self._apply_skip(decided[PendingDecision.SKIP], now)
+        if decided[PendingDecision.UNSELECT]:
+            self._apply_unselect(decided[PendingDecision.UNSELECT], now)
+        if decided[PendingDecision.SELECT]:
+            self._queue_again(decided[PendingDecision.SELECT], now)
+
+    @staticmethod
+    def _apply_skip(keys, now):
+        ContactSync.objects.filter(pk__in=keys).update(
             sync_status=SyncStatus.SKIPPED,
             processing_status=ProcessingStatus.NONE,
             next_attempt_at=None,
             pending_decision=PendingDecision.NONE,
             updated_at=now,
         )
+
+    @staticmethod
+    def _apply_unselect(keys, now):
         # Unselected mid-push: back to New, as contacts.selection.unselect leaves a settled row.
-        rows.filter(pending_decision=PendingDecision.UNSELECT).update(
+        ContactSync.objects.filter(pk__in=keys).update(
             sync_status=SyncStatus.NEW,
             processing_status=ProcessingStatus.NONE,
             next_attempt_at=None,
@@ -701,10 +741,10 @@ class SyncEngine:
             pending_decision=PendingDecision.NONE,
             updated_at=now,
         )
-        requeue = Q(pending_decision__in=[PendingDecision.SELECT, PendingDecision.ERASE])
-        if changed:
-            requeue |= Q(pk__in=changed, pending_decision=PendingDecision.NONE)
-        rows.filter(requeue).update(
+
+    @staticmethod
+    def _queue_again(keys, now):
+        ContactSync.objects.filter(pk__in=keys).update(
             sync_status=SyncStatus.SELECTED,
             processing_status=ProcessingStatus.QUEUED,
             next_attempt_at=now,
@@ -726,21 +766,23 @@ class SyncEngine:
             )
         return outcome.message
 
-    def _attempt_rows(self, batch, decided, now, keys):
-        contacts = {row.pk: row.contact_id for row in batch.rows}
-        return [
-            SyncAttempt(
-                contact_id=contacts[o.key],
-                crm=self.crm,
-                attempted_at=now,
-                outcome=decided[o.key],
-                http_status=o.http_status,
-                duration_ms=batch.duration_ms,
-                error=clip(o.message),
-            )
+    def _record_attempts(self, batch, decided, written, now):
+        """One SyncAttempt per outcome written, in one statement that skips a contact
+        deleted meanwhile and locks the others against deletion until the record
+        commits: an attempt never refers to a deleted contact (contacts migration 0007)."""
+        rows = [
+            (written[o.key].contact_id, decided[o.key], o.http_status, clip(o.message))
             for o in batch.outcomes
-            if o.key in keys
+            if o.key in written and written[o.key].contact_id is not None
         ]
+        insert_from_values(
+            SyncAttempt,
+            rows,
+            per_row=["contact", "outcome", "http_status", "error"],
+            fixed={"crm": self.crm, "attempted_at": now, "duration_ms": batch.duration_ms},
+            existing="contact",
+            using=SyncAttempt.objects.db,
+        )
 
     def retry_delay(self, attempts, retry_after=None):
         """The CRM's Retry-After wins; otherwise exponential back-off from the base
@@ -781,33 +823,20 @@ def _wait(outcome):
 def _write_claimed(token, rows, *, per_row, fixed):
     """UPDATE the rows still held under `token` in one statement: each row gets its
     own values from `rows` ({pk: (value, ...)}, in the order of `per_row`), all
-    get `fixed`; lease and token are cleared. Returns the pks of the rows written
-    (a row is missing when its lease went to another worker or it was deleted)."""
-    return update_from_values(
+    get `fixed`; lease and token are cleared. Returns {pk: Written} for the rows
+    written (a row is missing when its lease went to another worker or it was
+    deleted)."""
+    written = update_from_values(
         ContactSync,
         rows,
         per_row=per_row,
         # A recorded row is done with any bulk import that carried it.
         fixed={**fixed, "lease_expires_at": None, "claim_token": None, "crm_process_id": ""},
         matching={"claim_token": token, "processing_status": ProcessingStatus.PROCESSING},
+        returning=Written._fields,
         using=ContactSync.objects.db,
     )
-
-
-def _lock_existing_contacts(ids):
-    """The ids among `ids` whose contact still exists, locked against deletion until
-    the transaction ends: an attempt recorded for them can then never refer to a
-    contact deleted in the meantime (see contacts migration 0007)."""
-    if not ids:
-        return set()
-    connection = connections[Contact.objects.db]
-    if not connection.features.has_select_for_update:
-        return set(Contact.objects.filter(pk__in=ids).values_list("pk", flat=True))
-    table = connection.ops.quote_name(Contact._meta.db_table)
-    # FOR KEY SHARE blocks a DELETE but not an edit of the contact.
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT id FROM %s WHERE id = ANY(%%s) FOR KEY SHARE" % table, [list(ids)])
-        return {pk for (pk,) in cursor.fetchall()}
+    return {pk: Written(*values) for pk, *values in written}
 
 
 def _duration(delta):
