@@ -118,13 +118,16 @@ def attempts_since(start, outcome, using="default"):
 
 
 def compact(using="default"):
-    """Fold every delta row into one row per key (PostgreSQL; SQLite keeps one row
-    per key already). Waits for a compaction under way."""
+    """Fold every delta row into one row per key and drop the keys counted down to
+    zero (a quarter hour pruned whole). Waits for a compaction under way."""
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        return
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        cursor.execute("SELECT crmsync_compact_counts(true)")
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT crmsync_compact_counts(true)")
+            return
+        # SQLite keeps one row per key already; only the zeros remain to drop.
+        for rollup, _source, _key, _watched in _rollups(connection.vendor):
+            cursor.execute("DELETE FROM %s WHERE number = 0" % rollup)
 
 
 def rebuild(using="default"):
@@ -149,8 +152,9 @@ def differences(using="default"):
     rollup and a real COUNT over the table disagree; [] when all are right."""
     connection = connections[using]
     found = []
+    outermost = not connection.in_atomic_block
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if connection.vendor == "postgresql" and outermost:
             # One snapshot for both sides, while workers write.
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         for rollup, source, key, _watched in _rollups(connection.vendor):
