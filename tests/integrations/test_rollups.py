@@ -12,7 +12,7 @@ from django.core.management.base import CommandError
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from contacts import selection
+from contacts import erasure, selection
 from contacts.importer import ContactRow, upsert_contacts
 from contacts.models import AttemptOutcome, Contact, ContactSync, ProcessingStatus, SyncAttempt, SyncStatus
 from integrations import rollups
@@ -109,6 +109,20 @@ class TestEveryWritePath:
         ContactSync.objects.filter(contact__email="c3@example.com").delete()
 
         assert rollups.contact_count() == 21
+        assert rollups.status_counts() == real_status_counts()
+        assert_exact()
+
+    def test_an_erasure_from_start_to_the_local_delete(self, queued, policy, settings):
+        settings.CRMSYNC_SUPPRESSION_KEY = "suppression-key-for-rollup-tests"
+        queued(3)
+        SyncEngine(ScriptedBackend(), policy()).run()
+
+        erasure.start(["c0@example.com"], requested_by="dpo", via="command")
+        assert rollups.status_counts() == real_status_counts()
+        SyncEngine(ScriptedBackend(), policy()).run()
+
+        assert not Contact.objects.filter(email="c0@example.com").exists()
+        assert rollups.contact_count() == 2
         assert rollups.status_counts() == real_status_counts()
         assert_exact()
 
