@@ -96,7 +96,7 @@ FROM generate_series(1, %(attempts)s) AS i
 # attempts is left in the window. An UPDATE through the rollup triggers.
 LESS_TRAFFIC_SQL = """
 UPDATE contacts_syncattempt SET attempted_at = attempted_at - interval '1 day'
-WHERE attempted_at > now() - interval '1 day' AND id %% 50 <> 0
+WHERE attempted_at > now() - interval '1 day' AND id % 50 <> 0
 """
 
 
