@@ -79,7 +79,8 @@ class Explainer:
     def __call__(self, execute, sql, params, many, context):
         verb = sql.lstrip().split(None, 1)[0].upper()
         if not many and verb in ("SELECT", "UPDATE", "INSERT", "DELETE"):
-            self.plans.append((statement_label(sql), self._explain(context["cursor"], sql, params)))
+            # The driver's own cursor: Django's would run this wrapper again.
+            self.plans.append((statement_label(sql), self._explain(context["cursor"].cursor, sql, params)))
         return execute(sql, params, many, context)
 
     @staticmethod
