@@ -24,6 +24,23 @@ run) with the sandbox in this process (real rate limits, --latency-ms 50). Secti
   memory    peak RSS of one `sync_crm` process syncing 50,000 and 200,000 contacts
             (no HTTP), with DEBUG off and, for comparison, on.
 
+The performance frontier's benchmarks run as their own scripts, each in a throwaway
+database of its own (test_<name>_sub), their output shown as it comes:
+
+  limits    bench/limits.py: Brevo and HubSpot as a share of their ceiling under each
+            sandbox limiter model (fixed, sliding, token bucket), 1 and 4 workers;
+            Mautic and n8n against their latency bound.
+  bulk      bench/brevo_import.py: 20,000 new Brevo contacts (2% invalid) through
+            the bulk import at the real 10 requests/s and the default import delay.
+  pages     bench/claim.py: one batch of 100 at 10,000 vs 1,000,000 rows, due rows
+            newest and scattered, each step's time and pages.
+  dashboard bench/dashboard.py: the page at 1,000,000 ContactSync / 5,000,000
+            attempts at two traffic levels.
+  engine    bench/engine.py --throughput-only: claim + record contacts/s for 1 and 2
+            worker processes, CPU per 1,000 contacts.
+  drift     bench/drift.py: the drift sweep's cost with 100 changed contacts at two
+            table sizes.
+
 Every figure is printed with the 1-minute load average when it was taken; the
 machine's other work shows in it. Workers run with DEBUG=false. The django-q2 broker
 is the database unless REDIS_URL is set (then Redis, under a cluster name of this run's
@@ -78,7 +95,16 @@ from crm_sandbox.server import SandboxOptions, SandboxServer  # noqa: E402
 from integrations.engine import RunResult, SyncEngine, _Batch  # noqa: E402
 
 CRMS = ("brevo", "hubspot", "mautic", "n8n")
-SECTIONS = ("e2e", "naive", "scaleout", "claim", "memory")
+SECTIONS = ("e2e", "naive", "scaleout", "claim", "memory", "limits", "bulk", "pages", "dashboard", "engine", "drift")
+# The sections that run a script of their own: its arguments, full and --quick.
+SCRIPTS = {
+    "limits": ("limits.py", [], ["--quick"]),
+    "bulk": ("brevo_import.py", [], ["--contacts", "2000"]),
+    "pages": ("claim.py", [], ["--large", "100000"]),
+    "dashboard": ("dashboard.py", [], ["--contacts", "25000", "--attempts", "500000"]),
+    "engine": ("engine.py", ["--throughput-only"], ["--throughput-only", "--contacts", "5000", "--repeats", "1"]),
+    "drift": ("drift.py", [], ["--sizes", "10000,100000"]),
+}
 SYNC_TASK = "integrations.tasks.sync_crm_task"
 NAIVE_TASK = "bench.report_support.sync_one_contact"
 PENDING = (ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING)
@@ -630,6 +656,34 @@ def claim_latency(total, scattered, batches=40):
         engine.push(batch)
         engine.record(batch, RunResult(engine_bench.CRM))
     return statistics.median(timings)
+
+
+# Sections that run a script of their own
+
+
+def run_script(report, section):
+    """Run the section's bench script in a database of its own, showing its output as
+    it comes; note its exit status and time in the summary."""
+    script, full, quick = SCRIPTS[section]
+    env = report.worker_env()
+    env["DATABASE_URL"] += "_sub"  # the script makes and drops test_<name>_sub
+    for own in ("CRMSYNC_SANDBOX_URL", "DJANGO_SETTINGS_MODULE", "DEBUG"):
+        env.pop(own, None)  # each script starts its own sandbox and picks its settings
+    print("\n== %s: bench/%s %s ==" % (section, script, " ".join(quick if report.args.quick else full)), flush=True)
+    started = time.monotonic()
+    process = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), *(quick if report.args.quick else full)], env=env, check=False
+    )
+    outcome = "done" if process.returncode == 0 else "FAILED (exit %d)" % process.returncode
+    report.note("bench/%s" % script, "%s in %.0f s; figures above" % (outcome, time.monotonic() - started), load())
+
+
+def section_runner(section):
+    return lambda report: run_script(report, section)
+
+
+for _section in SCRIPTS:
+    globals()["section_" + _section] = section_runner(_section)
 
 
 # Section: memory
