@@ -126,7 +126,11 @@ class CRMState(models.Model):
     last_run_at = models.DateTimeField(_("last run"), null=True, blank=True)
     last_success_at = models.DateTimeField(_("last run that synced a contact"), null=True, blank=True)
     # The next moment a request to this CRM may start, for every worker: see ratelimit.py.
-    next_request_at = models.DateTimeField(_("next request slot"), null=True, blank=True)
+    # No request before this time (a hold: the CRM said its quota is spent).
+    next_request_at = models.DateTimeField(_("no request before"), null=True, blank=True)
+    # The last request slots handed out (epoch seconds, at most the CRM's limit per
+    # window): integrations.ratelimit paces by them.
+    recent_request_slots = models.JSONField(_("recent request slots"), default=list, blank=True)
     # The circuit breaker (breaker.Breaker): failed batches in a row, and while it
     # is open, since when the CRM fails and when one worker may probe it next.
     failed_batches = models.PositiveIntegerField(_("failed batches in a row"), default=0)

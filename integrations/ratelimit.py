@@ -1,40 +1,36 @@
 """Pacing requests to a CRM within its rate limit, across every worker and machine.
 
-Each CRM's next free request slot is kept in its CRMState row. A request reserves
-its own slot just before it is sent, which moves that time on by one interval;
-the caller then sleeps until its slot. So requests are spread evenly a little
-below the allowed rate (backends.pacing.PACE_SHARE), whatever the number of
-workers, and a hold (the CRM said its quota is spent) moves every later request
-back, with nothing reserved ahead to waste. On PostgreSQL a reservation is one
-UPDATE ... RETURNING in autocommit: the row is locked for that statement only. On
-SQLite (one worker process, DESIGN.md) the pace is kept in the process instead.
+Each CRM's recent request slots (the last N, N its documented limit per window) and
+the end of any hold are kept in its CRMState row. A request reserves its own slot
+just before it is sent, by the rule of backends.pacing.SlotWindow: at most N in any
+window a little longer than the documented one (PACE_SHARE), whatever the number of
+workers; a hold (the CRM said its quota is spent) moves every later request back,
+with nothing reserved ahead to waste. On PostgreSQL a reservation is one short
+transaction that locks the row. On SQLite (one worker process, DESIGN.md) the pace
+is kept in the process instead.
 """
 
 import threading
 import time
 from datetime import timedelta
 
-from django.db import DEFAULT_DB_ALIAS, connection, connections
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from .backends.pacing import HeldUntil, pace_interval, wait_for_slot
+from .backends.pacing import HeldUntil, SlotWindow, wait_for_slot
 from .models import CRMState
 
-RESERVE_SQL = (
-    "UPDATE {table} SET next_request_at = GREATEST(COALESCE(next_request_at, %s), %s) + %s "
-    "WHERE crm = %s RETURNING next_request_at"
-)
-
-
-# Off PostgreSQL: {crm: the next free slot} of this process (see _move_next_slot).
-_PROCESS_SLOTS, _PROCESS_LOCK = {}, threading.Lock()
+# Off PostgreSQL: {crm: (the end of the last hold, the recent slots)} of this
+# process, in epoch seconds (see _take_slots).
+_PROCESS_PACE, _PROCESS_LOCK = {}, threading.Lock()
 
 
 class SharedPacer:
-    def __init__(self, crm, requests_per_second):
+    def __init__(self, crm, requests_per_second, window_seconds=1.0):
         self.crm = crm
-        self.interval = pace_interval(requests_per_second)
+        self.window = SlotWindow(requests_per_second, window_seconds)
+        self.interval = self.window.interval
         self.held = HeldUntil()
         # The engine's connection (the thread that made this pacer): see _shared.
         self.owner_connection = connections[DEFAULT_DB_ALIAS]
@@ -42,33 +38,42 @@ class SharedPacer:
     def reserve(self, count):
         """Reserve `count` consecutive request slots; return their start times as
         time.monotonic() values, in order."""
-        # Both clocks read together: the slot is `now` plus what the database says.
-        moment, now = time.monotonic(), timezone.now()
-        end = self._move_next_slot(now, timedelta(seconds=self.interval * count))
-        first = end - timedelta(seconds=self.interval * count)
-        start = moment + (first - now).total_seconds()
-        return [start + i * self.interval for i in range(count)]
+        # Both clocks read together: a slot is `now` plus what the pace says.
+        moment, now = time.monotonic(), timezone.now().timestamp()
+        return [moment + (slot - now) for slot in self._take_slots(now, count)]
 
-    def _move_next_slot(self, now, span):
-        """Move the CRM's next free slot on by `span` from itself or `now`,
-        whichever is later; return where it now stands."""
-        if self._shared():
-            sql = RESERVE_SQL.format(table=CRMState._meta.db_table)
-            with connection.cursor() as cursor:
-                cursor.execute(sql, [now, now, span, self.crm])
-                row = cursor.fetchone()
-                if row is None:  # the CRM's first request ever: its row is made once
-                    CRMState.objects.ensure(self.crm)
-                    cursor.execute(sql, [now, now, span, self.crm])
-                    row = cursor.fetchone()
-            return row[0]
-        # SQLite, the embedded single-worker database: a backend's request threads
-        # must not each open a connection to it (they would lock each other out),
-        # so the pace is this process's, kept under a lock.
-        with _PROCESS_LOCK:
-            first = max(_PROCESS_SLOTS.get(self.crm) or now, now)
-            _PROCESS_SLOTS[self.crm] = first + span
-        return first + span
+    def _take_slots(self, now, count):
+        """The next `count` slots of the CRM's pace, as epoch seconds."""
+        if not self._shared():
+            # SQLite, the embedded single-worker database: a backend's request threads
+            # must not each open a connection to it (they would lock each other out),
+            # so the pace is this process's, kept under a lock.
+            with _PROCESS_LOCK:
+                not_before, recent = _PROCESS_PACE.get(self.crm, (0.0, []))
+                slots, recent = self._take(now, not_before, recent, count)
+                _PROCESS_PACE[self.crm] = (not_before, recent)
+            return slots
+        with transaction.atomic():
+            state = self._locked_state()
+            not_before = state.next_request_at.timestamp() if state.next_request_at else 0.0
+            slots, recent = self._take(now, not_before, state.recent_request_slots or [], count)
+            CRMState.objects.filter(pk=state.pk).update(recent_request_slots=recent)
+        return slots
+
+    def _take(self, now, not_before, recent, count):
+        slots = []
+        for _ in range(count):
+            slot, recent = self.window.take(now, not_before, recent)
+            slots.append(slot)
+        return slots, recent
+
+    def _locked_state(self):
+        rows = CRMState.objects.select_for_update().only("next_request_at", "recent_request_slots")
+        state = rows.filter(crm=self.crm).first()
+        if state is None:  # the CRM's first request ever: its row is made once
+            CRMState.objects.ensure(self.crm)
+            state = rows.get(crm=self.crm)
+        return state
 
     def _shared(self):
         """Whether this call may keep the pace in the database. Not off PostgreSQL
@@ -92,7 +97,8 @@ class SharedPacer:
         until = timezone.now() + timedelta(seconds=seconds)
         if not self._shared():
             with _PROCESS_LOCK:
-                _PROCESS_SLOTS[self.crm] = max(_PROCESS_SLOTS.get(self.crm) or until, until)
+                not_before, recent = _PROCESS_PACE.get(self.crm, (0.0, []))
+                _PROCESS_PACE[self.crm] = (max(not_before, until.timestamp()), recent)
             return
         CRMState.objects.ensure(self.crm)
         CRMState.objects.filter(crm=self.crm).filter(
@@ -105,5 +111,5 @@ def share_pace(backend):
     in place of its own (a CRM without a pace keeps the one it has)."""
     rate = backend.requests_per_second()
     if rate:
-        backend.pacer = SharedPacer(backend.name, rate)
+        backend.pacer = SharedPacer(backend.name, rate, backend.rate_limit_window_seconds)
     return backend

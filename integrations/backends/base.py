@@ -197,6 +197,9 @@ class CRMBackend:
     default_requests_per_second = None
     default_timeout_seconds = 30
     default_concurrency = 1
+    # The window the CRM's documented limit is counted in: requests_per_second() x
+    # this many requests in any such window (integrations.backends.pacing).
+    rate_limit_window_seconds = 1.0
     # Whether <CRM>_SYNC_MODE applies (upsert, update_only, create_only); a CRM
     # that only receives events (n8n) has none.
     supports_sync_modes = False
@@ -231,7 +234,7 @@ class CRMBackend:
         # requests not yet sent are not sent, since another worker may take the batch.
         self.stop_sending = threading.Event()
         # Where request slots come from; the engine puts in one shared by every worker.
-        self.pacer = LocalPacer(self.requests_per_second())
+        self.pacer = LocalPacer(self.requests_per_second(), self.rate_limit_window_seconds)
         self.session = requests.Session()
         # One connection per concurrent request, reused across requests.
         adapter = DeadlineAdapter(pool_connections=1, pool_maxsize=max(4, self.concurrency()))

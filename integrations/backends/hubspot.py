@@ -87,6 +87,8 @@ class HubSpotBackend(CRMBackend):
     # 100 requests per rolling 10 s on Free/Starter (19/s fits Professional and
     # Enterprise); the pacer keeps a margin below it (backends.pacing.PACE_SHARE).
     default_requests_per_second = 10
+    # 100 requests in any rolling 10 s (docs/crm-api.md, section 2).
+    rate_limit_window_seconds = 10.0
     default_field_map = LOWER_CASE_FIELD_MAP
     has_custom_fields = True
     built_in_fields = frozenset(

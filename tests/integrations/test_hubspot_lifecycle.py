@@ -8,7 +8,7 @@ import pytest
 import responses
 
 from contacts.models import Contact, ContactSync, CRMEvent, ProcessingStatus
-from integrations.backends.base import ERASE, REMOVE, OutcomeKind, SyncItem
+from integrations.backends.base import ERASE, RATE_LIMIT_RETRIES, REMOVE, OutcomeKind, SyncItem
 from integrations.backends.hubspot import HubSpotBackend, signature_v3
 from integrations.backends.inbound import WebhookCall, WebhookRejected
 
@@ -236,15 +236,18 @@ class TestSyncModes:
         assert (outcome.kind, outcome.external_id) == (OutcomeKind.ACCEPTED, "61")
         assert "left as it is" in outcome.message
 
-    def test_a_rate_limited_lookup_makes_the_contacts_wait(self, hubspot, crm_api, settings):
+    def test_a_rate_limited_lookup_makes_the_contacts_wait(self, hubspot, crm_api, settings, no_pacing_sleep):
         settings.HUBSPOT_SYNC_MODE = "update_only"
         crm_api.add(responses.POST, READ, json={"policyName": "TEN_SECONDLY_ROLLING"}, status=429)
         backend = hubspot()
 
         [outcome] = backend.push([item(backend, "a@example.com")])
 
+        # The lookup is sent again after each hold, then its contacts wait; nothing
+        # is updated without it.
         assert outcome.kind is OutcomeKind.WAIT
-        assert len(crm_api.calls) == 1
+        assert len(crm_api.calls) == 1 + RATE_LIMIT_RETRIES
+        assert {call.request.url for call in crm_api.calls} == {READ}
 
     def test_an_unknown_mode_is_a_configuration_error(self, hubspot, settings):
         from integrations.exceptions import CRMConfigurationError
