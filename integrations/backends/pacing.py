@@ -13,8 +13,8 @@ network or scheduling jitter brings two requests N apart closer than T. Pacing a
 97% leaves 3% of T (30 ms for a one-second window) for that jitter.
 
 The pace is the documented window itself (SlotWindow): at most N slots in any
-T / PACE_SHARE seconds (or, for a window of many requests, N x PACE_SHARE in any T),
-not one slot every T / N. A worker that paused between two
+T / PACE_SHARE seconds (N - 1 for a window of many requests), not one slot every
+T / N. A worker that paused between two
 batches (claiming, recording) has left slots of the window unused; it may use them
 when it comes back, at up to BURST times the average rate, so that the time between
 batches is not lost. That is still within every limiter model the sandbox offers: a
@@ -55,23 +55,21 @@ class HeldUntil:
 
 
 class SlotWindow:
-    """The rule for the next request slot: at most `limit` in any `span` (the
-    documented N per T less the PACE_SHARE margin), at least `min_gap` apart, never
-    before a hold ends. It works on the times of the last `limit` slots, in any one
+    """The rule for the next request slot: at most `limit` (N, or N - 1 for a window
+    of many) in any `span` (T / PACE_SHARE), at least `min_gap` apart, never before
+    a hold ends. It works on the times of the last `limit` slots, in any one
     clock."""
 
     def __init__(self, requests_per_second, window_seconds=1.0):
         self.interval = pace_interval(requests_per_second)
         documented = max(1, round((requests_per_second or 0) * window_seconds))
-        spare = int(documented * (1 - PACE_SHARE))
-        if spare:
-            # A window of many requests (HubSpot's 100 in 10 s) keeps the margin in
-            # requests, so the CRM's own count never reaches its limit because of
-            # crmsync alone (HubSpot's Remaining: 0 holds every worker).
-            self.limit, self.span = documented - spare, window_seconds
-        else:
-            # A window of few (Brevo's 10 a second) keeps it in time.
-            self.limit, self.span = documented, window_seconds / PACE_SHARE
+        # The margin is kept in time: N slots in T / PACE_SHARE, which leaves room
+        # for jitter whatever N is. A window of many requests (HubSpot's 100 in
+        # 10 s) also leaves one request of it, so that the CRM's own count never
+        # reaches its limit because of crmsync alone (HubSpot's Remaining: 0 holds
+        # every worker for a window).
+        self.limit = documented - 1 if documented * (1 - PACE_SHARE) >= 1 else documented
+        self.span = window_seconds / PACE_SHARE
         self.min_gap = self.interval / BURST
 
     def take(self, now, not_before, recent):
