@@ -1,7 +1,9 @@
 import itertools
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connections
 from django.utils import timezone
 
 from contacts import selection
@@ -170,3 +172,24 @@ def sandbox(sandbox_server, settings):
     requests.post(sandbox_server.url + "/_sandbox/reset", timeout=5).raise_for_status()
     settings.CRMSYNC_SANDBOX_URL = sandbox_server.url
     return SandboxClient(sandbox_server.url)
+
+
+def in_threads(count, target):
+    """Run target(index) in `count` threads, each with its own database
+    connection (closed after), and fail on any error a thread met."""
+    errors = []
+
+    def wrapped(index):
+        try:
+            target(index)
+        except Exception as exc:  # surfaced below; a thread cannot fail the test itself
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

@@ -4,7 +4,6 @@ import threading
 from collections import Counter
 
 import pytest
-from django.db import connections
 
 from contacts.models import ContactSync, ProcessingStatus, SyncAttempt
 from integrations.backends.base import Outcome
@@ -12,28 +11,10 @@ from integrations.engine import SyncEngine
 from integrations.exceptions import RateLimited
 from integrations.workers import run_workers
 
+from .conftest import in_threads
 from .doubles import ScriptedBackend
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-def in_threads(count, target):
-    errors = []
-
-    def wrapped(index):
-        try:
-            target(index)
-        except Exception as exc:  # surfaced below; a thread cannot fail the test itself
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, connections, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from contacts import erasure, selection
@@ -21,6 +21,7 @@ from integrations.engine import SyncEngine
 from integrations.models import AttemptCount, SyncStatusCount
 from integrations.tasks import prune_sync_attempts
 
+from .conftest import in_threads
 from .doubles import ScriptedBackend
 
 pytestmark = pytest.mark.django_db
@@ -231,25 +232,6 @@ def test_a_flush_leaves_empty_rollups(queued):
 
     assert (rollups.status_counts(), rollups.contact_count()) == ({}, 0)
     assert rollups.differences() == []
-
-
-def in_threads(count, target):
-    errors = []
-
-    def wrapped(index):
-        try:
-            target(index)
-        except Exception as exc:  # surfaced below; a thread cannot fail the test itself
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
 
 
 @pytest.mark.postgres
