@@ -131,6 +131,11 @@ class CRMState(models.Model):
     # The last request slots handed out (epoch seconds, at most the CRM's limit per
     # window): integrations.ratelimit paces by them.
     recent_request_slots = models.JSONField(_("recent request slots"), default=list, blank=True)
+    # Totals since the row was made, for /metrics: every request any worker sent to
+    # the CRM, and the answers of 429 among them. Counted in the database so that web
+    # and workers in separate processes or machines report the same numbers.
+    requests_sent = models.PositiveBigIntegerField(_("requests sent"), default=0)
+    rate_limited_responses = models.PositiveBigIntegerField(_("answers of 429"), default=0)
     # The circuit breaker (breaker.Breaker): failed batches in a row, and while it
     # is open, since when the CRM fails and when one worker may probe it next.
     failed_batches = models.PositiveIntegerField(_("failed batches in a row"), default=0)
