@@ -38,24 +38,31 @@ class SharedPacer:
     def reserve(self, count):
         """Reserve `count` consecutive request slots; return their start times as
         time.monotonic() values, in order."""
-        # Both clocks read together: a slot is `now` plus what the pace says.
+        slots = self._take_slots(count)
+        # Both clocks read together, after the slots are taken: a slot is as far
+        # from now in monotonic time as it is in epoch seconds.
         moment, now = time.monotonic(), timezone.now().timestamp()
-        return [moment + (slot - now) for slot in self._take_slots(now, count)]
+        return [moment + (slot - now) for slot in slots]
 
-    def _take_slots(self, now, count):
-        """The next `count` slots of the CRM's pace, as epoch seconds."""
+    def _take_slots(self, count):
+        """The next `count` slots of the CRM's pace, as epoch seconds. `now` is read
+        once the pace is locked, not before: a slot computed from a clock read before
+        a wait for the lock (or a new connection) would be in the past, its request
+        sent later than the window counts it, and a sliding limiter would see two
+        requests N apart closer than its window (bench/limits.py, the first window)."""
         if not self._shared():
             # SQLite, the embedded single-worker database: a backend's request threads
             # must not each open a connection to it (they would lock each other out),
             # so the pace is this process's, kept under a lock.
             with _PROCESS_LOCK:
                 not_before, recent = _PROCESS_PACE.get(self.crm, (0.0, []))
-                slots, recent = self._take(now, not_before, recent, count)
+                slots, recent = self._take(timezone.now().timestamp(), not_before, recent, count)
                 _PROCESS_PACE[self.crm] = (not_before, recent)
             return slots
         with transaction.atomic():
             state = self._locked_state()
             not_before = state.next_request_at.timestamp() if state.next_request_at else 0.0
+            now = timezone.now().timestamp()
             slots, recent = self._take(now, not_before, state.recent_request_slots or [], count)
             CRMState.objects.filter(pk=state.pk).update(recent_request_slots=recent)
         return slots
