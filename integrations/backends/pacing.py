@@ -29,6 +29,8 @@ import time
 PACE_SHARE = 0.97
 # How much faster than the average rate a pacer may catch up on unused slots.
 BURST = 2
+# Slots in a row a request may give up because its thread woke too late for them.
+LATE_SLOTS_GIVEN_UP = 3
 
 
 def pace_interval(requests_per_second):
@@ -69,8 +71,19 @@ class SlotWindow:
         # reaches its limit because of crmsync alone (HubSpot's Remaining: 0 holds
         # every worker for a window).
         self.limit = documented - 1 if documented * (1 - PACE_SHARE) >= 1 else documented
+        self.window_seconds = window_seconds
         self.span = window_seconds / PACE_SHARE
         self.min_gap = self.interval / BURST
+
+    def too_late(self, slot, now):
+        """Whether a request woken at `now` for `slot` must not be sent: the window
+        counted it at `slot`, so the request N slots later may go a window after
+        `slot`, and a limiter would count the two closer than its window by the
+        lateness. Half the margin (T / PACE_SHARE - T) is left to network jitter; the
+        lateness seen (a thread descheduled on a busy machine, a slow commit) has
+        the other half. Giving a slot up costs one slot of the window; a 429 costs
+        a hold of the CRM's reset (Brevo's is a whole second)."""
+        return bool(self.interval) and now - slot > (self.span - self.window_seconds) / 2
 
     def take(self, now, not_before, recent):
         """(the next slot, the recent slots with it), from `recent` (ascending)."""
@@ -119,12 +132,19 @@ class LocalPacer:
 
 def wait_for_slot(pacer):
     """pacer.wait() for either pacer: one slot reserved, slept until, and
-    reserved again while a hold placed meanwhile covers it."""
-    slot = pacer.reserve(1)[0]
-    wait_until(slot)
-    while pacer.held.covers(slot):
+    reserved again while a hold placed meanwhile covers it, or when this thread
+    woke too late for it (SlotWindow.too_late), at most LATE_SLOTS_GIVEN_UP times
+    in a row: on a machine that late for every slot, the request goes anyway."""
+    late = 0
+    while True:
         slot = pacer.reserve(1)[0]
         wait_until(slot)
+        if pacer.held.covers(slot):
+            continue
+        if late < LATE_SLOTS_GIVEN_UP and pacer.window.too_late(slot, time.monotonic()):
+            late += 1
+            continue
+        return
 
 
 def wait_until(moment):

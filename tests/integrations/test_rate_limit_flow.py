@@ -17,7 +17,15 @@ from contacts import selection
 from contacts.models import Contact, ContactSync, ProcessingStatus, SyncStatus
 from integrations.backends.base import RATE_LIMIT_RETRIES, OutcomeKind
 from integrations.backends.brevo import BrevoBackend
-from integrations.backends.pacing import BURST, PACE_SHARE, LocalPacer, SlotWindow, pace_interval, wait_for_slot
+from integrations.backends.pacing import (
+    BURST,
+    LATE_SLOTS_GIVEN_UP,
+    PACE_SHARE,
+    LocalPacer,
+    SlotWindow,
+    pace_interval,
+    wait_for_slot,
+)
 from integrations.ratelimit import SharedPacer
 
 from .conftest import make_item, unsaved_contact
@@ -163,6 +171,42 @@ class TestPace:
         monkeypatch.setattr("integrations.backends.pacing.wait_until", sleep_until)
         wait_for_slot(pacer)
         assert len(slept_until) == 2 and slept_until[1] - slept_until[0] >= 1.9
+
+    def test_a_slot_woken_too_late_for_is_given_up_for_a_new_one(self, monkeypatch):
+        """A request whose thread woke past half the window's margin would reach the
+        CRM later than its window counts it: it takes a fresh slot instead."""
+        pacer = LocalPacer(10)
+        margin = pacer.window.span - 1.0
+        given = [time.monotonic() - margin, time.monotonic() + 3600]
+        reserved = []
+
+        def reserve(count):
+            reserved.append(given[len(reserved)])
+            return [reserved[-1]]
+
+        monkeypatch.setattr(pacer, "reserve", reserve)
+        monkeypatch.setattr("integrations.backends.pacing.wait_until", lambda moment: None)
+        wait_for_slot(pacer)
+        assert reserved == given
+        # A slot on time (woken within half the margin) is used.
+        assert not pacer.window.too_late(100.0, 100.0 + margin / 2 - 0.001)
+        assert pacer.window.too_late(100.0, 100.0 + margin / 2 + 0.001)
+
+    def test_a_thread_late_for_every_slot_still_sends_after_a_few(self, monkeypatch):
+        pacer = LocalPacer(10)
+        reserved = []
+
+        def reserve(count):
+            reserved.append(time.monotonic() - 1.0)  # always a second late
+            return [reserved[-1]]
+
+        monkeypatch.setattr(pacer, "reserve", reserve)
+        monkeypatch.setattr("integrations.backends.pacing.wait_until", lambda moment: None)
+        wait_for_slot(pacer)
+        assert len(reserved) == 1 + LATE_SLOTS_GIVEN_UP
+
+    def test_without_a_pace_no_slot_is_late(self):
+        assert not LocalPacer(None).window.too_late(0.0, 60.0)
 
 
 @pytest.mark.django_db(transaction=True)
