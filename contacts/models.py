@@ -1,5 +1,5 @@
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.db.models.functions import Lower
 from django.dispatch import Signal
 from django.utils.translation import gettext_lazy as _
@@ -30,9 +30,12 @@ class LowercaseEmailField(models.EmailField):
 class ContactQuerySet(models.QuerySet):
     def delete(self):
         # Before the rows go: CRMs that mirror deletes keep what they need to
-        # remove the contact there (contacts.selection.detach_removals).
-        contacts_deleting.send(sender=Contact, contacts=self)
-        return super().delete()
+        # remove the contact there (contacts.selection.detach_removals). In the
+        # delete's transaction, so that what receivers write stands or falls with
+        # it (the attempt totals of /metrics count the history that goes).
+        with transaction.atomic(using=self.db):
+            contacts_deleting.send(sender=Contact, contacts=self)
+            return super().delete()
 
     delete.alters_data = True
     delete.queryset_only = True
@@ -74,8 +77,9 @@ class Contact(models.Model):
         return self.email
 
     def delete(self, *args, **kwargs):
-        contacts_deleting.send(sender=Contact, contacts=Contact.objects.filter(pk=self.pk))
-        return super().delete(*args, **kwargs)
+        with transaction.atomic(using=kwargs.get("using") or self._state.db):
+            contacts_deleting.send(sender=Contact, contacts=Contact.objects.filter(pk=self.pk))
+            return super().delete(*args, **kwargs)
 
     @property
     def full_name(self):

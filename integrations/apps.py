@@ -21,6 +21,11 @@ class IntegrationsConfig(AppConfig):
             sender=self.apps.get_model("contacts", "Contact"),
             dispatch_uid="integrations.requeue_changed_contact",
         )
+        from contacts.models import contacts_deleting
+
+        from .attempt_totals import note_contacts_deleting
+
+        contacts_deleting.connect(note_contacts_deleting, dispatch_uid="integrations.note_deleted_attempts")
 
 
 def _ensure_schedules_after_migrate(using="default", **kwargs):

@@ -263,3 +263,8 @@ def drift_check_interval_minutes():
     minutes = get_setting("CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES", 60, cast=int)
     _at_least("CRMSYNC_DRIFT_CHECK_INTERVAL_MINUTES", minutes, 1)
     return minutes
+
+
+def metrics_token():
+    """CRMSYNC_METRICS_TOKEN, the bearer token /metrics asks for; "" turns /metrics off."""
+    return str(get_setting("CRMSYNC_METRICS_TOKEN", "") or "")

@@ -59,6 +59,8 @@ from .imports import lend_import_ledger
 from .leases import LeaseRenewal
 from .mappings import use_mapping
 from .models import PAUSE_LOG_MARK, CRMState, Pause, clip
+from .push_histogram import merged as merged_push_durations
+from .push_histogram import observe as observe_push
 from .ratelimit import share_pace
 from .registry import get_enabled_backend_class
 
@@ -91,6 +93,8 @@ class RunResult:
     pause_reason: str = ""
     # Set when staff paused the CRM: the pause lasts until someone resumes it.
     paused_by: str = ""
+    # Each batch's push time, in integrations.push_histogram's buckets.
+    push_durations: dict = field(default_factory=dict)
 
     def add(self, other):
         for name in (
@@ -105,6 +109,7 @@ class RunResult:
             "batches",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.push_durations = merged_push_durations(self.push_durations, other.push_durations)
         if other.paused_until or other.paused_by:
             self.paused_until, self.pause_reason, self.paused_by = (
                 other.paused_until,
@@ -214,6 +219,8 @@ class SyncEngine:
             self.push(batch)
             self.record(batch, result)
         result.claimed, result.batches = len(batch.rows), 1
+        if batch.items:
+            observe_push(result.push_durations, batch.duration_ms / 1000)
         result.seconds = time.monotonic() - started
         logger.info(
             "crm=%s claimed=%d accepted=%d retry_scheduled=%d failed=%d waited=%d seconds=%.2f%s",
@@ -807,12 +814,24 @@ class SyncEngine:
         CRMState.objects.pause(self.crm, until, reason)
 
     def _note_run(self, result):
+        """The run's end, its push times and the requests its backend sent that the
+        shared pacer has not yet counted, in the CRM's state (/metrics)."""
         now = self.clock()
         CRMState.objects.ensure(self.crm)
         changes = {"last_run_at": now}
         if result.accepted:
             changes["last_success_at"] = now
-        CRMState.objects.filter(crm=self.crm).update(**changes)
+        tally = getattr(getattr(self.backend, "pacer", None), "tally", None)
+        sent, rate_limited = tally.take() if tally else (0, 0)
+        if sent or rate_limited:
+            changes["requests_sent"] = F("requests_sent") + sent
+            changes["rate_limited_responses"] = F("rate_limited_responses") + rate_limited
+        with transaction.atomic():
+            if result.push_durations:
+                # Merged under the row's lock: workers end their runs side by side.
+                state = CRMState.objects.select_for_update().only("push_durations").get(crm=self.crm)
+                changes["push_durations"] = merged_push_durations(state.push_durations, result.push_durations)
+            CRMState.objects.filter(crm=self.crm).update(**changes)
 
 
 def _wait(outcome):

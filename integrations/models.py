@@ -136,6 +136,9 @@ class CRMState(models.Model):
     # and workers in separate processes or machines report the same numbers.
     requests_sent = models.PositiveBigIntegerField(_("requests sent"), default=0)
     rate_limited_responses = models.PositiveBigIntegerField(_("answers of 429"), default=0)
+    # Every batch push's duration since the row was made, in the fixed buckets of
+    # integrations.push_histogram: each run of the engine adds its own.
+    push_durations = models.JSONField(_("push durations"), default=dict, blank=True)
     # The circuit breaker (breaker.Breaker): failed batches in a row, and while it
     # is open, since when the CRM fails and when one worker may probe it next.
     failed_batches = models.PositiveIntegerField(_("failed batches in a row"), default=0)
@@ -325,6 +328,26 @@ class AttemptCount(models.Model):
 
     def __str__(self):
         return "%s %s at %s: %d" % (self.crm, self.outcome, self.period_start, self.number)
+
+
+class DeletedAttemptCount(models.Model):
+    """SyncAttempt rows deleted (pruned after their retention, or with their
+    contact), per CRM and outcome, written in the transaction that deletes them:
+    with AttemptCount, a total of attempts that never goes down (/metrics).
+    Insert-only, so that deleting never waits on a shared row."""
+
+    crm = models.CharField(_("CRM"), max_length=32)
+    outcome = models.CharField(_("outcome"), max_length=16)
+    number = models.BigIntegerField(_("attempts"))
+    deleted_at = models.DateTimeField(_("deleted at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("deleted attempt count")
+        verbose_name_plural = _("deleted attempt counts")
+        default_permissions = ()
+
+    def __str__(self):
+        return "%s %s deleted: %d" % (self.crm, self.outcome, self.number)
 
 
 class ContactCount(models.Model):

@@ -8,6 +8,10 @@ workers; a hold (the CRM said its quota is spent) moves every later request back
 with nothing reserved ahead to waste. On PostgreSQL a reservation is one short
 transaction that locks the row. On SQLite (one worker process, DESIGN.md) the pace
 is kept in the process instead.
+
+The update that reserves a slot also adds the requests the backend sent since the
+previous one, and the answers of 429 among them, to the CRM's totals for /metrics
+(pacing.RequestTally); the engine adds what is left when its run ends.
 """
 
 import threading
@@ -15,10 +19,10 @@ import time
 from datetime import timedelta
 
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
-from .backends.pacing import HeldUntil, SlotWindow, wait_for_slot
+from .backends.pacing import HeldUntil, RequestTally, SlotWindow, wait_for_slot
 from .models import CRMState
 
 # Off PostgreSQL: {crm: (the end of the last hold, the recent slots)} of this
@@ -32,6 +36,7 @@ class SharedPacer:
         self.window = SlotWindow(requests_per_second, window_seconds)
         self.interval = self.window.interval
         self.held = HeldUntil()
+        self.tally = RequestTally()
         # The engine's connection (the thread that made this pacer): see _shared.
         self.owner_connection = connections[DEFAULT_DB_ALIAS]
 
@@ -59,12 +64,23 @@ class SharedPacer:
                 slots, recent = self._take(timezone.now().timestamp(), not_before, recent, count)
                 _PROCESS_PACE[self.crm] = (not_before, recent)
             return slots
-        with transaction.atomic():
-            state = self._locked_state()
-            not_before = state.next_request_at.timestamp() if state.next_request_at else 0.0
-            now = timezone.now().timestamp()
-            slots, recent = self._take(now, not_before, state.recent_request_slots or [], count)
-            CRMState.objects.filter(pk=state.pk).update(recent_request_slots=recent)
+        # The requests sent since the last reservation go into its update: counting
+        # them costs no statement of its own.
+        sent, rate_limited = self.tally.take()
+        try:
+            with transaction.atomic():
+                state = self._locked_state()
+                not_before = state.next_request_at.timestamp() if state.next_request_at else 0.0
+                now = timezone.now().timestamp()
+                slots, recent = self._take(now, not_before, state.recent_request_slots or [], count)
+                CRMState.objects.filter(pk=state.pk).update(
+                    recent_request_slots=recent,
+                    requests_sent=F("requests_sent") + sent,
+                    rate_limited_responses=F("rate_limited_responses") + rate_limited,
+                )
+        except BaseException:
+            self.tally.give_back(sent, rate_limited)
+            raise
         return slots
 
     def _take(self, now, not_before, recent, count):

@@ -10,6 +10,7 @@ from django.utils import timezone
 from contacts.models import SyncAttempt
 
 from . import rollups
+from .attempt_totals import delete_attempts
 from .conf import SyncPolicy, attempt_retention_days
 from .models import WebhookEvent
 from .registry import get_enabled_backend_class
@@ -51,7 +52,8 @@ def prune_sync_attempts():
         ids = list(SyncAttempt.objects.filter(attempted_at__lt=cutoff).values_list("pk", flat=True)[:PRUNE_CHUNK])
         if not ids:
             break
-        deleted += SyncAttempt.objects.filter(pk__in=ids).delete()[0]
+        # Counted as deleted in the same transaction: /metrics' totals stay put.
+        deleted += delete_attempts(SyncAttempt.objects.filter(pk__in=ids))
     logger.info("pruned %d sync attempts older than %s", deleted, cutoff.isoformat())
     # The deletes took their attempts off the dashboard's quarter hours; folding
     # them in leaves no row for a quarter hour pruned whole.

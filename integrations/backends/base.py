@@ -589,7 +589,12 @@ class CRMBackend:
                 crm=self.name,
             )
         started = time.monotonic()
+        # Counted for /metrics: the pacer's tally reaches the database with its next
+        # slot, or when the engine's run ends.
+        self.pacer.tally.note_request()
         response = self._send_within_deadline(method, path, kwargs)
+        if response.status_code == 429:
+            self.pacer.tally.note_rate_limited()
         scrub_credentials(response, self.credentials_sent(response.request))
         quota_wait = self.quota_spent_for(response)
         # A longer one is not slept out in a batch: the next request's 429 pauses the CRM.

@@ -5,7 +5,8 @@ it never knows where the pace is kept. By default that is this process
 (`LocalPacer`), which is all a unit test or a one-off command needs. The engine
 replaces it with a pacer shared by every worker on every machine
 (integrations.ratelimit.SharedPacer), which has the same three methods:
-reserve(count), wait() and hold(seconds).
+reserve(count), wait() and hold(seconds); each also keeps the `tally` of requests
+sent (RequestTally) that the backend notes.
 
 Both pace a little below the CRM's documented limit (PACE_SHARE): a limiter that
 allows at most N requests in any window of T seconds refuses the N+1st as soon as
@@ -54,6 +55,38 @@ class HeldUntil:
         # A slot reserved after the hold starts at its end, give or take the
         # microseconds between two clock readings.
         return slot < self.moment - 0.005
+
+
+class RequestTally:
+    """Requests a backend sent, and answers of 429 among them, that are not yet in
+    the CRM's totals in the database (CRMState.requests_sent, rate_limited_responses):
+    the shared pacer adds them in the update that reserves its next slot, the engine
+    the rest when its run ends."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sent = self.rate_limited = 0
+
+    def note_request(self):
+        with self.lock:
+            self.sent += 1
+
+    def note_rate_limited(self):
+        with self.lock:
+            self.rate_limited += 1
+
+    def take(self):
+        """(sent, rate limited) noted since the last take, now cleared."""
+        with self.lock:
+            counts = (self.sent, self.rate_limited)
+            self.sent = self.rate_limited = 0
+        return counts
+
+    def give_back(self, sent, rate_limited):
+        """Counts taken for a write that failed, kept for the next one."""
+        with self.lock:
+            self.sent += sent
+            self.rate_limited += rate_limited
 
 
 class SlotWindow:
@@ -107,6 +140,7 @@ class LocalPacer:
         self.recent, self.not_before = [], 0.0
         self.lock = threading.Lock()
         self.held = HeldUntil()
+        self.tally = RequestTally()
 
     def reserve(self, count):
         """Reserve `count` consecutive slots; return their start times as
