@@ -1,6 +1,7 @@
 """Django settings for crmsync. Every value comes from the environment or `.env`."""
 
 import os
+from email.utils import getaddresses
 from pathlib import Path
 
 import environ
@@ -234,3 +235,14 @@ if SENTRY_DSN:
 # list hold instead of an email. Its own secret, not SECRET_KEY: rotating either
 # must not break the other. Erasure refuses to start without it (contacts.W001).
 CRMSYNC_SUPPRESSION_KEY = env.str("CRMSYNC_SUPPRESSION_KEY", default="")
+
+# Mail, for the alerts to ADMINS (integrations.alerts). EMAIL_URL as django-environ
+# reads it, e.g. smtp+tls://user:password@smtp.example.com:587; the default prints
+# each mail on standard output (tests use Django's in-memory outbox).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+# "Name <address>, Name <address>": who receives the alerts; nobody when empty.
+ADMINS = getaddresses([env.str("ADMINS", default="")])
+SERVER_EMAIL = env.str("SERVER_EMAIL", default="crmsync@localhost")
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default=SERVER_EMAIL)
+EMAIL_SUBJECT_PREFIX = env.str("EMAIL_SUBJECT_PREFIX", default="[crmsync] ")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)

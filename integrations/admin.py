@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db.models import F
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -7,7 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from contacts.admin_badges import when
 
 from . import mapping_admin  # noqa: F401 (registers the field mappings' pages)
-from .models import CRMState, Enrichment
+from .models import AlertIncident, CRMState, Enrichment
 
 # The list shows this much of a pause's reason; the tooltip has all of it.
 REASON_SHOWN = 90
@@ -98,4 +99,31 @@ class EnrichmentAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AlertIncident)
+class AlertIncidentAdmin(admin.ModelAdmin):
+    """Read-only: what staff were alerted about (integrations.alerts), open ones first."""
+
+    list_display = ("__str__", "kind", "opened_at", "resolved_at", "is_open")
+    list_filter = ("kind", "crm", ("resolved_at", admin.EmptyFieldListFilter))
+    readonly_fields = ("crm", "kind", "opened_at", "resolved_at", "summary")
+    show_full_result_count = False
+
+    @admin.display(description=_("open"), boolean=True)
+    def is_open(self, obj):
+        return obj.resolved_at is None
+
+    def get_ordering(self, request):
+        # Open first (NULL resolved_at), then the newest.
+        return (F("resolved_at").desc(nulls_first=True), "-opened_at")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

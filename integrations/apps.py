@@ -9,10 +9,11 @@ class IntegrationsConfig(AppConfig):
     verbose_name = "CRM integrations"
 
     def ready(self):
-        from .checks import check_crm_configuration, check_error_reporting
+        from .checks import check_alert_settings, check_crm_configuration, check_error_reporting
 
         checks.register(check_crm_configuration)
         checks.register(check_error_reporting)
+        checks.register(check_alert_settings)
         post_migrate.connect(_ensure_schedules_after_migrate, sender=self)
         post_migrate.connect(_ensure_rollups_after_migrate, sender=self)
         # Wired here, on the side that reacts, so that contacts never imports integrations.

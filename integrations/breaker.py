@@ -10,6 +10,7 @@ from django.db.models import Q
 
 from contacts.models import ContactSync
 
+from . import alerts
 from .models import CRMState
 
 logger = logging.getLogger(__name__)
@@ -43,9 +44,6 @@ class Breaker:
 
     def _state(self):
         return CRMState.objects.filter(crm=self.crm)
-
-    def is_open(self):
-        return self._state().filter(next_probe_at__isnull=False).exists()
 
     def take_probe(self):
         """Whether this worker may probe now; nobody else may until it records (or
@@ -93,6 +91,8 @@ class Breaker:
                         state.failing_since.isoformat(),
                         state.next_probe_at.isoformat(),
                     )
+                    # Sent once this transaction commits; the row lock makes this worker the one that opened it.
+                    alerts.breaker_opened(self.crm, state.failed_batches, state.failing_since, state.next_probe_at, now)
             elif probe and was_open:
                 # A probe that showed nothing either way tries again after the same wait.
                 self._schedule_probe(state, now, state.probe_interval_seconds or self.rules.probe_seconds)
@@ -133,3 +133,4 @@ class Breaker:
             failing_since.isoformat() if failing_since else "?",
             drained,
         )
+        alerts.breaker_closed(self.crm, drained, now)

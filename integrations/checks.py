@@ -156,3 +156,30 @@ def check_error_reporting(app_configs=None, **kwargs):
             id="integrations.W004",
         )
     ]
+
+
+def check_alert_settings(app_configs=None, **kwargs):
+    """The alert settings (integrations.alerts). Never show the webhook URL: it holds a token."""
+    from .conf import alert_error_rate, alert_webhook_url
+
+    messages = []
+    try:
+        alert_error_rate()
+    except CRMConfigurationError as exc:
+        messages.append(
+            Error(
+                str(exc),
+                hint="Until it is fixed no alert about failed contacts is sent. Fix it in the environment or .env.",
+                id="integrations.E004",
+            )
+        )
+    url = alert_webhook_url()
+    if url and not url.lower().startswith(("https://", "http://")):
+        messages.append(
+            Error(
+                "CRMSYNC_ALERT_WEBHOOK_URL is not a web address (http:// or https://), so no alert reaches it.",
+                hint="Set it to the incoming webhook URL your chat tool gives, or unset it.",
+                id="integrations.E005",
+            )
+        )
+    return messages

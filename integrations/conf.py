@@ -242,6 +242,26 @@ def give_up_after_hours():
     return hours
 
 
+DEFAULT_ALERT_ERROR_RATE = 0.2
+
+
+def alert_error_rate():
+    """CRMSYNC_ALERT_ERROR_RATE: the share of failed contacts over the alert window
+    above which staff are alerted (integrations.alerts), a fraction from 0 to 1."""
+    rate = get_setting("CRMSYNC_ALERT_ERROR_RATE", DEFAULT_ALERT_ERROR_RATE, cast=float)
+    if not 0 <= rate <= 1:
+        raise CRMConfigurationError(
+            "CRMSYNC_ALERT_ERROR_RATE must be a fraction from 0 to 1 (0.2 is 20%%); it is %s." % _number(rate)
+        )
+    return rate
+
+
+def alert_webhook_url():
+    """CRMSYNC_ALERT_WEBHOOK_URL, a Slack-compatible incoming webhook, or "". It
+    holds a token: never log it or show it."""
+    return str(get_setting("CRMSYNC_ALERT_WEBHOOK_URL", "") or "").strip()
+
+
 def check_global_settings():
     """Raise CRMConfigurationError for the first invalid setting shared by all CRMs."""
     lease_seconds()

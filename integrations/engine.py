@@ -44,6 +44,7 @@ from contacts.models import (
     SyncStatus,
 )
 
+from . import alerts
 from .backends.base import Outcome, OutcomeKind, SyncItem
 from .breaker import Breaker, Verdict
 from .conf import SyncPolicy
@@ -203,6 +204,7 @@ class SyncEngine:
             self.backend.close()
             result.seconds = time.monotonic() - started
             self._note_run(result)
+            alerts.after_run(self.crm, result.accepted, self.clock())
         return result
 
     def run_batch(self, limit, *, probe=False):
@@ -382,6 +384,7 @@ class SyncEngine:
             status = getattr(exc, "status_code", None)
             logger.error("crm=%s unavailable, pausing %d s: %s", self.crm, pause, exc, extra={PAUSE_LOG_MARK: True})
             self.pause(self.clock() + timedelta(seconds=pause), str(exc))
+            alerts.crm_paused(self.crm, str(exc), self.clock())
             if getattr(exc, "fail_contacts", False):
                 return [Outcome.permanent(item, str(exc), http_status=status) for item in items]
             return [Outcome.wait(item, str(exc), retry_after=pause, http_status=status) for item in items]

@@ -9,6 +9,7 @@ import logging
 from datetime import timedelta
 
 from django.db import DatabaseError
+from django.db.models import Exists, OuterRef
 from django.http import JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -17,9 +18,10 @@ from django_q.models import Schedule
 
 from contacts.models import ContactSync
 
+from . import alerts
 from .conf import SyncPolicy
 from .exceptions import CRMConfigurationError
-from .models import PAUSE_FIELDS, CRMState
+from .models import PAUSE_FIELDS, AlertIncident, AlertKind, CRMState
 from .registry import enabled_backend_classes
 from .schedules import sync_schedule_name
 
@@ -41,6 +43,7 @@ def healthz(request):
         logger.warning("database unreachable: %s", exc)
         return _respond("unreachable", ["The database is unreachable."], {})
     crms = {cls.name: _crm_health(cls, facts, now) for cls in classes}
+    _alert_on_schedules(crms, facts["states"], now)
     problems = [
         "The %s sync schedule has not run for %d of its intervals." % (cls.verbose_name, STALE_INTERVALS)
         for cls in classes
@@ -66,7 +69,9 @@ def _read_facts(names, now):
         "queues": _queue_stats(names, now),
         "states": {
             state.crm: state
-            for state in CRMState.objects.filter(crm__in=names).only("last_run_at", "last_success_at", *PAUSE_FIELDS)
+            for state in CRMState.objects.filter(crm__in=names)
+            .only("last_run_at", "last_success_at", *PAUSE_FIELDS)
+            .annotate(stale_alert_open=Exists(_open_stale_alerts))
         },
         "schedules": {
             row["name"]: row
@@ -75,6 +80,27 @@ def _read_facts(names, now):
             .values("name", "next_run", "minutes")
         },
     }
+
+
+# Read with the CRM's state, so that /healthz, called every few seconds, asks
+# nothing more while no schedule changes.
+_open_stale_alerts = AlertIncident.objects.filter(
+    crm=OuterRef("crm"), kind=AlertKind.STALE_SCHEDULE, resolved_at__isnull=True
+)
+
+
+def _alert_on_schedules(crms, states, now):
+    """Staff are alerted once when a schedule stops, and once when it runs again
+    (integrations.alerts): the web process notices, a dead scheduler cannot."""
+    alerted = {crm for crm, state in states.items() if state.stale_alert_open}
+    stale = {
+        crm: states[crm].last_run_at if crm in states else None
+        for crm, health in crms.items()
+        if health["schedule"] == "stale" and crm not in alerted
+    }
+    recovered = [crm for crm in alerted if crm in crms and crms[crm]["schedule"] != "stale"]
+    if stale or recovered:
+        alerts.schedules_seen(stale, recovered, now, intervals=STALE_INTERVALS)
 
 
 def _queue_stats(names, now):

@@ -365,3 +365,40 @@ class ContactCount(models.Model):
 
     def __str__(self):
         return "%d contacts" % self.number
+
+
+class AlertKind(models.TextChoices):
+    """What staff are told about (integrations.alerts): each needs a person."""
+
+    PAUSED = "paused", _("Paused for credentials or configuration")
+    BREAKER = "breaker", _("Circuit breaker open")
+    ERROR_RATE = "error_rate", _("Failed contacts above the alert rate")
+    STALE_SCHEDULE = "stale_schedule", _("Sync schedule stopped")
+
+
+class AlertIncident(models.Model):
+    """One incident staff were alerted about, from the alert to its recovery notice.
+
+    At most one is open per CRM and kind (the partial unique constraint): the
+    worker or web process whose INSERT wins sends the alert, and the one whose
+    UPDATE closes it sends the recovery, however many noticed (integrations.alerts).
+    `summary` is the alert's own text: no contact data, no secret."""
+
+    crm = models.CharField(_("CRM"), max_length=32, validators=[validate_crm_name])
+    kind = models.CharField(_("kind"), max_length=32, choices=AlertKind.choices)
+    opened_at = models.DateTimeField(_("opened at"), default=timezone.now)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+    summary = models.TextField(_("summary"), blank=True)
+
+    class Meta:
+        verbose_name = _("alert incident")
+        verbose_name_plural = _("alert incidents")
+        ordering = ["-opened_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["crm", "kind"], condition=Q(resolved_at__isnull=True), name="alertincident_one_open"
+            )
+        ]
+
+    def __str__(self):
+        return "%s: %s" % (verbose_crm_name(self.crm), self.get_kind_display())
