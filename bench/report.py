@@ -51,6 +51,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -104,6 +105,15 @@ SCRIPTS = {
     "dashboard": ("dashboard.py", [], ["--contacts", "25000", "--attempts", "500000"]),
     "engine": ("engine.py", ["--throughput-only"], ["--throughput-only", "--contacts", "5000", "--repeats", "1"]),
     "drift": ("drift.py", [], ["--sizes", "10000,100000"]),
+}
+# The lines of each script's output the summary repeats: its figures, each with its load.
+HEADLINES = {
+    "limits": r"^(brevo|hubspot|mautic|n8n) |^CRM ",
+    "bulk": r"contacts/s|from the go|per contact|in Error",
+    "pages": r"^layout|^(newest|scattered) ",
+    "dashboard": r"^target:",
+    "engine": r"^claim\+record|^target",
+    "drift": r"Complete rows",
 }
 SYNC_TASK = "integrations.tasks.sync_crm_task"
 NAIVE_TASK = "bench.report_support.sync_one_contact"
@@ -168,6 +178,8 @@ class Report:
     def __init__(self, args, server, logs):
         self.args, self.server, self.logs = args, server, logs
         self.summary, self.e2e = [], {crm: {} for crm in args.crms}
+        # {section: the lines of a script's output that carry its figures}
+        self.headlines = {}
 
     def note(self, what, figure, load_avg):
         self.summary.append((what, figure, load_avg))
@@ -671,10 +683,20 @@ def run_script(report, section):
         env.pop(own, None)  # each script starts its own sandbox and picks its settings
     print("\n== %s: bench/%s %s ==" % (section, script, " ".join(quick if report.args.quick else full)), flush=True)
     started = time.monotonic()
-    process = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), *(quick if report.args.quick else full)], env=env, check=False
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / script), *(quick if report.args.quick else full)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
-    outcome = "done" if process.returncode == 0 else "FAILED (exit %d)" % process.returncode
+    headline = re.compile(HEADLINES[section])
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        if headline.search(line):
+            report.headlines.setdefault(section, []).append(line.rstrip())
+    returncode = process.wait()
+    outcome = "done" if returncode == 0 else "FAILED (exit %d)" % returncode
     report.note("bench/%s" % script, "%s in %.0f s; figures above" % (outcome, time.monotonic() - started), load())
 
 
@@ -756,6 +778,8 @@ def print_summary(report):
         print("|---|---|---|")
         for what, figure, load_avg in report.summary:
             print("| %s | %s | %.2f |" % (what, figure, load_avg))
+    for section, lines in report.headlines.items():
+        print("\n%s (bench/%s):\n\n```\n%s\n```" % (section, SCRIPTS[section][0], "\n".join(lines)))
 
 
 def e2e_row(crm, figures, args):
