@@ -131,7 +131,10 @@ def open_kinds(crm):
 
 
 def _send_on_commit(alert, background):
-    logger.warning("alert: %s", alert.subject)
+    # DEBUG: what the alert is about (a pause, the breaker) was logged where it happened,
+    # and the incident is a row staff see in the admin; saying it again at a higher level
+    # would say a pause twice in sync_crm's output. A failed send is an ERROR.
+    logger.debug("alert to staff: %s", alert.subject)
     transaction.on_commit(functools.partial(_start_send if background else send, alert), robust=True)
 
 
