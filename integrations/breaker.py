@@ -45,9 +45,6 @@ class Breaker:
     def _state(self):
         return CRMState.objects.filter(crm=self.crm)
 
-    def is_open(self):
-        return self._state().filter(next_probe_at__isnull=False).exists()
-
     def take_probe(self):
         """Whether this worker may probe now; nobody else may until it records (or
         its lease, or the longest probe interval, has passed: it died)."""

@@ -182,7 +182,7 @@ class SyncEngine:
         use_mapping(self.backend)  # the staff mapping as it is when the run starts
         try:
             while budget_seconds is None or time.monotonic() - started < budget_seconds:
-                pause = self.paused()
+                pause, probe = self._pause_and_breaker()
                 if pause:
                     result.paused_until, result.pause_reason, result.paused_by = pause
                     break
@@ -191,7 +191,6 @@ class SyncEngine:
                     limit = min(limit, max_contacts - result.claimed)
                 if limit <= 0:
                     break
-                probe = self.breaker.is_open()
                 if probe and not self.breaker.take_probe():
                     continue  # another worker probes; paused() now says until when
                 batch = self.run_batch(min(limit, self.policy.breaker.probe_contacts) if probe else limit, probe=probe)
@@ -811,6 +810,10 @@ class SyncEngine:
         """A Pause while the CRM is paused for every worker, else None (see
         CRMStateQuerySet.paused)."""
         return CRMState.objects.paused(self.crm, self.clock(), label=self.backend.verbose_name)
+
+    def _pause_and_breaker(self):
+        """(paused(), whether the circuit breaker is open) in one read of the CRM's state."""
+        return CRMState.objects.pause_and_breaker(self.crm, self.clock(), label=self.backend.verbose_name)
 
     def pause(self, until, reason):
         """Pause the CRM until `until` unless it is already paused for longer."""

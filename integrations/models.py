@@ -65,14 +65,16 @@ class CRMStateQuerySet(models.QuerySet):
         (until resumed; it wins, since it lasts longest), by the CRM (a rate limit,
         bad credentials), or by the circuit breaker until its next probe. `label`
         names the CRM in the breaker's reason (default: its registered label)."""
+        return self.pause_and_breaker(crm, now, label=label)[0]
+
+    def pause_and_breaker(self, crm, now=None, *, label=None):
+        """(the Pause as paused() decides it, or None; whether the circuit breaker
+        is open) in one read: what a worker asks before each claim."""
         now = now or timezone.now()
-        state = (
-            self.filter(crm=crm)
-            .filter(Q(paused_at__isnull=False) | Q(paused_until__gt=now) | Q(next_probe_at__gt=now))
-            .only(*PAUSE_FIELDS)
-            .first()
-        )
-        return state.current_pause(now, label=label) if state else None
+        state = self.filter(crm=crm).only(*PAUSE_FIELDS).first()
+        if state is None:
+            return None, False
+        return state.current_pause(now, label=label), state.next_probe_at is not None
 
     def stopped(self, now=None):
         """The CRMs paused by staff or by the CRM, or whose circuit breaker is open
