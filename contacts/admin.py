@@ -31,6 +31,7 @@ from .admin_filters import (
     SyncWarningFilter,
     SyncWorkFilter,
 )
+from .admin_readonly import ReadOnlyAdmin
 from .erasure_admin import ContactErasureMixin
 from .export import CSVExportMixin
 from .forms import ContactForm, CRMChoiceForm
@@ -524,7 +525,7 @@ class ContactSyncAdmin(CSVExportMixin, admin.ModelAdmin):
 
 
 @admin.register(SyncAttempt)
-class SyncAttemptAdmin(admin.ModelAdmin):
+class SyncAttemptAdmin(ReadOnlyAdmin):
     list_display = ("attempted", "contact_shown", "crm", "outcome", "http_status", "duration", "error_shown")
     list_filter = (SyncCRMFilter, "outcome")
     search_fields = ("contact__email", "error")
@@ -551,12 +552,3 @@ class SyncAttemptAdmin(admin.ModelAdmin):
     def error_shown(self, obj):
         # Whole errors made rows 200 px tall; two lines and the tooltip say enough.
         return clamped(obj.error, ERROR_SHOWN * 3)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

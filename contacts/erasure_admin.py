@@ -24,6 +24,7 @@ from django.utils.translation import ngettext
 from integrations.registry import crm_choices, get_backend_class
 
 from . import audit, erasure
+from .admin_readonly import ReadOnlyAdmin
 from .models import Erasure, ErasureResult, ErasureStatus, Suppression
 from .suppression import SuppressionKeyMissing, email_hash, suppression_key
 
@@ -158,18 +159,9 @@ class ErasureResultInline(admin.TabularInline):
         return False
 
 
-class ProofAdmin(admin.ModelAdmin):
+class ProofAdmin(ReadOnlyAdmin):
     """Erasures and suppressions are proof and a staff decision: never added or
     edited here. Who may erase may also read them."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_view_permission(self, request, obj=None):
         return super().has_view_permission(request, obj) or can_erase(request)

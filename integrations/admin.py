@@ -6,6 +6,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext_lazy as _
 
 from contacts.admin_badges import when
+from contacts.admin_readonly import ReadOnlyAdmin
 
 from . import mapping_admin  # noqa: F401 (registers the field mappings' pages)
 from .models import AlertIncident, CRMState, Enrichment
@@ -15,7 +16,7 @@ REASON_SHOWN = 90
 
 
 @admin.register(CRMState)
-class CRMStateAdmin(admin.ModelAdmin):
+class CRMStateAdmin(ReadOnlyAdmin):
     """Read-only: the engine writes these rows; staff see pauses and runs here."""
 
     list_display = ("__str__", "is_paused", "paused_by_shown", "paused_until_shown", "reason", "last_run_at")
@@ -76,15 +77,6 @@ class CRMStateAdmin(admin.ModelAdmin):
             Truncator(reason).chars(REASON_SHOWN),
         )
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(Enrichment)
 class EnrichmentAdmin(admin.ModelAdmin):
@@ -103,7 +95,7 @@ class EnrichmentAdmin(admin.ModelAdmin):
 
 
 @admin.register(AlertIncident)
-class AlertIncidentAdmin(admin.ModelAdmin):
+class AlertIncidentAdmin(ReadOnlyAdmin):
     """Read-only: what staff were alerted about (integrations.alerts), open ones first."""
 
     list_display = ("__str__", "kind", "opened_at", "resolved_at", "is_open")
@@ -118,12 +110,3 @@ class AlertIncidentAdmin(admin.ModelAdmin):
     def get_ordering(self, request):
         # Open first (NULL resolved_at), then the newest.
         return (F("resolved_at").desc(nulls_first=True), "-opened_at")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
