@@ -6,7 +6,7 @@ from .secrets import configured_secrets, scrub
 
 def init_sentry(dsn, environment="production", release=None, traces_sample_rate=0.0, transport=None):
     """Report errors to Sentry; return whether it started. Without sentry-sdk it
-    does nothing (the system check integrations.W004 says so). `transport` is for tests."""
+    does nothing (the system check integrations.W005 says so). `transport` is for tests."""
     if not dsn:
         return False
     try:

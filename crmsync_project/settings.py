@@ -218,7 +218,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Error reporting to Sentry: on when SENTRY_DSN is set and sentry-sdk is installed
-# (the system check integrations.W004 warns when only the DSN is).
+# (the system check integrations.W005 warns when only the DSN is).
 SENTRY_DSN = env.str("SENTRY_DSN", default="")
 if SENTRY_DSN:
     from crmsync_project.sentry import init_sentry

@@ -153,7 +153,7 @@ def check_error_reporting(app_configs=None, **kwargs):
         Warning(
             "SENTRY_DSN is set but sentry-sdk is not installed, so errors are not reported to Sentry.",
             hint="pip install sentry-sdk, or unset SENTRY_DSN.",
-            id="integrations.W004",
+            id="integrations.W005",
         )
     ]
 

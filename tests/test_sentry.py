@@ -180,7 +180,7 @@ class TestCheck:
     WARNING = Warning(
         "SENTRY_DSN is set but sentry-sdk is not installed, so errors are not reported to Sentry.",
         hint="pip install sentry-sdk, or unset SENTRY_DSN.",
-        id="integrations.W004",
+        id="integrations.W005",
     )
 
     def test_warns_when_the_dsn_is_set_but_sentry_sdk_is_missing(self, settings, monkeypatch):
