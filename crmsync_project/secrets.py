@@ -9,6 +9,9 @@ FILTERED = "[Filtered]"
 # Settings and environment variables whose values are secrets (BREVO_API_KEY,
 # MAUTIC_PASSWORD, N8N_WEBHOOK_SECRET, SECRET_KEY, SENTRY_DSN...).
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|DSN")
+# Webhook addresses (CRMSYNC_ALERT_WEBHOOK_URL, N8N_WEBHOOK_URL) hold their token in
+# the path (Slack's /services/T.../B.../...), which urllib3 logs at DEBUG.
+WEBHOOK_NAME = re.compile(r"WEBHOOK_URL$")
 # Shorter values ("1", "true") would be scrubbed from every message.
 MIN_SECRET_LENGTH = 8
 
@@ -20,6 +23,8 @@ def configured_secrets():
     for name, value in _named_values():
         if isinstance(value, str):
             values.add(value if SECRET_NAME.search(name) else _url_password(value))
+            if WEBHOOK_NAME.search(name):
+                values.update(_url_path(value))
     return sorted((v for v in values if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)
 
 
@@ -46,3 +51,12 @@ def _url_password(value):
         return urlsplit(value).password or ""
     except ValueError:
         return ""
+
+
+def _url_path(value):
+    """A URL's path, with and without its query: where a webhook keeps its token."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return []
+    return [parts.path, "%s?%s" % (parts.path, parts.query) if parts.query else parts.path]

@@ -38,3 +38,14 @@ def test_a_value_that_is_not_configured_as_a_secret_is_left_alone(settings, writ
     settings.BREVO_LIST_ID = "list-12345678"
     logging.getLogger("integrations.engine").warning("joined list-12345678")
     assert "joined list-12345678" in written.getvalue()
+
+
+def test_a_webhook_address_is_blanked_where_urllib3_logs_its_path(settings, written):
+    """A Slack-compatible webhook's token is its path; urllib3 logs the path at DEBUG."""
+    settings.CRMSYNC_ALERT_WEBHOOK_URL = "https://hooks.example.com/services/T000/B000/XXXXsecretXXXX"
+    logging.getLogger("integrations.alerts").warning(
+        'https://hooks.example.com:443 "POST /services/T000/B000/XXXXsecretXXXX HTTP/1.1" 200 2'
+    )
+    out = written.getvalue()
+    assert "XXXXsecretXXXX" not in out
+    assert '"POST [Filtered] HTTP/1.1" 200 2' in out
