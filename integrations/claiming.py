@@ -157,19 +157,3 @@ class _Reader:
 def _offsets():
     sync, contact = len(ContactSync._meta.concrete_fields), len(Contact._meta.concrete_fields)
     return {ContactSync: 0, Contact: sync, Erasure: sync + contact}
-
-
-def contact_versions(pks, *, using):
-    """[(pk, row version)] of the contacts of `pks` that still exist, in one query
-    with the keys as one array parameter (a hundred placeholders cost more to
-    prepare than the read)."""
-    connection = connections[using]
-    quote = connection.ops.quote_name
-    sql = "SELECT {pk}, {version} FROM {table} WHERE {pk} = ANY(%s)".format(
-        pk=quote(Contact._meta.pk.column),
-        version=row_version(quote(Contact._meta.db_table)),
-        table=quote(Contact._meta.db_table),
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [pks])
-        return cursor.fetchall()

@@ -28,6 +28,7 @@ from typing import NamedTuple
 
 from django.db import connections, transaction
 from django.db.models import F
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from contacts import erasure
@@ -562,8 +563,9 @@ class SyncEngine:
         A contact deleted during the push has no payload now; its removal follows."""
         rows = Contact.objects.filter(pk__in=pushed)
         if versions is not None:
-            now = claiming.contact_versions(list(pushed), using=rows.db)
-            moved = [pk for pk, version in now if version != versions.get(pk)]
+            version = claiming.row_version(connections[rows.db].ops.quote_name(Contact._meta.db_table))
+            now = rows.annotate(version=RawSQL(version, ()))
+            moved = [pk for pk, version in now.values_list("pk", "version") if version != versions.get(pk)]
             return list(Contact.objects.filter(pk__in=moved)) if moved else []
         edited = []
         for values in rows.values_list(*CONTACT_ATTNAMES):
