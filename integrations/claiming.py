@@ -2,20 +2,15 @@
 claimed and read them back with their contacts and erasures, in one round trip.
 
     WITH expired AS MATERIALIZED (SELECT ... LIMIT n FOR NO KEY UPDATE SKIP LOCKED),
-         due AS MATERIALIZED (SELECT ... LIMIT n FOR NO KEY UPDATE SKIP LOCKED),
-         claimed AS (UPDATE ... FROM expired, then due up to n in all, RETURNING ...)
+         due AS MATERIALIZED (SELECT ... LIMIT n - expired FOR NO KEY UPDATE SKIP LOCKED),
+         claimed AS (UPDATE ... FROM expired and due ... RETURNING ...)
     SELECT claimed, its contact, its erasure ...
 
 Each MATERIALIZED select runs once and locks only the rows it returns (SKIP LOCKED:
 another worker's rows are passed over, not waited for), so nesting it in the UPDATE
-cannot lock more. Both have a constant LIMIT: with `n - expired` as the due
-rows' LIMIT the planner guessed a tenth of the table and joined by scanning it
-whole (14 ms at 10,000 rows). When leases expired, the due select may lock up to
-that many rows it does not claim, until the statement ends.
-
-Rows whose lease expired (their worker died) come first, by lease end, then the
-queued ones by due time; each scan reads its own partial index and stops at the
-limit. SQLite has no row locks: the engine keeps its compare-and-set
+cannot lock more. Rows whose lease expired (their worker died) come first, by lease
+end, then the queued ones by due time; each scan reads its own partial index and
+stops at the limit. SQLite has no row locks: the engine keeps its compare-and-set
 claim there (engine.SyncEngine.claim_ids).
 
 The contact's row version (row_version: any write of the row changes it, by
@@ -79,9 +74,8 @@ def _statement(rows, now, limit, changes, connection):
     contact, erasure = quote(Contact._meta.db_table), quote(Erasure._meta.db_table)
     sql = (
         "WITH expired (id, at) AS MATERIALIZED ({expired} LIMIT %s FOR NO KEY UPDATE SKIP LOCKED), "
-        "due (id, at) AS MATERIALIZED ({due} LIMIT %s FOR NO KEY UPDATE SKIP LOCKED), "
-        "picked AS (SELECT id, true AS reclaimed, at FROM expired "
-        "UNION ALL (SELECT id, false, at FROM due ORDER BY at LIMIT %s - (SELECT count(*) FROM expired))), "
+        "due (id, at) AS MATERIALIZED ({due} LIMIT %s - (SELECT count(*) FROM expired) FOR NO KEY UPDATE SKIP LOCKED), "
+        "picked AS (SELECT id, true AS reclaimed, at FROM expired UNION ALL SELECT id, false, at FROM due), "
         "claimed AS (UPDATE {table} SET {sets} FROM picked WHERE {table}.{pk} = picked.id "
         "RETURNING {returned}, picked.reclaimed, picked.at) "
         "SELECT {selected}, claimed.reclaimed, {version} FROM claimed "
@@ -110,7 +104,7 @@ def _statement(rows, now, limit, changes, connection):
         erasure_pk=quote(Erasure._meta.pk.column),
         erasure_id=quote(ContactSync._meta.get_field("erasure").column),
     )
-    return sql, [*expired_params, limit, *due_params, limit, limit, *set_params]
+    return sql, [*expired_params, limit, *due_params, limit, *set_params]
 
 
 def _locking(queryset, order_by, connection):
