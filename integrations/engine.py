@@ -28,7 +28,6 @@ from typing import NamedTuple
 
 from django.db import connections, transaction
 from django.db.models import F
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from contacts import erasure
@@ -45,7 +44,7 @@ from contacts.models import (
     SyncStatus,
 )
 
-from . import alerts, claiming
+from . import alerts
 from .backends.base import Outcome, OutcomeKind, SyncItem
 from .breaker import Breaker, Verdict
 from .conf import SyncPolicy
@@ -135,9 +134,6 @@ class _Batch:
     # not the CRM's failure, so the circuit breaker ignores them.
     unexplained: set = field(default_factory=set)
     probe: bool = False
-    # {contact pk: its row version when claimed}, PostgreSQL only: an edit during
-    # the push changes it (claiming.row_version).
-    contact_versions: dict | None = None
 
 
 class Written(NamedTuple):
@@ -262,8 +258,6 @@ class SyncEngine:
 
     def claim(self, limit):
         """Claim up to `limit` due rows (see claim_ids) and load them with their contacts."""
-        if self._row_locks():
-            return self._claim_in_one_statement(limit)
         token, ids = self.claim_ids(limit)
         # By primary key: the token has no index, and only guards against rows
         # that the compare-and-set left to another worker.
@@ -271,15 +265,11 @@ class SyncEngine:
         return _Batch(token=token, rows=list(claimed) if ids else [])
 
     def claim_ids(self, limit):
-        """Mark up to `limit` due rows Processing under a fresh token and lease;
-        return (token, ids) in claim order.
+        """Mark up to `limit` due rows Processing under a fresh token and lease, in
+        one short transaction; return (token, ids).
 
         Rows whose lease expired (their worker died) come first; the lost attempt
-        counts. PostgreSQL claims in one statement with row locks (claiming.claim);
-        SQLite in one short transaction, its UPDATE a compare-and-set."""
-        if self._row_locks():
-            batch = self._claim_in_one_statement(limit)
-            return batch.token, [row.pk for row in batch.rows]
+        counts."""
         now = self.clock()
         token = uuid.uuid4()
         with transaction.atomic():
@@ -291,8 +281,7 @@ class SyncEngine:
                 due = self._rows().queued_due(now).order_by("next_attempt_at")
                 ids += self._lock_due_ids(due, limit - len(ids))
             if ids:
-                # Without row locks the re-check of the due condition makes it a compare-and-set.
-                ContactSync.objects.filter(pk__in=ids).due(now).update(
+                self._claimable(ids, now).update(
                     processing_status=ProcessingStatus.PROCESSING,
                     attempts=F("attempts") + 1,
                     lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds),
@@ -301,29 +290,22 @@ class SyncEngine:
                 )
         return token, ids
 
-    def _claim_in_one_statement(self, limit):
-        now, token = self.clock(), uuid.uuid4()
-        changes = {
-            "processing_status": ProcessingStatus.PROCESSING,
-            "attempts": Sql("{column} + 1"),
-            "lease_expires_at": now + timedelta(seconds=self.policy.lease_seconds),
-            "claim_token": token,
-            "updated_at": now,
-        }
-        claimed = claiming.claim(self._rows(), now, limit, changes)
-        # Their last attempt did not finish: push() may give up on them.
-        self.reclaimed = claimed.reclaimed
-        return _Batch(token=token, rows=claimed.rows, contact_versions=claimed.contact_versions)
-
-    def _row_locks(self):
-        return connections[self._rows().db].features.has_select_for_update_skip_locked
+    def _claimable(self, ids, now):
+        rows = ContactSync.objects.filter(pk__in=ids)
+        if connections[rows.db].features.has_select_for_update_skip_locked:
+            # Locked by us, and FOR UPDATE re-checked the due condition already.
+            # Repeating it here would let the planner scan every due row.
+            return rows
+        # Without row locks (SQLite) the re-check makes the claim a compare-and-set.
+        return rows.due(now)
 
     def _rows(self):
         return ContactSync.objects.for_crm(self.crm)
 
     @staticmethod
     def _lock_due_ids(queryset, limit):
-        # SQLite: a plain SELECT (one writer at a time; the UPDATE re-checks).
+        # A plain SELECT ... LIMIT n FOR UPDATE SKIP LOCKED locks only the rows it
+        # returns; nesting it in the UPDATE could let the planner lock more.
         locked = queryset.select_for_update(skip_locked=True, of=("self",), no_key=True)
         return list(locked.values_list("pk", flat=True)[:limit])
 
@@ -446,7 +428,7 @@ class SyncEngine:
         removed = [o for o in accepted if rows_by_key[o.key].operation]
         not_in_crm = [o for o in accepted if o.kind is OutcomeKind.NOT_IN_CRM]
         accepted = [o for o in accepted if o not in removed and o not in not_in_crm]
-        changed = self._changed_during_push(accepted, payloads, rows_by_key, batch.contact_versions)
+        changed = self._changed_during_push(accepted, payloads, rows_by_key)
         with transaction.atomic():
             written = {}
             written.update(self._record_accepted(batch.token, accepted, payloads, rows_by_key, now))
@@ -523,19 +505,23 @@ class SyncEngine:
             return Verdict.FAILING
         return None
 
-    def _changed_during_push(self, accepted, payloads, rows_by_key, versions=None):
+    def _changed_during_push(self, accepted, payloads, rows_by_key):
         """Keys of accepted rows whose contact no longer builds the payload that was
         pushed (edited mid-push, by any means): they are queued again at once.
 
         A payload is built from the contact's row alone (build_payload's contract),
-        so only a contact whose row now differs from the one pushed is built again
-        (see _edited_contacts: one query for the batch)."""
+        so only a contact whose row now differs from the one pushed is built again;
+        the rows are read as plain values, one query for the batch."""
         if not accepted or not self.policy.sync_on_change:
             return set()
         pushed = {rows_by_key[o.key].contact_id: rows_by_key[o.key].contact for o in accepted}
-        now_hashes = {
-            contact.pk: (contact, self._hash_now(contact)) for contact in self._edited_contacts(pushed, versions)
-        }
+        # A contact deleted during the push has no payload now; its removal follows.
+        now_hashes = {}
+        for values in Contact.objects.filter(pk__in=pushed).values_list(*CONTACT_ATTNAMES):
+            contact = pushed[values[0]]
+            if values != tuple(getattr(contact, name) for name in CONTACT_ATTNAMES):
+                contact = Contact.from_db(Contact.objects.db, CONTACT_ATTNAMES, values)
+                now_hashes[contact.pk] = (contact, self._hash_now(contact))
         keys = {rows_by_key[o.key].contact_id: o.key for o in accepted}
         changed = {
             keys[pk] for pk, (_contact, now_hash) in now_hashes.items() if now_hash != payload_hash(payloads[keys[pk]])
@@ -553,25 +539,6 @@ class SyncEngine:
                 )
                 return set()
         return changed
-
-    @staticmethod
-    def _edited_contacts(pushed, versions):
-        """The contacts of `pushed` ({pk: the contact as pushed}) whose row differs now,
-        as they are now. With the row versions read at the claim (PostgreSQL, see
-        claiming.py) only the versions are read, and then the rows whose version
-        moved (most batches: none); else the rows, as plain values, are compared.
-        A contact deleted during the push has no payload now; its removal follows."""
-        rows = Contact.objects.filter(pk__in=pushed)
-        if versions is not None:
-            version = claiming.row_version(connections[rows.db].ops.quote_name(Contact._meta.db_table))
-            now = rows.annotate(version=RawSQL(version, ()))
-            moved = [pk for pk, version in now.values_list("pk", "version") if version != versions.get(pk)]
-            return list(Contact.objects.filter(pk__in=moved)) if moved else []
-        edited = []
-        for values in rows.values_list(*CONTACT_ATTNAMES):
-            if values != tuple(getattr(pushed[values[0]], name) for name in CONTACT_ATTNAMES):
-                edited.append(Contact.from_db(Contact.objects.db, CONTACT_ATTNAMES, values))
-        return edited
 
     def _hash_now(self, contact):
         try:

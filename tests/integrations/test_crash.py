@@ -154,16 +154,16 @@ class DropWhileRecording:
 
 
 def count_claims(monkeypatch):
-    """Counts SyncEngine.claim calls that found nothing due."""
-    claim = engine.SyncEngine.claim
+    """Counts SyncEngine.claim_ids calls that found nothing due."""
+    claim_ids = engine.SyncEngine.claim_ids
     counter = SimpleNamespace(empty=0)
 
     def counting(self, limit):
-        batch = claim(self, limit)
-        counter.empty += not batch.rows
-        return batch
+        token, ids = claim_ids(self, limit)
+        counter.empty += not ids
+        return token, ids
 
-    monkeypatch.setattr(engine.SyncEngine, "claim", counting)
+    monkeypatch.setattr(engine.SyncEngine, "claim_ids", counting)
     return counter
 
 
