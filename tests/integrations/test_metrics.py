@@ -41,7 +41,7 @@ def token(settings, monkeypatch):
 
 @pytest.fixture
 def brevo(settings, token):
-    settings.BREVO_API_KEY = "xkeysib-test-0000000000000000000000"
+    settings.BREVO_API_KEY = "test-brevo-key-not-a-real-one"
     settings.BREVO_REQUESTS_PER_SECOND = 1000  # no pacing waits
     settings.BREVO_CONCURRENCY = 1  # the answers below go to the contacts in order
     return BrevoBackend
@@ -273,7 +273,7 @@ class TestState:
 
         with CaptureQueriesContext(connection) as one_more:
             scrape(client)
-        settings.HUBSPOT_API_KEY = "pat-na1-00000000-0000-0000-0000-000000000000"
+        settings.HUBSPOT_API_KEY = "test-hubspot-token-not-a-real-one"
         settings.OTHER_TOKEN = "other-token-0000000000"
         with CaptureQueriesContext(connection) as more:
             samples = scrape(client)
