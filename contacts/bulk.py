@@ -7,7 +7,7 @@ CASE per row. The worker records a batch with it (integrations.engine) and staff
 changes queue changed contacts again with it (contacts.selection).
 """
 
-from django.db import connections
+from django.db import connections, models
 
 
 class Sql:
@@ -97,11 +97,51 @@ def _per_row_sets(model, connection, per_row, value_columns):
 
 
 def _row_params(model, connection, rows, per_row):
-    fields = [model._meta.get_field(name) for name in per_row]
+    prepare = [_preparer(model._meta.get_field(name), connection) for name in per_row]
     params = []
     for pk, values in rows.items():
-        params += [pk, *(field.get_db_prep_value(value, connection) for field, value in zip(fields, values))]
+        params.append(pk)
+        params += [prep(value) for prep, value in zip(prepare, values)]
     return params
+
+
+# Django's own text and integer fields (exactly these classes: a subclass may
+# prepare values its own way, as LowercaseEmailField does), whose preparation of a
+# str (text) or an int (integer), or of None, returns it unchanged after a few
+# calls per value. A foreign key prepares its value as its target field does.
+_UNCHANGED = {
+    **dict.fromkeys((models.CharField, models.TextField, models.EmailField, models.SlugField, models.URLField), str),
+    **dict.fromkeys(
+        (
+            models.IntegerField,
+            models.BigIntegerField,
+            models.SmallIntegerField,
+            models.PositiveIntegerField,
+            models.PositiveSmallIntegerField,
+            models.PositiveBigIntegerField,
+            models.AutoField,
+            models.BigAutoField,
+        ),
+        int,
+    ),
+}
+
+
+def _preparer(field, connection):
+    """A function preparing `field`'s values for the database, as
+    field.get_db_prep_save does. A batch prepares thousands of values: a value
+    Django's preparation would return unchanged is passed as it is."""
+    target = field.target_field if type(field) is models.ForeignKey else field
+    kind = _UNCHANGED.get(type(target))
+    if kind is None:
+        return lambda value: field.get_db_prep_save(value, connection)
+
+    def prepare(value):
+        if value is None or type(value) is kind:
+            return value
+        return field.get_db_prep_save(value, connection)
+
+    return prepare
 
 
 def _matching(model, connection, matching):
@@ -153,8 +193,9 @@ def insert_from_values(model, rows, *, per_row, fixed, existing=None, using="def
     )
     # In the order of the text: the fixed values in the SELECT list, then VALUES.
     params = [f.get_db_prep_save(value, connection) for f, value in zip(fixed_fields, fixed.values())]
+    prepare = [_preparer(field, connection) for field in fields]
     for values in rows:
-        params += [f.get_db_prep_save(value, connection) for f, value in zip(fields, values)]
+        params += [prep(value) for prep, value in zip(prepare, values)]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.rowcount

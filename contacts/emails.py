@@ -6,6 +6,7 @@ in every CRM. canonical_email() is the rule for storing and matching; ascii_emai
 is the same address with an ASCII (punycode) domain, for CRMs that take only that.
 """
 
+import functools
 import unicodedata
 
 import idna
@@ -29,7 +30,16 @@ def canonical_email(value):
     """
     if not isinstance(value, str):
         return value
-    text = _nfc(_nfc(value.strip()).lower())
+    return _canonical(value)
+
+
+# A worker asks for the same addresses twice per batch (the push, the record).
+@functools.lru_cache(maxsize=4096)
+def _canonical(value):
+    if value.isascii():
+        text = value.strip().lower()  # ASCII text is NFC already (most addresses: the short way)
+    else:
+        text = _nfc(_nfc(value.strip()).lower())
     local, at, domain = text.rpartition("@")
     if not at:
         return text
