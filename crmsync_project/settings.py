@@ -235,6 +235,9 @@ if SENTRY_DSN:
 # list hold instead of an email. Its own secret, not SECRET_KEY: rotating either
 # must not break the other. Erasure refuses to start without it (contacts.W001).
 CRMSYNC_SUPPRESSION_KEY = env.str("CRMSYNC_SUPPRESSION_KEY", default="")
+# A worker claims its next batch on a second connection while the current one
+# records (integrations/claim_ahead.py); off, it claims after each record.
+CRMSYNC_CLAIM_AHEAD = env.bool("CRMSYNC_CLAIM_AHEAD", default=True)
 
 # Mail, for the alerts to ADMINS (integrations.alerts). EMAIL_URL as django-environ
 # reads it, e.g. smtp+tls://user:password@smtp.example.com:587; the default prints

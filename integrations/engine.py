@@ -44,9 +44,10 @@ from contacts.models import (
     SyncStatus,
 )
 
-from . import alerts
+from . import alerts, claiming
 from .backends.base import Outcome, OutcomeKind, SyncItem
 from .breaker import Breaker, Verdict
+from .claim_ahead import ClaimAhead
 from .conf import SyncPolicy
 from .exceptions import (
     CRMConfigurationError,
@@ -134,6 +135,15 @@ class _Batch:
     # not the CRM's failure, so the circuit breaker ignores them.
     unexplained: set = field(default_factory=set)
     probe: bool = False
+    # {contact pk: its row version when claimed}, PostgreSQL only: an edit during
+    # the push changes it (claiming.row_version).
+    contact_versions: dict | None = None
+    # Keys of the rows whose lease had expired (their worker died): push() may give up on them.
+    reclaimed: set = field(default_factory=set)
+
+    def asked_to_wait(self):
+        """Whether the CRM asked to wait (a rate limit, an outage) for any of the batch."""
+        return any(outcome.kind is OutcomeKind.WAIT for outcome in self.outcomes)
 
 
 class Written(NamedTuple):
@@ -180,6 +190,7 @@ class SyncEngine:
         result = RunResult(self.crm)
         started = time.monotonic()
         use_mapping(self.backend)  # the staff mapping as it is when the run starts
+        ahead = ClaimAhead.for_engine(self)
         try:
             while budget_seconds is None or time.monotonic() - started < budget_seconds:
                 pause, probe = self._pause_and_breaker()
@@ -193,23 +204,40 @@ class SyncEngine:
                     break
                 if probe and not self.breaker.take_probe():
                     continue  # another worker probes; paused() now says until when
-                batch = self.run_batch(min(limit, self.policy.breaker.probe_contacts) if probe else limit, probe=probe)
+                claimed = self._claimed_ahead(ahead, limit, probe)
+
+                def claim_next(batch, limit=limit, probe=probe):
+                    # A full batch, no probe: more is likely due. Claimed while this one records.
+                    if ahead and not probe and len(batch.rows) == limit and not batch.asked_to_wait():
+                        remaining = None if max_contacts is None else max_contacts - result.claimed - limit
+                        ahead.start(self.claim, limit if remaining is None else min(limit, remaining))
+
+                batch = self.run_batch(
+                    min(limit, self.policy.breaker.probe_contacts) if probe else limit,
+                    probe=probe,
+                    claimed=claimed,
+                    after_push=claim_next,
+                )
                 result.add(batch)
                 if on_batch:
                     on_batch(batch)
                 if not batch.claimed or batch.paused_until:
                     break
         finally:
+            if ahead:
+                self._release_claimed_ahead(ahead)
             self.backend.close()
             result.seconds = time.monotonic() - started
             self._note_run(result)
             alerts.after_run(self.crm, result.accepted, self.clock())
         return result
 
-    def run_batch(self, limit, *, probe=False):
-        """One claim -> push -> record cycle of at most `limit` contacts."""
+    def run_batch(self, limit, *, probe=False, claimed=None, after_push=None):
+        """One claim -> push -> record cycle of at most `limit` contacts: `claimed`
+        is a batch claimed ahead (else the claim is made here), and `after_push` is
+        called with the batch between its push and its record."""
         started = time.monotonic()
-        batch = self.claim(limit)
+        batch = claimed if claimed is not None else self.claim(limit)
         batch.probe = probe
         result = RunResult(self.crm)
         if not batch.rows:
@@ -218,6 +246,8 @@ class SyncEngine:
             return result
         with LeaseRenewal(self, batch), lend_import_ledger(self.backend, batch):
             self.push(batch)
+            if after_push:
+                after_push(batch)
             self.record(batch, result)
         result.claimed, result.batches = len(batch.rows), 1
         if batch.items:
@@ -256,20 +286,72 @@ class SyncEngine:
 
     # Claim
 
+    def _claimed_ahead(self, ahead, limit, probe):
+        """The batch claimed ahead while the last one recorded, when it still fits:
+        a probe, or a limit now smaller (Brevo's bulk size, max_contacts), claims
+        afresh and puts it back."""
+        claimed = ahead.take() if ahead else None
+        if claimed is not None and (probe or len(claimed.rows) > limit):
+            self.release(claimed)
+            return None
+        return claimed
+
+    def _release_claimed_ahead(self, ahead):
+        """The run ends: a batch being claimed ahead is waited for and put back. A
+        claim that failed took nothing (its transaction rolled back); the run's
+        own outcome, or its error, is what the caller hears of."""
+        try:
+            self.release(ahead.take())
+        except Exception:
+            logger.warning("crm=%s the claim made ahead could not be taken back", self.crm, exc_info=True)
+        finally:
+            ahead.close()
+
+    def release(self, batch):
+        """Put a claimed batch back as it was before its claim, unpushed: no attempt
+        spent or recorded, the rows due as they were (one whose lease had expired
+        stays so), and a decision staff made meanwhile applied."""
+        if not batch or not batch.rows:
+            return
+        now = self.clock()
+        before = {
+            row.pk: (ProcessingStatus.PROCESSING, now) if row.pk in batch.reclaimed else (ProcessingStatus.QUEUED, None)
+            for row in batch.rows
+        }
+        lease_type = ContactSync._meta.get_field("lease_expires_at").cast_db_type(connections[ContactSync.objects.db])
+        with transaction.atomic():
+            written = update_from_values(
+                ContactSync,
+                before,
+                # VALUES types a column of NULLs as text: cast it to the column's type.
+                per_row={"processing_status": "{v}", "lease_expires_at": "CAST({v} AS %s)" % lease_type},
+                fixed={"attempts": Sql("{column} - 1"), "claim_token": None, "updated_at": now},
+                matching={"claim_token": batch.token, "processing_status": ProcessingStatus.PROCESSING},
+                returning=Written._fields,
+                using=ContactSync.objects.db,
+            )
+            self._apply_pending_decisions({pk: Written(*values) for pk, *values in written}, set(), now)
+
     def claim(self, limit):
         """Claim up to `limit` due rows (see claim_ids) and load them with their contacts."""
+        if self._row_locks():
+            return self._claim_in_one_statement(limit)
         token, ids = self.claim_ids(limit)
         # By primary key: the token has no index, and only guards against rows
         # that the compare-and-set left to another worker.
         claimed = ContactSync.objects.filter(pk__in=ids, claim_token=token).select_related("contact", "erasure")
-        return _Batch(token=token, rows=list(claimed) if ids else [])
+        return _Batch(token=token, rows=list(claimed) if ids else [], reclaimed=self.reclaimed)
 
     def claim_ids(self, limit):
-        """Mark up to `limit` due rows Processing under a fresh token and lease, in
-        one short transaction; return (token, ids).
+        """Mark up to `limit` due rows Processing under a fresh token and lease;
+        return (token, ids) in claim order.
 
         Rows whose lease expired (their worker died) come first; the lost attempt
-        counts."""
+        counts. PostgreSQL claims in one statement with row locks (claiming.claim);
+        SQLite in one short transaction, its UPDATE a compare-and-set."""
+        if self._row_locks():
+            batch = self._claim_in_one_statement(limit)
+            return batch.token, [row.pk for row in batch.rows]
         now = self.clock()
         token = uuid.uuid4()
         with transaction.atomic():
@@ -281,7 +363,8 @@ class SyncEngine:
                 due = self._rows().queued_due(now).order_by("next_attempt_at")
                 ids += self._lock_due_ids(due, limit - len(ids))
             if ids:
-                self._claimable(ids, now).update(
+                # Without row locks the re-check of the due condition makes it a compare-and-set.
+                ContactSync.objects.filter(pk__in=ids).due(now).update(
                     processing_status=ProcessingStatus.PROCESSING,
                     attempts=F("attempts") + 1,
                     lease_expires_at=now + timedelta(seconds=self.policy.lease_seconds),
@@ -290,22 +373,31 @@ class SyncEngine:
                 )
         return token, ids
 
-    def _claimable(self, ids, now):
-        rows = ContactSync.objects.filter(pk__in=ids)
-        if connections[rows.db].features.has_select_for_update_skip_locked:
-            # Locked by us, and FOR UPDATE re-checked the due condition already.
-            # Repeating it here would let the planner scan every due row.
-            return rows
-        # Without row locks (SQLite) the re-check makes the claim a compare-and-set.
-        return rows.due(now)
+    def _claim_in_one_statement(self, limit):
+        now, token = self.clock(), uuid.uuid4()
+        changes = {
+            "processing_status": ProcessingStatus.PROCESSING,
+            "attempts": Sql("{column} + 1"),
+            "lease_expires_at": now + timedelta(seconds=self.policy.lease_seconds),
+            "claim_token": token,
+            "updated_at": now,
+        }
+        claimed = claiming.claim(self._rows(), now, limit, changes)
+        # Their last attempt did not finish: push() may give up on them.
+        self.reclaimed = claimed.reclaimed
+        return _Batch(
+            token=token, rows=claimed.rows, contact_versions=claimed.contact_versions, reclaimed=claimed.reclaimed
+        )
+
+    def _row_locks(self):
+        return connections[self._rows().db].features.has_select_for_update_skip_locked
 
     def _rows(self):
         return ContactSync.objects.for_crm(self.crm)
 
     @staticmethod
     def _lock_due_ids(queryset, limit):
-        # A plain SELECT ... LIMIT n FOR UPDATE SKIP LOCKED locks only the rows it
-        # returns; nesting it in the UPDATE could let the planner lock more.
+        # SQLite: a plain SELECT (one writer at a time; the UPDATE re-checks).
         locked = queryset.select_for_update(skip_locked=True, of=("self",), no_key=True)
         return list(locked.values_list("pk", flat=True)[:limit])
 
@@ -320,7 +412,7 @@ class SyncEngine:
             if row.operation:
                 batch.items.append(self._removal_item(row))
                 continue
-            if row.pk in self.reclaimed and self.policy.gives_up(row.attempts - 1, row.first_failed_at, now):
+            if row.pk in batch.reclaimed and self.policy.gives_up(row.attempts - 1, row.first_failed_at, now):
                 batch.outcomes.append(
                     Outcome.permanent(
                         item,
@@ -428,7 +520,7 @@ class SyncEngine:
         removed = [o for o in accepted if rows_by_key[o.key].operation]
         not_in_crm = [o for o in accepted if o.kind is OutcomeKind.NOT_IN_CRM]
         accepted = [o for o in accepted if o not in removed and o not in not_in_crm]
-        changed = self._changed_during_push(accepted, payloads, rows_by_key)
+        changed = self._changed_during_push(accepted, payloads, rows_by_key, batch.contact_versions)
         with transaction.atomic():
             written = {}
             written.update(self._record_accepted(batch.token, accepted, payloads, rows_by_key, now))
@@ -505,23 +597,19 @@ class SyncEngine:
             return Verdict.FAILING
         return None
 
-    def _changed_during_push(self, accepted, payloads, rows_by_key):
+    def _changed_during_push(self, accepted, payloads, rows_by_key, versions=None):
         """Keys of accepted rows whose contact no longer builds the payload that was
         pushed (edited mid-push, by any means): they are queued again at once.
 
         A payload is built from the contact's row alone (build_payload's contract),
-        so only a contact whose row now differs from the one pushed is built again;
-        the rows are read as plain values, one query for the batch."""
+        so only a contact whose row now differs from the one pushed is built again
+        (see _edited_contacts: one query for the batch)."""
         if not accepted or not self.policy.sync_on_change:
             return set()
         pushed = {rows_by_key[o.key].contact_id: rows_by_key[o.key].contact for o in accepted}
-        # A contact deleted during the push has no payload now; its removal follows.
-        now_hashes = {}
-        for values in Contact.objects.filter(pk__in=pushed).values_list(*CONTACT_ATTNAMES):
-            contact = pushed[values[0]]
-            if values != tuple(getattr(contact, name) for name in CONTACT_ATTNAMES):
-                contact = Contact.from_db(Contact.objects.db, CONTACT_ATTNAMES, values)
-                now_hashes[contact.pk] = (contact, self._hash_now(contact))
+        now_hashes = {
+            contact.pk: (contact, self._hash_now(contact)) for contact in self._edited_contacts(pushed, versions)
+        }
         keys = {rows_by_key[o.key].contact_id: o.key for o in accepted}
         changed = {
             keys[pk] for pk, (_contact, now_hash) in now_hashes.items() if now_hash != payload_hash(payloads[keys[pk]])
@@ -539,6 +627,24 @@ class SyncEngine:
                 )
                 return set()
         return changed
+
+    @staticmethod
+    def _edited_contacts(pushed, versions):
+        """The contacts of `pushed` ({pk: the contact as pushed}) whose row differs now,
+        as they are now. With the row versions read at the claim (PostgreSQL, see
+        claiming.py) only the versions are read, and then the rows whose version
+        moved (most batches: none); else the rows, as plain values, are compared.
+        A contact deleted during the push has no payload now; its removal follows."""
+        rows = Contact.objects.filter(pk__in=pushed)
+        if versions is not None:
+            now = claiming.contact_versions(list(pushed), using=rows.db)
+            moved = [pk for pk, version in now if version != versions.get(pk)]
+            return list(Contact.objects.filter(pk__in=moved)) if moved else []
+        edited = []
+        for values in rows.values_list(*CONTACT_ATTNAMES):
+            if values != tuple(getattr(pushed[values[0]], name) for name in CONTACT_ATTNAMES):
+                edited.append(Contact.from_db(Contact.objects.db, CONTACT_ATTNAMES, values))
+        return edited
 
     def _hash_now(self, contact):
         try:

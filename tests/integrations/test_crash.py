@@ -154,16 +154,16 @@ class DropWhileRecording:
 
 
 def count_claims(monkeypatch):
-    """Counts SyncEngine.claim_ids calls that found nothing due."""
-    claim_ids = engine.SyncEngine.claim_ids
+    """Counts SyncEngine.claim calls that found nothing due."""
+    claim = engine.SyncEngine.claim
     counter = SimpleNamespace(empty=0)
 
     def counting(self, limit):
-        token, ids = claim_ids(self, limit)
-        counter.empty += not ids
-        return token, ids
+        batch = claim(self, limit)
+        counter.empty += not batch.rows
+        return batch
 
-    monkeypatch.setattr(engine.SyncEngine, "claim_ids", counting)
+    monkeypatch.setattr(engine.SyncEngine, "claim", counting)
     return counter
 
 

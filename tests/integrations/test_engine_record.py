@@ -5,6 +5,7 @@ PostgreSQL."""
 
 import pytest
 from django.db import connection
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 from contacts import selection
@@ -83,6 +84,41 @@ def test_an_edit_of_the_payload_mid_push_queues_only_that_row_again(queued, poli
     attempts = SyncAttempt.objects.filter(outcome=AttemptOutcome.ACCEPTED)
     assert attempts.filter(contact=edited).count() == 2
     assert attempts.exclude(contact=edited).count() == 2
+
+
+def edit_by_save(contacts):
+    for contact in contacts:
+        contact.first_name = "Edited"
+        contact.save()
+
+
+def edit_by_update(contacts):
+    contacts.update(first_name="Edited")
+
+
+def edit_by_raw_sql(contacts):
+    table = connection.ops.quote_name(Contact._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE %s SET first_name = 'Edited' WHERE id = %%s" % table, [contacts[0].pk])
+
+
+@pytest.mark.parametrize("edit", [edit_by_save, edit_by_update, edit_by_raw_sql])
+def test_an_edit_of_the_payload_mid_push_by_any_means_is_found(queued, policy, clock, edit):
+    # On PostgreSQL the record compares row versions read at the claim; on SQLite, the rows.
+    queued(1)
+    result = run(policy, clock, during_the_first_push(edit))
+
+    assert result.claimed == 2, "pushed again with the edit"
+    assert states() == {(S.COMPLETE, P.COMPLETE, "")}
+
+
+def test_a_write_that_leaves_the_payload_as_it_was_mid_push_queues_nothing(queued, policy, clock):
+    queued(2)
+    # A new row version on PostgreSQL; the payload built again is the same.
+    result = run(policy, clock, during_the_first_push(lambda contacts: contacts.update(first_name=F("first_name"))))
+
+    assert result.claimed == 2
+    assert states() == {(S.COMPLETE, P.COMPLETE, "")}
 
 
 def record_statements(policy, clock, queued, count, outcome):
