@@ -8,9 +8,12 @@ table (bench/engine.py's fill: one Brevo row per contact, 5,000 of them due, the
 rest Complete), then runs 40 batches through the engine with a backend that accepts
 everything (no HTTP) and prints the median milliseconds per batch of each step:
 
-  lock    SELECT ... FOR NO KEY UPDATE SKIP LOCKED of the due ids
-  mark    the UPDATE that marks them Processing (with lock: the claim transaction)
-  load    the rows with their contacts (claim()'s select_related)
+  lock    the claim statement: on PostgreSQL one statement locks the due rows
+          (FOR NO KEY UPDATE SKIP LOCKED), marks them Processing and returns them
+          with their contacts (integrations/claiming.py)
+  mark    a separate UPDATE marking them Processing (0 with the one-statement
+          claim; SQLite's compare-and-set claim has one)
+  load    the rest of engine.claim(): building the rows and contacts in Python
   record  engine.record(): the Complete rows and their SyncAttempt rows
 
 and, for one more batch, the pages each statement touched (EXPLAIN ANALYZE BUFFERS,
@@ -119,26 +122,16 @@ def one_batch(engine, spent):
     """Claim, push (no HTTP) and record one batch of 100; the steps' ms into `spent`."""
     for step in STEPS:
         spent[step].append(0.0)
-    with timed_statements(spent):
-        token, ids = engine.claim_ids(100)
     started = time.perf_counter()
-    batch = engine.claim_rows(token, ids) if hasattr(engine, "claim_rows") else _load(engine, token, ids)
+    with timed_statements(spent):
+        batch = engine.claim(100)
     loaded = time.perf_counter()
     assert len(batch.rows) == 100, len(batch.rows)
     engine.push(batch)
     recording = time.perf_counter()
     engine.record(batch, RunResult(engine.crm))
-    spent["load"][-1] = (loaded - started) * 1000
+    spent["load"][-1] = (loaded - started) * 1000 - spent["lock"][-1] - spent["mark"][-1]
     spent["record"][-1] = (time.perf_counter() - recording) * 1000
-
-
-def _load(engine, token, ids):
-    # claim() without its claim_ids(): what it does with the ids.
-    from contacts.models import ContactSync
-    from integrations.engine import _Batch
-
-    claimed = ContactSync.objects.filter(pk__in=ids, claim_token=token).select_related("contact", "erasure")
-    return _Batch(token=token, rows=list(claimed))
 
 
 def settle():
