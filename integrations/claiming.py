@@ -28,7 +28,7 @@ import inspect
 from typing import NamedTuple
 
 from django.db import connections
-from django.db.models import signals
+from django.db.models import JSONField, signals
 from django.db.models.base import ModelState
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 
@@ -144,15 +144,18 @@ class _Reader:
             column = field.get_col(model._meta.db_table)
             found = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
             if found:
-                self.converters.append((position, found, column))
+                self.converters.append((position, found, column, _decodes_plain_json(field)))
         self.connection = connection
 
     def build(self, fetched):
         values = list(fetched[self.start : self.start + len(self.attnames)])
         if values[0] is None:
             return None  # LEFT JOIN found no row: no contact, or no erasure
-        for position, converters, column in self.converters:
+        for position, converters, column, plain_json in self.converters:
             value = values[position]
+            if plain_json and value == "{}":
+                values[position] = {}  # what decoding gives, for the usual empty attributes
+                continue
             for convert in converters:
                 value = convert(value, column, self.connection)
             values[position] = value
@@ -166,6 +169,11 @@ class _Reader:
         instance._state = ModelState()
         instance._state.adding, instance._state.db = False, self.db
         return instance
+
+
+def _decodes_plain_json(field):
+    """Whether `field` is Django's own JSONField with the standard decoder."""
+    return type(field) is JSONField and field.decoder is None
 
 
 @functools.cache

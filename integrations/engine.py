@@ -14,6 +14,7 @@ questions asked of the rows are ContactSync's QuerySet methods, and whether a CR
 is paused is decided by CRMState's manager.
 """
 
+import functools
 import hashlib
 import json
 import logging
@@ -204,19 +205,12 @@ class SyncEngine:
                     break
                 if probe and not self.breaker.take_probe():
                     continue  # another worker probes; paused() now says until when
-                claimed = self._claimed_ahead(ahead, limit, probe)
-
-                def claim_next(batch, limit=limit, probe=probe):
-                    # A full batch, no probe: more is likely due. Claimed while this one records.
-                    if ahead and not probe and len(batch.rows) == limit and not batch.asked_to_wait():
-                        remaining = None if max_contacts is None else max_contacts - result.claimed - limit
-                        ahead.start(self.claim, limit if remaining is None else min(limit, remaining))
-
+                room = None if max_contacts is None else max_contacts - result.claimed - limit
                 batch = self.run_batch(
                     min(limit, self.policy.breaker.probe_contacts) if probe else limit,
                     probe=probe,
-                    claimed=claimed,
-                    after_push=claim_next,
+                    claimed=self._claimed_ahead(ahead, limit, probe),
+                    after_push=None if probe or not ahead else functools.partial(self._claim_next, ahead, limit, room),
                 )
                 result.add(batch)
                 if on_batch:
@@ -295,6 +289,16 @@ class SyncEngine:
             self.release(claimed)
             return None
         return claimed
+
+    def _claim_next(self, ahead, limit, room, batch):
+        """Between a batch's push and its record: claim the next one ahead, unless
+        this one came short (the queue is empty) or the CRM asked to wait. `room`:
+        the contacts left in the run's budget after this batch (None: no budget)."""
+        if len(batch.rows) < limit or batch.asked_to_wait():
+            return
+        size = limit if room is None else min(limit, room)
+        if size > 0:
+            ahead.start(self.claim, size)
 
     def _release_claimed_ahead(self, ahead):
         """The run ends: a batch being claimed ahead is waited for and put back. A

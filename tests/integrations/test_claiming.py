@@ -42,6 +42,9 @@ def test_claimed_rows_and_contacts_hold_what_the_orm_reads(queued, policy, clock
         assert contact.attributes == {"plan": "gold", "seats": 3}
         for instance in (row, contact):
             assert instance._state.adding is False and instance._state.db == "default"
+    # An empty JSON object (enrichment here) is a dict of each contact's own.
+    first, second = (row.contact.enrichment for row in batch.rows[:2])
+    assert first == second == {} and first is not second
 
 
 def test_a_claimed_row_saves_as_a_loaded_one_does(queued, policy, clock):
