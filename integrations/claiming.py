@@ -25,6 +25,7 @@ whether the contact was edited during the push by comparing versions alone.
 
 import functools
 import inspect
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from django.db import connections
@@ -42,11 +43,13 @@ class Claimed(NamedTuple):
     contact_versions: dict  # {contact pk: its row version when read}
 
 
-def claim(rows, now, limit, changes):
+def claim(rows, now, limit, changes, compiled=None):
     """Claim up to `limit` rows of `rows` (one CRM's ContactSync queryset) due at
-    `now`, setting `changes` ({field name: value or bulk.Sql}) on each."""
+    `now`, setting `changes` ({field name: value or bulk.Sql}) on each. `compiled`
+    (a dict the caller keeps for one queryset) holds the due and expired rows'
+    SELECTs once compiled: compiling them costs more than the claim's own CPU."""
     connection = connections[rows.db]
-    sql, params = _statement(rows, now, limit, changes, connection)
+    sql, params = _statement(rows, now, limit, changes, connection, {} if compiled is None else compiled)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         fetched = cursor.fetchall()
@@ -75,11 +78,13 @@ def row_version(table):
     return "{t}.xmin::text || {t}.ctid::text".format(t=table)
 
 
-def _statement(rows, now, limit, changes, connection):
+def _statement(rows, now, limit, changes, connection, compiled):
     quote = connection.ops.quote_name
     table = quote(ContactSync._meta.db_table)
-    expired, expired_params = _locking(rows.expired_leases(now), "lease_expires_at", connection)
-    due, due_params = _locking(rows.queued_due(now), "next_attempt_at", connection)
+    expired, expired_params = _at(
+        compiled, "expired", now, lambda at: _locking(rows.expired_leases(at), "lease_expires_at", connection)
+    )
+    due, due_params = _at(compiled, "due", now, lambda at: _locking(rows.queued_due(at), "next_attempt_at", connection))
     sets, set_params = set_clauses(ContactSync, connection, changes)
     contact, erasure = quote(Contact._meta.db_table), quote(Erasure._meta.db_table)
     sql = (
@@ -116,6 +121,27 @@ def _statement(rows, now, limit, changes, connection):
         erasure_id=quote(ContactSync._meta.get_field("erasure").column),
     )
     return sql, [*expired_params, limit, *due_params, limit, limit, *set_params]
+
+
+# Compiled once with this moment, the SELECTs show where `now` goes among their
+# parameters: no other value of a claim's SELECT can equal it.
+_MARK = datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
+
+
+def _at(compiled, name, now, compile_at):
+    """compile_at(now) -> (sql, params), the SQL compiled once into `compiled`
+    and `now` put in its places among the parameters."""
+    if name not in compiled:
+        sql, params = compile_at(_MARK)
+        places = [position for position, value in enumerate(params) if value == _MARK]
+        if len(places) != 1:  # not the SELECT this expects: compile each time
+            return compile_at(now)
+        compiled[name] = sql, params, places
+    sql, params, places = compiled[name]
+    params = list(params)
+    for position in places:
+        params[position] = now
+    return sql, params
 
 
 def _locking(queryset, order_by, connection):

@@ -176,6 +176,7 @@ class SyncEngine:
         self.rng = rng or random.Random()
         self.breaker = Breaker(self.crm, self.policy, clock)
         self.reclaimed = set()
+        self._compiled_claim = {}  # the claim's SELECTs, compiled once (claiming.claim)
         # The engine owns the pacing between workers: the backend only waits for
         # the slots its pacer hands out.
         share_pace(backend)
@@ -386,7 +387,7 @@ class SyncEngine:
             "claim_token": token,
             "updated_at": now,
         }
-        claimed = claiming.claim(self._rows(), now, limit, changes)
+        claimed = claiming.claim(self._rows(), now, limit, changes, self._compiled_claim)
         # Their last attempt did not finish: push() may give up on them.
         self.reclaimed = claimed.reclaimed
         return _Batch(
@@ -639,13 +640,12 @@ class SyncEngine:
         claiming.py) only the versions are read, and then the rows whose version
         moved (most batches: none); else the rows, as plain values, are compared.
         A contact deleted during the push has no payload now; its removal follows."""
-        rows = Contact.objects.filter(pk__in=pushed)
         if versions is not None:
-            now = claiming.contact_versions(list(pushed), using=rows.db)
+            now = claiming.contact_versions(list(pushed), using=Contact.objects.db)
             moved = [pk for pk, version in now if version != versions.get(pk)]
             return list(Contact.objects.filter(pk__in=moved)) if moved else []
         edited = []
-        for values in rows.values_list(*CONTACT_ATTNAMES):
+        for values in Contact.objects.filter(pk__in=pushed).values_list(*CONTACT_ATTNAMES):
             if values != tuple(getattr(pushed[values[0]], name) for name in CONTACT_ATTNAMES):
                 edited.append(Contact.from_db(Contact.objects.db, CONTACT_ATTNAMES, values))
         return edited

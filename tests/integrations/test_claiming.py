@@ -3,6 +3,8 @@ claiming.py) are the ones the ORM would load: same values, a saved row's state,
 the contact cached on its row; and a model whose instances need Model.__init__
 (a pre_init or post_init receiver) still gets it."""
 
+from datetime import timedelta
+
 import pytest
 from django.db import connection
 from django.db.models import signals
@@ -78,3 +80,16 @@ def test_a_model_with_a_post_init_receiver_is_built_through_its_init(queued, pol
         claiming._plain.cache_clear()
 
     assert sorted(contact.pk for contact in seen) == sorted(row.contact_id for row in batch.rows)
+
+
+def test_each_claim_uses_its_own_moment_though_compiled_once(queued, policy, clock):
+    first, later = queued(2).order_by("pk")
+    ContactSync.objects.filter(contact=later).update(next_attempt_at=clock() + timedelta(minutes=5))
+    engine = SyncEngine(ScriptedBackend(), policy(lease_seconds=3600), clock=clock)
+
+    assert [row.contact_id for row in engine.claim(5).rows] == [first.pk]
+    assert set(engine._compiled_claim) == {"due", "expired"}, "compiled at the first claim"
+    clock.advance(minutes=10)
+    assert [row.contact_id for row in engine.claim(5).rows] == [later.pk]
+    clock.advance(hours=1, minutes=1)  # past both leases: claimed again
+    assert {row.contact_id for row in engine.claim(5).rows} == {first.pk, later.pk}
