@@ -394,8 +394,9 @@ class SyncEngine:
             token=token, rows=claimed.rows, contact_versions=claimed.contact_versions, reclaimed=claimed.reclaimed
         )
 
-    def _row_locks(self):
-        return connections[self._rows().db].features.has_select_for_update_skip_locked
+    @staticmethod
+    def _row_locks():
+        return connections[ContactSync.objects.db].features.has_select_for_update_skip_locked
 
     def _rows(self):
         return ContactSync.objects.for_crm(self.crm)
