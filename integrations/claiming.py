@@ -16,7 +16,7 @@ that many rows it does not claim, until the statement ends.
 Rows whose lease expired (their worker died) come first, by lease end, then the
 queued ones by due time; each scan reads its own partial index and stops at the
 limit. SQLite has no row locks: the engine keeps its compare-and-set
-claim there (engine.SyncEngine.claim_ids).
+claim there (engine.SyncEngine._claim_by_compare_and_set).
 
 The contact's row version (row_version: any write of the row changes it, by
 save, QuerySet.update or raw SQL) is read with it, so that the record can tell
@@ -130,17 +130,16 @@ _MARK = datetime(2001, 2, 3, 4, 5, 6, 789012, tzinfo=UTC)
 
 def _at(compiled, name, now, compile_at):
     """compile_at(now) -> (sql, params), the SQL compiled once into `compiled`
-    and `now` put in its places among the parameters."""
+    and `now` put in its place among the parameters."""
     if name not in compiled:
         sql, params = compile_at(_MARK)
         places = [position for position, value in enumerate(params) if value == _MARK]
         if len(places) != 1:  # not the SELECT this expects: compile each time
             return compile_at(now)
-        compiled[name] = sql, params, places
-    sql, params, places = compiled[name]
+        compiled[name] = sql, params, places[0]
+    sql, params, place = compiled[name]
     params = list(params)
-    for position in places:
-        params[position] = now
+    params[place] = now
     return sql, params
 
 

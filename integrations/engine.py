@@ -175,7 +175,6 @@ class SyncEngine:
         self.clock = clock
         self.rng = rng or random.Random()
         self.breaker = Breaker(self.crm, self.policy, clock)
-        self.reclaimed = set()
         self._compiled_claim = {}  # the claim's SELECTs, compiled once (claiming.claim)
         # The engine owns the pacing between workers: the backend only waits for
         # the slots its pacer hands out.
@@ -341,11 +340,11 @@ class SyncEngine:
         """Claim up to `limit` due rows (see claim_ids) and load them with their contacts."""
         if self._row_locks():
             return self._claim_in_one_statement(limit)
-        token, ids = self.claim_ids(limit)
+        token, ids, reclaimed = self._claim_by_compare_and_set(limit)
         # By primary key: the token has no index, and only guards against rows
         # that the compare-and-set left to another worker.
         claimed = ContactSync.objects.filter(pk__in=ids, claim_token=token).select_related("contact", "erasure")
-        return _Batch(token=token, rows=list(claimed) if ids else [], reclaimed=self.reclaimed)
+        return _Batch(token=token, rows=list(claimed) if ids else [], reclaimed=reclaimed)
 
     def claim_ids(self, limit):
         """Mark up to `limit` due rows Processing under a fresh token and lease;
@@ -357,12 +356,16 @@ class SyncEngine:
         if self._row_locks():
             batch = self._claim_in_one_statement(limit)
             return batch.token, [row.pk for row in batch.rows]
+        token, ids, _reclaimed = self._claim_by_compare_and_set(limit)
+        return token, ids
+
+    def _claim_by_compare_and_set(self, limit):
+        """SQLite's claim: (token, ids in claim order, ids whose lease had expired)."""
         now = self.clock()
         token = uuid.uuid4()
         with transaction.atomic():
             ids = self._lock_due_ids(self._rows().expired_leases(now).order_by("lease_expires_at"), limit)
-            # Their last attempt did not finish: push() may give up on them.
-            self.reclaimed = set(ids)
+            reclaimed = set(ids)
             if len(ids) < limit:
                 # Ordered by the partial index alone, so the scan stops at `limit`.
                 due = self._rows().queued_due(now).order_by("next_attempt_at")
@@ -376,7 +379,7 @@ class SyncEngine:
                     claim_token=token,
                     updated_at=now,
                 )
-        return token, ids
+        return token, ids, reclaimed
 
     def _claim_in_one_statement(self, limit):
         now, token = self.clock(), uuid.uuid4()
@@ -388,8 +391,6 @@ class SyncEngine:
             "updated_at": now,
         }
         claimed = claiming.claim(self._rows(), now, limit, changes, self._compiled_claim)
-        # Their last attempt did not finish: push() may give up on them.
-        self.reclaimed = claimed.reclaimed
         return _Batch(
             token=token, rows=claimed.rows, contact_versions=claimed.contact_versions, reclaimed=claimed.reclaimed
         )
