@@ -33,7 +33,7 @@ from django.db.models import JSONField, signals
 from django.db.models.base import ModelState
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 
-from contacts.bulk import set_clauses
+from contacts.bulk import Sql, set_clauses
 from contacts.models import Contact, ContactSync, Erasure
 
 
@@ -49,11 +49,12 @@ def claim(rows, now, limit, changes, compiled=None):
     (a dict the caller keeps for one queryset) holds the due and expired rows'
     SELECTs once compiled: compiling them costs more than the claim's own CPU."""
     connection = connections[rows.db]
-    sql, params = _statement(rows, now, limit, changes, connection, {} if compiled is None else compiled)
+    known = _known(changes)
+    sql, params = _statement(rows, now, limit, changes, known, connection, {} if compiled is None else compiled)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         fetched = cursor.fetchall()
-    readers = [_Reader(model, connection) for model in (ContactSync, Contact, Erasure)]
+    readers = [_Reader(ContactSync, connection, known), _Reader(Contact, connection), _Reader(Erasure, connection)]
     contact_field, erasure_field = (ContactSync._meta.get_field(name) for name in ("contact", "erasure"))
     claimed, reclaimed, versions = [], set(), {}
     for values in fetched:
@@ -78,7 +79,18 @@ def row_version(table):
     return "{t}.xmin::text || {t}.ctid::text".format(t=table)
 
 
-def _statement(rows, now, limit, changes, connection, compiled):
+def _known(changes):
+    """{attname: value} of the changes the claim need not read back: values set as
+    they are, of a type the database returns converted (a moment, a UUID). Strings
+    cost nothing to read, and reading them back keeps their plain type."""
+    return {
+        ContactSync._meta.get_field(name).attname: value
+        for name, value in changes.items()
+        if not isinstance(value, (str, Sql)) and value is not None
+    }
+
+
+def _statement(rows, now, limit, changes, known, connection, compiled):
     quote = connection.ops.quote_name
     table = quote(ContactSync._meta.db_table)
     expired, expired_params = _at(
@@ -107,7 +119,10 @@ def _statement(rows, now, limit, changes, connection, compiled):
         returned=", ".join("%s.%s" % (table, column) for column in _columns(ContactSync, quote)),
         selected=", ".join(
             [
-                *("claimed.%s" % column for column in _columns(ContactSync, quote)),
+                *(
+                    "NULL" if field.attname in known else "claimed.%s" % quote(field.column)
+                    for field in ContactSync._meta.concrete_fields
+                ),
                 *("c.%s" % column for column in _columns(Contact, quote)),
                 *("e.%s" % column for column in _columns(Erasure, quote)),
             ]
@@ -159,13 +174,19 @@ class _Reader:
     """Builds one model's instances from its slice of a fetched row, with the
     conversions Django's own queries apply (a JSON field is decoded once here)."""
 
-    def __init__(self, model, connection):
+    def __init__(self, model, connection, known=None):
+        """`known`: {attname: value} of fields not read back (NULL in the row), which
+        every instance gets as they are."""
         self.model, self.db = model, connection.alias
         self.start = _offsets()[model]
         fields = model._meta.concrete_fields
         self.attnames = [field.attname for field in fields]
+        known = known or {}
+        self.known = [(self.attnames.index(attname), value) for attname, value in known.items()]
         self.converters = []
         for position, field in enumerate(fields):
+            if field.attname in known:
+                continue
             column = field.get_col(model._meta.db_table)
             found = connection.ops.get_db_converters(column) + field.get_db_converters(connection)
             if found:
@@ -176,6 +197,8 @@ class _Reader:
         values = list(fetched[self.start : self.start + len(self.attnames)])
         if values[0] is None:
             return None  # LEFT JOIN found no row: no contact, or no erasure
+        for position, value in self.known:
+            values[position] = value
         for position, converters, column, plain_json in self.converters:
             value = values[position]
             if plain_json and value == "{}":

@@ -142,6 +142,11 @@ class _Batch:
     # Keys of the rows whose lease had expired (their worker died): push() may give up on them.
     reclaimed: set = field(default_factory=set)
 
+    @functools.cached_property
+    def by_key(self):
+        """{key: row}: the batch's rows by primary key, built once (rows never change)."""
+        return {row.pk: row for row in self.rows}
+
     def asked_to_wait(self):
         """Whether the CRM asked to wait (a rate limit, an outage) for any of the batch."""
         return any(outcome.kind is OutcomeKind.WAIT for outcome in self.outcomes)
@@ -355,7 +360,7 @@ class SyncEngine:
         SQLite in one short transaction, its UPDATE a compare-and-set."""
         if self._row_locks():
             batch = self._claim_in_one_statement(limit)
-            return batch.token, [row.pk for row in batch.rows]
+            return batch.token, list(batch.by_key)
         token, ids, _reclaimed = self._claim_by_compare_and_set(limit)
         return token, ids
 
@@ -414,42 +419,42 @@ class SyncEngine:
         """Build payloads and push them with no transaction open. A row that used up
         its attempts (and its time) on lost leases is not pushed again."""
         now = self.clock()
-        for row in batch.rows:
-            item = SyncItem(key=row.pk, contact=row.contact, payload=None)
+        for key, row in batch.by_key.items():
             if row.operation:
                 batch.items.append(self._removal_item(row))
                 continue
-            if row.pk in batch.reclaimed and self.policy.gives_up(row.attempts - 1, row.first_failed_at, now):
+            contact = row.contact
+            if key in batch.reclaimed and self.policy.gives_up(row.attempts - 1, row.first_failed_at, now):
                 batch.outcomes.append(
                     Outcome.permanent(
-                        item,
+                        _unsent(key, contact),
                         "Gave up after %d attempts: the last one did not finish (its worker "
                         "stopped before the lease ran out)." % self.policy.max_attempts,
                     )
                 )
                 continue
             try:
-                payload = self.backend.build_payload(row.contact)
+                payload = self.backend.build_payload(contact)
             except InvalidContact as exc:
-                batch.outcomes.append(Outcome.permanent(item, exc.message))
+                batch.outcomes.append(Outcome.permanent(_unsent(key, contact), exc.message))
                 continue
             except Exception:
                 logger.exception("crm=%s building the payload of contact %s failed", self.crm, row.contact_id)
-                batch.outcomes.append(Outcome.retry(item, self._unexpected_error_message()))
-                batch.unexplained.add(row.pk)
+                batch.outcomes.append(Outcome.retry(_unsent(key, contact), self._unexpected_error_message()))
+                batch.unexplained.add(key)
                 continue
-            batch.items.append(self._upsert_item(row, payload))
+            batch.items.append(self._upsert_item(key, row, contact, payload))
         if batch.items:
             started = time.monotonic()
             batch.outcomes += self._call_backend(batch, batch.items)
             batch.duration_ms = int((time.monotonic() - started) * 1000)
 
-    def _upsert_item(self, row, payload):
-        email = self.backend.crm_email(row.contact.email)
+    def _upsert_item(self, key, row, contact, payload):
+        email = self.backend.crm_email(contact.email)
         previous = self.backend.crm_email(row.synced_email) if row.synced_email else ""
         return SyncItem(
-            key=row.pk,
-            contact=row.contact,
+            key=key,
+            contact=contact,
             payload=payload,
             external_id=row.external_id,
             email=email,
@@ -521,7 +526,7 @@ class SyncEngine:
         until_probe = self.breaker.note_batch(self._verdict(batch), probe=batch.probe)
         breaker_open = until_probe is not None
         now = self.clock()
-        rows_by_key = {row.pk: row for row in batch.rows}
+        rows_by_key = batch.by_key
         payloads = {item.key: item.payload for item in batch.items}
         accepted, retry, failed, asked_to_wait, held_by_breaker = self._sort_outcomes(batch, breaker_open, now)
         removed = [o for o in accepted if rows_by_key[o.key].operation]
@@ -562,7 +567,7 @@ class SyncEngine:
         """The batch's outcomes as (accepted, retry, failed, asked_to_wait,
         held_by_breaker). Two ways to wait spend no attempt: the CRM asked
         (OutcomeKind.WAIT), or its circuit breaker is open and the failure is the CRM's."""
-        rows_by_key = {row.pk: row for row in batch.rows}
+        rows_by_key = batch.by_key
         accepted, retry, failed, asked_to_wait, held_by_breaker = [], [], [], [], []
         for outcome in batch.outcomes:
             row = rows_by_key[outcome.key]
@@ -950,6 +955,11 @@ class SyncEngine:
                 state = CRMState.objects.select_for_update().only("push_durations").get(crm=self.crm)
                 changes["push_durations"] = merged_push_durations(state.push_durations, result.push_durations)
             CRMState.objects.filter(crm=self.crm).update(**changes)
+
+
+def _unsent(key, contact):
+    """The item of a contact that is not pushed (its outcome is decided before the push)."""
+    return SyncItem(key=key, contact=contact, payload=None)
 
 
 def _wait(outcome):

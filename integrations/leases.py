@@ -24,7 +24,7 @@ class LeaseRenewal:
 
     def __init__(self, engine, batch):
         self.engine = engine
-        self.ids = [row.pk for row in batch.rows]
+        self.ids = list(batch.by_key)
         self.token = batch.token
         self.interval = engine.policy.lease_seconds / LEASE_RENEWALS_PER_LEASE
         self.stopped = threading.Event()
