@@ -55,12 +55,13 @@ def claim(rows, now, limit, changes, compiled=None):
         cursor.execute(sql, params)
         fetched = cursor.fetchall()
     readers = [_Reader(ContactSync, connection, known), _Reader(Contact, connection), _Reader(Erasure, connection)]
-    contact_field, erasure_field = (ContactSync._meta.get_field(name) for name in ("contact", "erasure"))
+    # Where field.set_cached_value puts a row's contact and erasure, without its two calls per row.
+    contact_cache, erasure_cache = (ContactSync._meta.get_field(name).cache_name for name in ("contact", "erasure"))
     claimed, reclaimed, versions = [], set(), {}
     for values in fetched:
         row, contact, erasure = (reader.build(values) for reader in readers)
-        contact_field.set_cached_value(row, contact)
-        erasure_field.set_cached_value(row, erasure)
+        cache = row._state.fields_cache
+        cache[contact_cache], cache[erasure_cache] = contact, erasure
         claimed.append(row)
         if values[-2]:
             reclaimed.add(row.pk)
@@ -194,9 +195,9 @@ class _Reader:
         self.connection = connection
 
     def build(self, fetched):
-        values = list(fetched[self.start : self.start + len(self.attnames)])
-        if values[0] is None:
+        if fetched[self.start] is None:
             return None  # LEFT JOIN found no row: no contact, or no erasure
+        values = list(fetched[self.start : self.start + len(self.attnames)])
         for position, value in self.known:
             values[position] = value
         for position, converters, column, plain_json in self.converters:

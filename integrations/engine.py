@@ -161,9 +161,12 @@ class Written(NamedTuple):
     erasure_id: int | None
 
 
+# One encoder for every hash: json.dumps with these options builds a new one per call.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def payload_hash(payload):
-    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL_JSON.encode(payload).encode()).hexdigest()
 
 
 def run(crm, *, budget_seconds=None, max_contacts=None, batch_size=None):
