@@ -14,5 +14,6 @@ urlpatterns = [
     path("v3/", include("api.v3_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("schema/ui/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="schema-ui"),
-    re_path(r"^(?P<rest>.*)$", not_found),
+    # [\s\S], not ".": an address may hold a newline (%0A), which "." does not match.
+    re_path(r"^(?P<rest>[\s\S]*)$", not_found),
 ]
