@@ -236,8 +236,11 @@ if SENTRY_DSN:
 # must not break the other. Erasure refuses to start without it (contacts.W001).
 CRMSYNC_SUPPRESSION_KEY = env.str("CRMSYNC_SUPPRESSION_KEY", default="")
 # A worker claims its next batch on a second connection while the current one
-# records (integrations/claim_ahead.py); off, it claims after each record.
+# records (or, with a CRM slower to answer than a record, is pushed), and with
+# such a CRM records a batch on a third while the next is pushed
+# (integrations/overlap.py); off, one after the other.
 CRMSYNC_CLAIM_AHEAD = env.bool("CRMSYNC_CLAIM_AHEAD", default=True)
+CRMSYNC_RECORD_BEHIND = env.bool("CRMSYNC_RECORD_BEHIND", default=True)
 
 # Mail, for the alerts to ADMINS (integrations.alerts). EMAIL_URL as django-environ
 # reads it, e.g. smtp+tls://user:password@smtp.example.com:587; the default prints

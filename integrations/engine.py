@@ -48,7 +48,6 @@ from contacts.models import (
 from . import alerts, claiming
 from .backends.base import Outcome, OutcomeKind, SyncItem
 from .breaker import Breaker, Verdict
-from .claim_ahead import ClaimAhead
 from .conf import SyncPolicy
 from .exceptions import (
     CRMConfigurationError,
@@ -59,9 +58,10 @@ from .exceptions import (
     RetryableError,
 )
 from .imports import lend_import_ledger
-from .leases import LeaseRenewal
+from .leases import LEASE_RENEWALS_PER_LEASE, LeaseRenewal
 from .mappings import use_mapping
 from .models import PAUSE_LOG_MARK, CRMState, Pause, clip
+from .overlap import ClaimAhead, RecordBehind
 from .push_histogram import merged as merged_push_durations
 from .push_histogram import observe as observe_push
 from .ratelimit import share_pace
@@ -141,6 +141,8 @@ class _Batch:
     contact_versions: dict | None = None
     # Keys of the rows whose lease had expired (their worker died): push() may give up on them.
     reclaimed: set = field(default_factory=set)
+    # time.monotonic() of the claim: a batch claimed ahead must still have most of its lease.
+    claimed_at: float = field(default_factory=time.monotonic)
 
     @functools.cached_property
     def by_key(self):
@@ -184,6 +186,9 @@ class SyncEngine:
         self.rng = rng or random.Random()
         self.breaker = Breaker(self.crm, self.policy, clock)
         self._compiled_claim = {}  # the claim's SELECTs, compiled once (claiming.claim)
+        # The last batch's push and record, in seconds: whether the CRM keeps a push
+        # waiting longer than a record takes (_crm_outlasts_record).
+        self._last_push_seconds = self._last_record_seconds = None
         # The engine owns the pacing between workers: the backend only waits for
         # the slots its pacer hands out.
         share_pace(backend)
@@ -199,7 +204,14 @@ class SyncEngine:
         result = RunResult(self.crm)
         started = time.monotonic()
         use_mapping(self.backend)  # the staff mapping as it is when the run starts
-        ahead = ClaimAhead.for_engine(self)
+        ahead, behind = ClaimAhead.for_engine(self), RecordBehind.for_engine(self)
+        recording = None  # the result of the batch being recorded behind
+
+        def add(batch):
+            result.add(batch)
+            if on_batch:
+                on_batch(batch)
+
         try:
             while budget_seconds is None or time.monotonic() - started < budget_seconds:
                 pause, probe = self._pause_and_breaker()
@@ -207,25 +219,35 @@ class SyncEngine:
                     result.paused_until, result.pause_reason, result.paused_by = pause
                     break
                 limit = batch_size or self.claim_size()
+                claimed = result.claimed + (recording.claimed if recording else 0)
                 if max_contacts is not None:
-                    limit = min(limit, max_contacts - result.claimed)
+                    limit = min(limit, max_contacts - claimed)
                 if limit <= 0:
                     break
                 if probe and not self.breaker.take_probe():
                     continue  # another worker probes; paused() now says until when
-                room = None if max_contacts is None else max_contacts - result.claimed - limit
+                room = None if max_contacts is None else max_contacts - claimed - limit
                 batch = self.run_batch(
                     min(limit, self.policy.breaker.probe_contacts) if probe else limit,
                     probe=probe,
                     claimed=self._claimed_ahead(ahead, limit, probe),
-                    after_push=None if probe or not ahead else functools.partial(self._claim_next, ahead, limit, room),
+                    claim_next=None if probe or not ahead else functools.partial(self._claim_next, ahead, limit, room),
+                    behind=behind,
                 )
-                result.add(batch)
-                if on_batch:
-                    on_batch(batch)
+                if recording is not None:
+                    behind.wait()  # done already, unless this batch claimed nothing
+                    add(recording)
+                recording = batch if behind and behind.holds(batch) else None
+                if recording is None:
+                    add(batch)
                 if not batch.claimed or batch.paused_until:
                     break
+            if recording is not None:
+                behind.wait()
+                add(recording)
         finally:
+            if behind:
+                self._close_record_behind(behind)
             if ahead:
                 self._release_claimed_ahead(ahead)
             self.backend.close()
@@ -234,10 +256,15 @@ class SyncEngine:
             alerts.after_run(self.crm, result.accepted, self.clock())
         return result
 
-    def run_batch(self, limit, *, probe=False, claimed=None, after_push=None):
+    def run_batch(self, limit, *, probe=False, claimed=None, claim_next=None, behind=None):
         """One claim -> push -> record cycle of at most `limit` contacts: `claimed`
-        is a batch claimed ahead (else the claim is made here), and `after_push` is
-        called with the batch between its push and its record."""
+        is a batch claimed ahead (else the claim is made here), and
+        `claim_next(batch)` starts claiming the next one on another thread: during
+        the push when the CRM keeps pushes waiting longer than a record takes, else
+        during the record. With `behind` (a RecordBehind), the record of the batch
+        before is waited for once this one is pushed, and with such a CRM this one
+        is recorded on its thread when it may be (_may_record_behind): the result
+        returned is then complete only once `behind.wait()` returns."""
         started = time.monotonic()
         batch = claimed if claimed is not None else self.claim(limit)
         batch.probe = probe
@@ -246,12 +273,71 @@ class SyncEngine:
             if probe:
                 self.breaker.probe_found_nothing()
             return result
-        with LeaseRenewal(self, batch), lend_import_ledger(self.backend, batch):
-            self.push(batch)
-            if after_push:
-                after_push(batch)
-            self.record(batch, result)
         result.claimed, result.batches = len(batch.rows), 1
+        claim_during_push = claim_next is not None and self._crm_outlasts_record()
+        if claim_during_push:
+            claim_next(batch)
+        with LeaseRenewal(self, batch):
+            with lend_import_ledger(self.backend, batch):
+                self.push(batch)
+            self._last_push_seconds = batch.duration_ms / 1000
+            self._wait_for_record_behind(behind, batch, result)
+            record_behind = behind is not None and self._may_record_behind(batch)
+            if not record_behind:
+                if claim_next is not None and not claim_during_push:
+                    claim_next(batch)
+                self._record_and_report(batch, result, started)
+        # A lease ends with at least two thirds of it left (LeaseRenewal): ample for a record.
+        if record_behind:
+            behind.start(self._record_and_report, batch, result, started)
+        return result
+
+    def _crm_outlasts_record(self):
+        """Whether the CRM kept the last push waiting longer than its record took:
+        then overlapping a push with a claim or a record saves the CRM's time."""
+        if self._last_push_seconds is None or self._last_record_seconds is None:
+            return False
+        return self._last_push_seconds > self._last_record_seconds
+
+    def _may_record_behind(self, batch):
+        """Whether the run may go on before the batch is recorded: the CRM keeps
+        pushes waiting longer than a record takes, the record pauses nobody (the
+        CRM did not ask to wait) and cannot open the circuit breaker (not a probe,
+        no verdict of failing). A staff decision or an edit made during the push is
+        still applied by its record, as always."""
+        return (
+            self._crm_outlasts_record()
+            and not batch.probe
+            and not batch.asked_to_wait()
+            and self._verdict(batch) is not Verdict.FAILING
+        )
+
+    def _wait_for_record_behind(self, behind, batch, result):
+        """Wait for the batch being recorded behind; if its record failed, this
+        pushed batch is recorded before that error goes up."""
+        if behind is None:
+            return
+        try:
+            behind.wait()
+        except Exception:
+            self.record(batch, result)
+            raise
+
+    def _close_record_behind(self, behind):
+        """The run ends: a record still running behind is waited for. Its error, if
+        any, is logged; the run's own outcome, or its error, is what the caller hears of."""
+        try:
+            behind.wait()
+        except Exception:
+            logger.exception("crm=%s recording a batch behind failed", self.crm)
+        finally:
+            behind.close()
+
+    def _record_and_report(self, batch, result, started):
+        """Record the batch, then its push time and seconds in its result, and its log line."""
+        recording = time.monotonic()
+        self.record(batch, result)
+        self._last_record_seconds = time.monotonic() - recording
         if batch.items:
             observe_push(result.push_durations, batch.duration_ms / 1000)
         result.seconds = time.monotonic() - started
@@ -264,9 +350,8 @@ class SyncEngine:
             result.failed,
             result.waited,
             result.seconds,
-            " probe=1" if probe else "",
+            " probe=1" if batch.probe else "",
         )
-        return result
 
     # Bulk: a backend with a bulk path asks for bigger batches when enough is due
 
@@ -289,19 +374,23 @@ class SyncEngine:
     # Claim
 
     def _claimed_ahead(self, ahead, limit, probe):
-        """The batch claimed ahead while the last one recorded, when it still fits:
-        a probe, or a limit now smaller (Brevo's bulk size, max_contacts), claims
-        afresh and puts it back."""
+        """The batch claimed ahead while the last one was pushed or recorded, when it
+        still fits: a probe, a limit now smaller (Brevo's bulk size, max_contacts),
+        or a lease already past the point where LeaseRenewal would have renewed it
+        (a long push before it) claims afresh and puts it back."""
         claimed = ahead.take() if ahead else None
-        if claimed is not None and (probe or len(claimed.rows) > limit):
+        renewal_due = self.policy.lease_seconds / LEASE_RENEWALS_PER_LEASE
+        if claimed is not None and (
+            probe or len(claimed.rows) > limit or time.monotonic() - claimed.claimed_at > renewal_due
+        ):
             self.release(claimed)
             return None
         return claimed
 
     def _claim_next(self, ahead, limit, room, batch):
-        """Between a batch's push and its record: claim the next one ahead, unless
-        this one came short (the queue is empty) or the CRM asked to wait. `room`:
-        the contacts left in the run's budget after this batch (None: no budget)."""
+        """During a batch's push or before its record: claim the next one ahead,
+        unless this one came short (the queue is empty) or the CRM asked to wait.
+        `room`: the contacts left in the run's budget after this batch (None: no budget)."""
         if len(batch.rows) < limit or batch.asked_to_wait():
             return
         size = limit if room is None else min(limit, room)

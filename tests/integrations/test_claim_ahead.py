@@ -1,5 +1,5 @@
 """Claiming the next batch while the current one records (integrations
-claim_ahead.py), on PostgreSQL with real connections: every row is pushed once
+overlap.py), on PostgreSQL with real connections: every row is pushed once
 and recorded once; a batch claimed ahead that the run does not push (a pause, an
 error, the contact budget) goes back to the queue as it was, no attempt spent,
 with a staff decision made meanwhile applied."""

@@ -286,10 +286,14 @@ class Kill:
 
 
 def activity(worker):
-    """(state, query, transaction id) of the worker's database backend, or None."""
+    """(state, query, transaction id) of the worker's database backend, or None. A
+    worker may have several (its claim ahead and its record behind have their own
+    connections): the one holding a transaction, if any, tells what it is doing."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT state, query, backend_xid::text FROM pg_stat_activity WHERE application_name = %s", [worker.name]
+            "SELECT state, query, backend_xid::text FROM pg_stat_activity WHERE application_name = %s "
+            "ORDER BY backend_xid IS NULL, backend_start",
+            [worker.name],
         )
         return cursor.fetchone()
 
@@ -437,7 +441,9 @@ def run_and_kill(workers, upserts, rng):
         workers.start()
     for target in rng.sample(KILL_TARGETS, len(KILL_TARGETS)):
         time.sleep(rng.uniform(1.0, 2.5))
-        if not ContactSync.objects.filter(processing_status=ProcessingStatus.QUEUED).exists():
+        # Work left: due, or held by a worker (claimed ahead during a push, say).
+        left = [ProcessingStatus.QUEUED, ProcessingStatus.PROCESSING]
+        if not ContactSync.objects.filter(processing_status__in=left).exists():
             break
         kill = kill_in_phase(rng.choice(workers.live()), target, upserts, started)
         kills.append(kill)
