@@ -218,10 +218,8 @@ class SyncEngine:
                 if pause:
                     result.paused_until, result.pause_reason, result.paused_by = pause
                     break
-                limit = batch_size or self.claim_size()
                 claimed = result.claimed + (recording.claimed if recording else 0)
-                if max_contacts is not None:
-                    limit = min(limit, max_contacts - claimed)
+                limit = self._next_limit(batch_size, max_contacts, claimed)
                 if limit <= 0:
                     break
                 if probe and not self.breaker.take_probe():
@@ -246,15 +244,26 @@ class SyncEngine:
                 behind.wait()
                 add(recording)
         finally:
-            if behind:
-                self._close_record_behind(behind)
-            if ahead:
-                self._release_claimed_ahead(ahead)
-            self.backend.close()
-            result.seconds = time.monotonic() - started
-            self._note_run(result)
-            alerts.after_run(self.crm, result.accepted, self.clock())
+            self._end_run(result, started, ahead, behind)
         return result
+
+    def _next_limit(self, batch_size, max_contacts, claimed):
+        """The next batch's size: the one asked for, else the CRM's (claim_size),
+        within what is left of the run's contacts."""
+        limit = batch_size or self.claim_size()
+        return limit if max_contacts is None else min(limit, max_contacts - claimed)
+
+    def _end_run(self, result, started, ahead, behind):
+        """A record still running behind is waited for, a batch claimed ahead put
+        back, the backend closed, and the run noted in the CRM's state."""
+        if behind:
+            self._close_record_behind(behind)
+        if ahead:
+            self._release_claimed_ahead(ahead)
+        self.backend.close()
+        result.seconds = time.monotonic() - started
+        self._note_run(result)
+        alerts.after_run(self.crm, result.accepted, self.clock())
 
     def run_batch(self, limit, *, probe=False, claimed=None, claim_next=None, behind=None):
         """One claim -> push -> record cycle of at most `limit` contacts: `claimed`
